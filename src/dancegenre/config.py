@@ -1,0 +1,182 @@
+"""Frozen configuration dataclasses: the one source of truth for every parameter.
+
+``FeatureConfig`` is written next to every prepared store and inside every
+checkpoint; later stages read it back and never ask the user to repeat it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, fields
+from typing import Any, TypeVar
+
+from dancegenre.errors import ConfigError
+
+T = TypeVar("T")
+
+
+def _from_dict(cls: type[T], data: dict[str, Any]) -> T:
+    """Build a dataclass from a dict, refusing unknown keys (a typo must not pass)."""
+    names = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(f"unknown {cls.__name__} field(s): {', '.join(unknown)}")
+    try:
+        return cls(**data)
+    except TypeError as exc:
+        raise ConfigError(f"bad {cls.__name__}: {exc}") from None
+
+
+@dataclass(frozen=True)
+class FeatureConfig:
+    """Signal parameters from decoded audio to network input.
+
+    The defaults are the study's: 22,050 Hz mono, 128 log-mel bands from a
+    2,048-point STFT with hop 512, cut into 3-second segments of 128 frames
+    (ten per 30-second clip).
+    """
+
+    sample_rate: int = 22050  # Hz; the study's librosa default
+    n_fft: int = 2048  # samples per STFT frame (93 ms at 22,050 Hz)
+    hop_length: int = 512  # samples between frames (23 ms)
+    n_mels: int = 128  # mel bands: the network's channels
+    fmin: float = 0.0  # Hz, lowest mel band edge
+    fmax: float | None = None  # Hz, highest edge; None means sample_rate / 2
+    segment_frames: int = 128  # frames per segment: 128 * 512 / 22050 = 2.97 s
+    segment_hop: int = 128  # frames between segment starts; < segment_frames overlaps
+    amin: float = 1e-10  # power floor before log10, as librosa.power_to_db
+    resample_quality: str = "HQ"  # soxr quality recipe: VHQ, HQ, MQ, LQ, QQ
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.sample_rate >= 4000, "sample_rate must be at least 4000 Hz"),
+            (self.n_fft >= 64 and self.n_fft % 2 == 0, "n_fft must be even and >= 64"),
+            (0 < self.hop_length <= self.n_fft, "hop_length must be in (0, n_fft]"),
+            (0 < self.n_mels <= self.n_fft // 2 + 1, "n_mels must be in (0, n_fft/2+1]"),
+            (self.segment_frames >= 8, "segment_frames must be at least 8"),
+            (0 < self.segment_hop, "segment_hop must be positive"),
+            (self.fmin >= 0, "fmin must be >= 0"),
+            (self.fmax is None or self.fmin < self.fmax <= self.sample_rate / 2,
+             "fmax must lie in (fmin, sample_rate/2]"),
+            (self.amin > 0, "amin must be positive"),
+            (self.resample_quality in ("VHQ", "HQ", "MQ", "LQ", "QQ"),
+             "resample_quality must be one of VHQ, HQ, MQ, LQ, QQ"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(message)
+
+    @property
+    def segment_seconds(self) -> float:
+        """Seconds of audio one segment covers (frames times hop)."""
+        return self.segment_frames * self.hop_length / self.sample_rate
+
+    @property
+    def segment_hop_seconds(self) -> float:
+        """Seconds between the starts of two consecutive segments."""
+        return self.segment_hop * self.hop_length / self.sample_rate
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> FeatureConfig:
+        return _from_dict(cls, data)
+
+    def digest(self) -> str:
+        """Short stable hash of every field: part of every cache key."""
+        text = json.dumps(self.to_dict(), sort_keys=True)
+        return hashlib.sha1(text.encode()).hexdigest()[:12]
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Architecture of one network from the ``MODELS`` registry."""
+
+    name: str = "cnn1d"  # key in dancegenre.models.MODELS
+    n_classes: int = 2
+    n_mels: int = 128  # input channels; must match FeatureConfig.n_mels
+    filters: tuple[int, ...] = (64, 128, 128)  # channels of the three conv blocks
+    kernel_size: int = 4  # along time for cnn1d/crnn; square for cnn2d
+    pool_sizes: tuple[int, ...] = (4, 2, 2)  # max pooling after each conv block
+    pooling: str = "max"  # temporal pooling: max (study), avg, meanmaxl2 (Dieleman)
+    activation: str = "relu"  # any name in dancegenre.models.ACTIVATIONS
+    dense: int = 128  # width of the hidden dense layer
+    dropout: float = 0.5  # in the dense layers; the study found it needed there
+    rnn: str = "gru"  # crnn only: gru or lstm
+    rnn_hidden: int = 64  # crnn only: hidden units per direction
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "filters", tuple(int(f) for f in self.filters))
+        object.__setattr__(self, "pool_sizes", tuple(int(p) for p in self.pool_sizes))
+        if self.n_classes < 2:
+            raise ConfigError("a classifier needs at least 2 classes")
+        if not self.filters or any(f <= 0 for f in self.filters):
+            raise ConfigError("filters must be positive channel counts")
+        if len(self.pool_sizes) != len(self.filters):
+            raise ConfigError("pool_sizes needs one entry per conv block (filters)")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError("dropout must be in [0, 1)")
+        if self.kernel_size < 1:
+            raise ConfigError("kernel_size must be >= 1")
+        if self.rnn not in ("gru", "lstm"):
+            raise ConfigError("rnn must be gru or lstm")
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["filters"] = list(self.filters)
+        data["pool_sizes"] = list(self.pool_sizes)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
+        return _from_dict(cls, data)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation, split and augmentation settings of one training run."""
+
+    epochs: int = 30  # upper bound; early stopping usually ends sooner
+    batch_size: int = 64  # segments per step
+    lr: float = 1e-3  # AdamW learning rate
+    weight_decay: float = 1e-4  # AdamW decoupled weight decay
+    patience: int = 6  # epochs without validation-loss improvement before stopping
+    val_fraction: float = 0.15  # of groups, stratified by label
+    test_fraction: float = 0.15  # of groups, stratified by label
+    split_by: str | None = None  # grouping column; None picks track_id, then item
+    seed: int = 0
+    class_weights: bool = False  # weight the loss by inverse class frequency
+    augment: bool = False  # time shift + SpecAugment masks + mixup on training batches
+    mixup_alpha: float = 0.2  # Beta(alpha, alpha) mixing when augment is on
+    time_masks: int = 2  # SpecAugment masks per example when augment is on
+    freq_masks: int = 2
+    mask_width: int = 12  # maximum width of one mask in frames / bands
+    num_workers: int = 0  # DataLoader workers; 0 keeps the memmap in the main process
+    device: str = "auto"  # auto picks cuda when available
+    folds: int = 0  # >1: grouped k-fold cross-validation instead of one split
+    fold: int | None = None  # with folds: which test fold this run holds out
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ConfigError("epochs and batch_size must be >= 1")
+        if not (0 < self.val_fraction < 0.5 and 0 <= self.test_fraction < 0.5):
+            raise ConfigError("val_fraction must be in (0, 0.5), test_fraction in [0, 0.5)")
+        if self.lr <= 0 or self.weight_decay < 0:
+            raise ConfigError("lr must be positive and weight_decay non-negative")
+        if self.folds == 1 or self.folds < 0:
+            raise ConfigError("folds must be 0 (one split) or at least 2")
+        if self.fold is not None and not (0 <= self.fold < max(self.folds, 1)):
+            raise ConfigError("fold must be in [0, folds)")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        return _from_dict(cls, data)
+
+
+__all__ = ["FeatureConfig", "ModelConfig", "TrainConfig"]

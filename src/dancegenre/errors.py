@@ -1,0 +1,42 @@
+"""Exception hierarchy.
+
+Every error a user can cause derives from :class:`DanceGenreError`; the CLI turns
+those into one readable line and a non-zero exit code.  Anything else is a bug and
+keeps its traceback.
+"""
+
+
+class DanceGenreError(Exception):
+    """Base class for every error caused by input rather than by a bug."""
+
+
+class ConfigError(DanceGenreError):
+    """A parameter is out of range or two parameters contradict each other."""
+
+
+class AudioDecodeError(DanceGenreError):
+    """A file could not be read as audio (missing, corrupt, not audio, unreadable)."""
+
+
+class AudioTooShortError(AudioDecodeError):
+    """The audio is shorter than one segment."""
+
+
+class SilentAudioError(AudioDecodeError):
+    """The audio holds no signal (digital silence)."""
+
+
+class EmptyInputError(DanceGenreError):
+    """A folder, catalog or store holds nothing usable."""
+
+
+class CatalogError(DanceGenreError):
+    """A catalog CSV is malformed (missing column, unreadable)."""
+
+
+class StoreError(DanceGenreError):
+    """A prepared store is missing, incomplete or incompatible."""
+
+
+class CheckpointError(DanceGenreError):
+    """A checkpoint is missing, corrupt or was written by an incompatible version."""
