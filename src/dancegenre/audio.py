@@ -58,7 +58,11 @@ def _open(path: str | os.PathLike[str]) -> sf.SoundFile:
 def _short(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
     # libsndfile repeats the path in its message; the caller adds it once.
-    return text.split(": ", 1)[-1] if text.startswith("Error opening") else text
+    text = text.split("': ", 1)[-1] if text.startswith("Error opening") else text
+    if text.startswith("File does not exist or is not a regular file"):
+        # What libsndfile says of a file whose mp3 frames it cannot find.
+        return "no audio frames found: corrupt or not audio"
+    return text.rstrip(".")
 
 
 def probe(path: str | os.PathLike[str]) -> AudioInfo:

@@ -339,6 +339,15 @@ def _render_edm(p: dict, rng: np.random.Generator, bpm: float, root: int, meta: 
 RENDERERS: dict[str, Callable] = {"techno": _render_techno, "edm": _render_edm}
 
 
+def clip_tempo_and_root(spec: ClipSpec) -> tuple[float, int]:
+    """Tempo (BPM) and root note (MIDI) of a clip, without rendering it."""
+    p = artist_preset(spec.genre, spec.artist, spec.seed)
+    rng = np.random.default_rng([spec.seed, GENRES.index(spec.genre), spec.index, 1])
+    lo, hi = TEMPO_RANGE[spec.genre]
+    bpm = float(np.clip(p["tempo_centre"] + rng.normal(0, 3), lo, hi))
+    return bpm, int(rng.integers(45, 57))  # root A2..G#3
+
+
 def render_clip(spec: ClipSpec) -> tuple[np.ndarray, dict]:
     """Render one clip.
 
@@ -348,10 +357,8 @@ def render_clip(spec: ClipSpec) -> tuple[np.ndarray, dict]:
     meta with tempo, key, vocal and structure.
     """
     p = artist_preset(spec.genre, spec.artist, spec.seed)
+    bpm, root = clip_tempo_and_root(spec)
     rng = np.random.default_rng([spec.seed, GENRES.index(spec.genre), spec.index])
-    lo, hi = TEMPO_RANGE[spec.genre]
-    bpm = float(np.clip(p["tempo_centre"] + rng.normal(0, 3), lo, hi))
-    root = int(rng.integers(45, 57))  # A2..G#3
     meta: dict = {"tempo": round(bpm, 2), "key": int(root % 12)}
     drums, music = RENDERERS[spec.genre](p, rng, bpm, root, meta)
     wet = _reverb(music, rng, 1.5, p["reverb"])

@@ -1,0 +1,7 @@
+"""``python -m dancegenre``: the same as the ``dancegenre`` command."""
+
+import sys
+
+from dancegenre.cli import main
+
+sys.exit(main())

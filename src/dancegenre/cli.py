@@ -1,0 +1,168 @@
+"""The ``dancegenre`` command line: one subcommand per stage.
+
+User mistakes (a missing file, a bad option, a store from another config) end with one
+line on stderr and exit code 2; Ctrl-C with exit code 130.  Anything else is a bug and
+keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from dancegenre import __version__
+from dancegenre.config import FeatureConfig
+from dancegenre.errors import ConfigError, DanceGenreError
+
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
+
+
+def command(name: str) -> Callable:
+    def register(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+        COMMANDS[name] = fn
+        return fn
+    return register
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _probability(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {value}")
+    return value
+
+
+def _existing(text: str) -> Path:
+    path = Path(text)
+    if not path.exists():
+        raise argparse.ArgumentTypeError(f"no such file or folder: {text}")
+    return path
+
+
+def _add_feature_options(p: argparse.ArgumentParser) -> None:
+    d = FeatureConfig()
+    g = p.add_argument_group("feature config (stored with the output; later stages read it back)")
+    g.add_argument("--sample-rate", type=_positive_int, default=d.sample_rate, help="Hz (default %(default)s)")
+    g.add_argument("--n-fft", type=_positive_int, default=d.n_fft, help="STFT size (default %(default)s)")
+    g.add_argument("--hop-length", type=_positive_int, default=d.hop_length, help="STFT hop (default %(default)s)")
+    g.add_argument("--n-mels", type=_positive_int, default=d.n_mels, help="mel bands (default %(default)s)")
+    g.add_argument("--segment-frames", type=_positive_int, default=d.segment_frames,
+                   help="frames per segment (default %(default)s = 2.97 s)")
+    g.add_argument("--segment-hop", type=_positive_int, default=d.segment_hop,
+                   help="frames between segment starts; smaller overlaps (default %(default)s)")
+
+
+def _feature_config(args: argparse.Namespace) -> FeatureConfig:
+    return FeatureConfig(
+        sample_rate=args.sample_rate, n_fft=args.n_fft, hop_length=args.hop_length,
+        n_mels=args.n_mels, segment_frames=args.segment_frames, segment_hop=args.segment_hop,
+    )
+
+
+def _with_parents(add_parser: Callable, common: argparse.ArgumentParser) -> Callable:
+    def add(name: str, **kwargs: object) -> argparse.ArgumentParser:
+        return add_parser(name, parents=[common], **kwargs)
+    return add
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="dancegenre",
+        description="Tell dance-music genres apart from audio: corpus -> prepare -> train -> "
+                    "evaluate -> predict.",
+    )
+    parser.add_argument("--version", action="version", version=f"dancegenre {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    # Every subcommand takes -q after its name: `dancegenre prepare -q IN OUT`.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    sub.add_parser = _with_parents(sub.add_parser, common)  # type: ignore[method-assign]
+
+    p = sub.add_parser("synth", help="write a synthetic techno/EDM corpus with a catalog.csv")
+    p.add_argument("out", type=Path, help="output folder: OUT/<genre>/<id>.<format>, OUT/catalog.csv")
+    p.add_argument("--per-genre", type=_positive_int, default=100, help="clips per genre (default %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default %(default)s)")
+    p.add_argument("--format", choices=["mp3", "wav", "flac", "ogg"], default="mp3",
+                   help="audio format (default %(default)s; flac/wav encode faster)")
+    p.add_argument("--artists", type=_positive_int, default=None,
+                   help="artists per genre (default: one per 6 clips, at least 2)")
+    p.add_argument("--workers", type=_positive_int, default=None, help="processes (default: all cores)")
+
+    p = sub.add_parser("prepare", help="decode audio into a memory-mapped log-mel segment store")
+    p.add_argument("input", type=_existing, help="folder laid out as <label>/<file>, or a catalog CSV with path,label")
+    p.add_argument("out", type=Path, help="store folder (created; rerun to resume or update)")
+    p.add_argument("--workers", type=_positive_int, default=None, help="processes (default: all cores)")
+    _add_feature_options(p)
+
+    from dancegenre import cli_stages  # the later stages register their own parsers
+
+    cli_stages.add_parsers(sub)
+    return parser
+
+
+@command("synth")
+def _cmd_synth(args: argparse.Namespace) -> int:
+    from dancegenre.synth import synthesize
+
+    catalog = synthesize(args.out, per_genre=args.per_genre, seed=args.seed, fmt=args.format,
+                         workers=args.workers, artists_per_genre=args.artists,
+                         progress=not args.quiet)
+    print(f"wrote {2 * args.per_genre} clips and {catalog}")
+    return 0
+
+
+@command("prepare")
+def _cmd_prepare(args: argparse.Namespace) -> int:
+    from dancegenre.dataset import prepare
+
+    s = prepare(args.input, args.out, config=_feature_config(args), workers=args.workers,
+                progress=not args.quiet)
+    labels = ", ".join(f"{k} {v}" for k, v in s.labels.items())
+    print(f"store {s.out}: {s.items - s.skipped} items ({labels}), {s.segments} segments; "
+          f"{s.prepared} prepared, {s.reused} reused, {s.skipped} skipped"
+          + (f" (reasons in {Path(s.out) / 'failures.csv'})" if s.skipped else "")
+          + f"; {s.seconds:.1f} s, {s.items_per_second:.1f} files/s")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.command:
+        parser.print_help()
+        return EXIT_USAGE
+    try:
+        return COMMANDS[args.command](args)
+    except KeyboardInterrupt:
+        print("dancegenre: interrupted; rerun the same command to resume", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except DanceGenreError as exc:
+        from dancegenre.dataset import Interrupted
+
+        print(f"dancegenre {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_INTERRUPTED if isinstance(exc, Interrupted) else EXIT_USAGE
+
+
+def print_json(data: object) -> None:
+    print(json.dumps(data, indent=2, default=str))
+
+
+__all__ = ["main", "command", "ConfigError"]

@@ -1,0 +1,461 @@
+"""Audio folder or catalog -> memory-mapped segment store, and its loader.
+
+A store is a folder::
+
+    config.json     the FeatureConfig every segment was made with
+    segments.npy    float16 array (segments, n_mels, segment_frames), read memory-mapped
+    index.csv       one row a segment: row, item, label, group columns, segment, start, path
+    items.csv       one row an item: item, path, label, groups, kept catalog columns,
+                    duration, sample_rate, channels, n_segments, offset, key
+    failures.csv    one row a skipped file: item, path, label, error, reason
+    store.json      written last: counts, labels, group columns and the size and mtime of
+                    segments.npy; a store whose files disagree with it is not trusted
+    pending/        items finished since the last complete store (resume), then removed
+
+The cache key of an item is its absolute path, size, mtime and the feature config's
+digest: a changed file or config is prepared again, an unchanged one never.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import asdict, dataclass
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from dancegenre import __version__
+from dancegenre.audio import probe
+from dancegenre.config import FeatureConfig
+from dancegenre.errors import (
+    AudioDecodeError, CatalogError, DanceGenreError, EmptyInputError, StoreError,
+)
+from dancegenre.features import iter_segments
+
+GROUP_COLUMNS = ("track_id", "artist", "artist_id", "album_id")  # recognised grouping columns
+STORE_FORMAT = "dancegenre-store"
+RESERVED_COLUMNS = ("item", "row", "segment", "start", "cache_key", "duration", "sample_rate",
+                    "channels", "n_segments", "offset")
+STORE_VERSION = 1
+
+
+class Interrupted(DanceGenreError):
+    """The user stopped a job; what was finished is kept for the next run."""
+
+
+# ---------------------------------------------------------------- input listing
+
+def list_items(source: str | os.PathLike[str]) -> tuple[pd.DataFrame, list[str]]:
+    """Items of a ``<label>/<file>`` folder or of a catalog CSV.
+
+    Returns
+    -------
+    (items, group_columns): ``items`` has columns item (unique id), path (absolute),
+    label, then the catalog's other columns; ``group_columns`` lists those of
+    :data:`GROUP_COLUMNS` that the catalog has.
+
+    Raises
+    ------
+    EmptyInputError, CatalogError
+    """
+    src = Path(source)
+    if not src.exists():
+        raise EmptyInputError(f"input not found: {src}")
+    if src.is_dir():
+        rows = []
+        for label_dir in sorted(p for p in src.iterdir() if p.is_dir() and not p.name.startswith(".")):
+            for f in sorted(label_dir.rglob("*")):
+                if f.is_file() and not any(part.startswith(".") for part in f.relative_to(src).parts):
+                    rows.append({"item": f.relative_to(src).as_posix(), "path": str(f.resolve()),
+                                 "label": label_dir.name})
+        if not rows:
+            raise EmptyInputError(
+                f"no files in {src}: expected one sub-folder per genre, e.g. {src}/techno/x.mp3"
+            )
+        return pd.DataFrame(rows), []
+    try:
+        table = pd.read_csv(src, dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise CatalogError(f"cannot read catalog {src}: {str(exc).splitlines()[0]}") from None
+    missing = [c for c in ("path", "label") if c not in table.columns]
+    if missing:
+        raise CatalogError(
+            f"catalog {src} lacks column(s) {', '.join(missing)}; it needs at least path,label"
+        )
+    table = table[(table["path"].str.strip() != "")]
+    if table.empty:
+        raise EmptyInputError(f"catalog {src} lists no files")
+    if (table["label"].str.strip() == "").any():
+        bad = int((table["label"].str.strip() == "").sum())
+        raise CatalogError(f"catalog {src}: {bad} row(s) have an empty label")
+    base = src.resolve().parent
+    table = table.drop_duplicates("path").reset_index(drop=True)
+    paths = [str(p if Path(p).is_absolute() else (base / p)) for p in table["path"]]
+    items = pd.DataFrame({"item": table["path"].tolist(), "path": paths, "label": table["label"].tolist()})
+    extra = [c for c in table.columns if c not in ("path", "label")]
+    for c in extra:
+        # A catalog column named like one of ours is kept under a prefixed name.
+        items[f"catalog_{c}" if c in RESERVED_COLUMNS else c] = table[c].tolist()
+    groups = [c for c in GROUP_COLUMNS if c in table.columns]
+    return items, groups
+
+
+def item_key(path: str, config: FeatureConfig) -> str:
+    """Cache key: path, size, mtime and feature config; raises AudioDecodeError if unreadable."""
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        raise AudioDecodeError(f"cannot read {path}: {exc.strerror}") from None
+    text = f"{path}|{st.st_size}|{st.st_mtime_ns}|{config.digest()}"
+    return hashlib.sha1(text.encode()).hexdigest()[:20]
+
+
+# ---------------------------------------------------------------- one item (worker side)
+
+def _worker_init() -> None:
+    # One BLAS/FFT thread per process: the pool already uses every core.
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(1)
+    # libmpg123 prints resync notes for every corrupt mp3 straight to fd 2; a worker's
+    # failures come back as values, so its stderr would only garble the progress bar.
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+
+
+def prepare_item(path: str, key: str, pending: str, config: FeatureConfig) -> dict[str, Any]:
+    """Decode one file into ``pending/<key>.npy`` (+ ``.json``); return its metadata.
+
+    Never raises for bad audio: a failure comes back as ``{"error": ..., "reason": ...}``.
+    """
+    try:
+        info = probe(path)
+        blocks = list(iter_segments(path, config))
+        segments = np.concatenate([b.segments for b in blocks]).astype(np.float16)
+        numbers = np.concatenate([b.index for b in blocks])
+    except DanceGenreError as exc:
+        return {"key": key, "error": type(exc).__name__, "reason": str(exc)}
+    except (MemoryError, ValueError) as exc:  # a header that lies about its size
+        return {"key": key, "error": type(exc).__name__, "reason": f"{exc}: {path}"}
+    meta = {"key": key, "n_segments": int(len(segments)), "segment_numbers": numbers.tolist(),
+            "duration": round(info.duration, 3), "sample_rate": info.sample_rate,
+            "channels": info.channels}
+    dest = Path(pending) / f"{key}.npy"
+    tmp = dest.with_name(f".{key}.npy.part")
+    with open(tmp, "wb") as fh:
+        np.save(fh, segments)
+    os.replace(tmp, dest)
+    # The metadata file is written last: its presence means the item is complete.
+    tmp_meta = dest.with_name(f".{key}.json.part")
+    tmp_meta.write_text(json.dumps(meta))
+    os.replace(tmp_meta, dest.with_suffix(".json"))
+    return meta
+
+
+# ---------------------------------------------------------------- the store
+
+@dataclass
+class PrepareSummary:
+    """What one ``prepare`` run did."""
+
+    out: str
+    items: int  # items listed in the input
+    prepared: int  # decoded in this run
+    reused: int  # taken unchanged from an earlier run
+    skipped: int  # recorded in failures.csv
+    segments: int
+    seconds: float
+    labels: dict[str, int]  # items per label in the store
+
+    @property
+    def items_per_second(self) -> float:
+        return self.prepared / self.seconds if self.seconds > 0 else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "items_per_second": round(self.items_per_second, 2)}
+
+
+def prepare(
+    source: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    *,
+    config: FeatureConfig | None = None,
+    workers: int | None = None,
+    progress: bool = True,
+) -> PrepareSummary:
+    """Prepare every file of ``source`` (folder or catalog) into the store ``out``.
+
+    Resumable: items already in ``out`` with the same key, and items finished by an
+    interrupted run, are not decoded again.  Bad files are recorded in
+    ``failures.csv`` and skipped.  The source files are only read.
+
+    Raises
+    ------
+    EmptyInputError
+        Nothing in ``source``, or no file could be prepared.
+    CatalogError, StoreError
+        A malformed catalog; ``out`` holds a store made with another config.
+    Interrupted
+        Ctrl-C; finished items are kept in ``out/pending``.
+    """
+    config = config or FeatureConfig()
+    t0 = time.perf_counter()
+    items, groups = list_items(source)
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise StoreError(f"output exists and is not a folder: {out}")
+    if Path(source).resolve() == out.resolve():
+        raise StoreError("the output folder must differ from the input")
+    out.mkdir(parents=True, exist_ok=True)
+    _check_config(out, config)
+    pending = out / "pending"
+    pending.mkdir(exist_ok=True)
+
+    previous = _previous_items(out)
+    keys: list[str | None] = []
+    failures: dict[int, dict[str, str]] = {}
+    for i, path in enumerate(items["path"]):
+        try:
+            keys.append(item_key(path, config))
+        except AudioDecodeError as exc:
+            keys.append(None)
+            failures[i] = {"error": "AudioDecodeError", "reason": str(exc)}
+    items["cache_key"] = keys
+    done: dict[str, dict[str, Any]] = {}
+    for meta_file in pending.glob("*.json"):
+        if (pending / f"{meta_file.stem}.npy").exists():
+            done[meta_file.stem] = json.loads(meta_file.read_text())
+    todo = [i for i, k in enumerate(keys) if k is not None and k not in done and k not in previous]
+    reused = sum(1 for k in keys if k is not None and (k in done or k in previous)) 
+
+    results = _run_pool(items, todo, pending, config, workers, progress)
+    for i, meta in results.items():
+        if "error" in meta:
+            failures[i] = {"error": meta["error"], "reason": meta["reason"]}
+        else:
+            done[meta["key"]] = meta
+    summary = _finalize(out, items, groups, config, done, previous, failures)
+    summary.prepared = sum(1 for m in results.values() if "error" not in m)
+    summary.reused = reused
+    summary.seconds = round(time.perf_counter() - t0, 3)
+    (out / "summary.json").write_text(json.dumps(summary.to_dict(), indent=2))
+    if summary.segments == 0:
+        raise EmptyInputError(
+            f"none of the {len(items)} file(s) could be prepared; reasons in {out / 'failures.csv'}"
+        )
+    return summary
+
+
+def _check_config(out: Path, config: FeatureConfig) -> None:
+    path = out / "config.json"
+    if path.exists():
+        try:
+            existing = FeatureConfig.from_dict(json.loads(path.read_text()))
+        except (json.JSONDecodeError, DanceGenreError):
+            existing = None
+        if existing != config:
+            raise StoreError(
+                f"{out} holds a store made with another feature config; "
+                "choose a new output folder (or delete that one)"
+            )
+    else:
+        _atomic_write(path, json.dumps(config.to_dict(), indent=2))
+
+
+def _previous_items(out: Path) -> dict[str, dict[str, Any]]:
+    """Items of the last complete store in ``out``, by key, if it validates."""
+    try:
+        store = SegmentStore(out)
+        store.items["cache_key"]
+    except (StoreError, KeyError):
+        return {}
+    return {row.cache_key: {"offset": int(row.offset), "n_segments": int(row.n_segments)}
+            for row in store.items.itertuples()}
+
+
+def _run_pool(items: pd.DataFrame, todo: list[int], pending: Path, config: FeatureConfig,
+              workers: int | None, progress: bool) -> dict[int, dict[str, Any]]:
+    from tqdm import tqdm
+
+    results: dict[int, dict[str, Any]] = {}
+    if not todo:
+        return results
+    workers = max(1, min(workers or os.cpu_count() or 1, len(todo)))
+    bar = tqdm(total=len(todo), desc="prepare", unit="file", disable=not progress)
+    args = [(items.at[i, "path"], items.at[i, "cache_key"], str(pending), config) for i in todo]
+    try:
+        if workers == 1:
+            for i, a in zip(todo, args):
+                results[i] = prepare_item(*a)
+                bar.update()
+        else:
+            ctx = get_context("spawn")  # safe beside torch's threads, same on every OS
+            with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init) as pool:
+                # Keep a bounded number of tasks in flight so Ctrl-C stops promptly.
+                queue = list(zip(todo, args))[::-1]
+                running: dict[Future, int] = {}
+                while queue or running:
+                    while queue and len(running) < 4 * workers:
+                        i, a = queue.pop()
+                        running[pool.submit(prepare_item, *a)] = i
+                    finished, _ = wait(running, return_when=FIRST_COMPLETED)
+                    for fut in finished:
+                        results[running.pop(fut)] = fut.result()
+                        bar.update()
+    except KeyboardInterrupt:
+        bar.close()
+        raise Interrupted(
+            f"interrupted after {len(results)} of {len(todo)} file(s); "
+            "run the same command again to resume"
+        ) from None
+    bar.close()
+    return results
+
+
+def _finalize(out: Path, items: pd.DataFrame, groups: list[str], config: FeatureConfig,
+              done: dict[str, dict[str, Any]], previous: dict[str, dict[str, Any]],
+              failures: dict[int, dict[str, str]]) -> PrepareSummary:
+    """Write the complete store from pending items and the previous store's segments."""
+    ok = [i for i, k in enumerate(items["cache_key"]) if k is not None and i not in failures
+          and (k in done or k in previous)]
+    counts = [done[k]["n_segments"] if k in done else previous[k]["n_segments"]
+              for k in items["cache_key"].iloc[ok]]
+    total = int(sum(counts))
+    shape = (total, config.n_mels, config.segment_frames)
+    old = np.load(out / "segments.npy", mmap_mode="r") if previous else None
+    tmp = out / ".segments.npy.part"
+    if total == 0:  # a zero-length memmap cannot be opened; nothing will be written
+        with open(tmp, "wb") as fh:
+            np.save(fh, np.zeros(shape, np.float16))
+        new = np.zeros(shape, np.float16)
+    else:
+        new = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16, shape=shape)
+    offset = 0
+    item_rows, index_parts = [], []
+    old_index = pd.read_csv(out / "index.csv", usecols=["segment"]) if previous else None
+    old_items = pd.read_csv(out / "items.csv", dtype={"cache_key": str}).set_index("cache_key") if previous else None
+    for i, n in zip(ok, counts):
+        key = items.at[i, "cache_key"]
+        if key in done:
+            new[offset : offset + n] = np.load(out / "pending" / f"{key}.npy")
+            meta = done[key]
+            numbers = np.asarray(meta["segment_numbers"], dtype=np.int64)
+            extra = {k: meta[k] for k in ("duration", "sample_rate", "channels")}
+        else:
+            p = previous[key]
+            new[offset : offset + n] = old[p["offset"] : p["offset"] + n]
+            numbers = old_index["segment"].to_numpy()[p["offset"] : p["offset"] + n]
+            extra = {k: old_items.at[key, k] for k in ("duration", "sample_rate", "channels")}
+        row = items.iloc[i].to_dict()
+        row.update(extra, n_segments=n, offset=offset)
+        item_rows.append(row)
+        index_parts.append(pd.DataFrame({
+            "row": np.arange(offset, offset + n), "item": row["item"], "label": row["label"],
+            **{g: row[g] for g in groups},
+            "segment": numbers, "start": np.round(numbers * config.segment_hop_seconds, 3),
+            "path": row["path"],
+        }))
+        offset += n
+    if isinstance(new, np.memmap):
+        new.flush()
+    del new, old
+    cols = ["row", "item", "label", *groups, "segment", "start", "path"]
+    index = pd.concat(index_parts, ignore_index=True) if index_parts else pd.DataFrame(columns=cols)
+    items_table = pd.DataFrame(item_rows)
+    fail_rows = [{"item": items.at[i, "item"], "path": items.at[i, "path"],
+                  "label": items.at[i, "label"], **f} for i, f in sorted(failures.items())]
+    fail_table = pd.DataFrame(fail_rows, columns=["item", "path", "label", "error", "reason"])
+    os.replace(tmp, out / "segments.npy")
+    _atomic_write(out / "index.csv", index.to_csv(index=False))
+    _atomic_write(out / "items.csv", items_table.to_csv(index=False))
+    _atomic_write(out / "failures.csv", fail_table.to_csv(index=False))
+    st = os.stat(out / "segments.npy")
+    labels = items_table["label"].value_counts().sort_index().to_dict() if len(items_table) else {}
+    manifest = {
+        "format": STORE_FORMAT, "version": STORE_VERSION, "dancegenre": __version__,
+        "feature_config": config.to_dict(), "n_items": len(items_table), "n_segments": total,
+        "n_failures": len(fail_table), "labels": labels, "group_columns": groups,
+        "segments_size": st.st_size, "segments_mtime_ns": st.st_mtime_ns,
+    }
+    # store.json is the commit point: written last, it vouches for the files above.
+    _atomic_write(out / "store.json", json.dumps(manifest, indent=2))
+    shutil.rmtree(out / "pending", ignore_errors=True)
+    return PrepareSummary(out=str(out), items=len(items), prepared=0, reused=0,
+                          skipped=len(fail_table), segments=total, seconds=0.0,
+                          labels={str(k): int(v) for k, v in labels.items()})
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.part")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+class SegmentStore:
+    """A prepared store, opened without loading its segments into memory.
+
+    Attributes
+    ----------
+    config : FeatureConfig the segments were made with.
+    segments : np.memmap, shape (n_segments, n_mels, segment_frames), float16 dB.
+    index : DataFrame, one row a segment (see module docstring).
+    items : DataFrame, one row an item.
+    labels : sorted label names.
+    group_columns : grouping columns the catalog had (e.g. track_id, artist).
+
+    Raises
+    ------
+    StoreError
+        The folder is not a complete store (never prepared, or interrupted before its
+        commit, or its files changed since).
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        manifest_path = self.path / "store.json"
+        if not manifest_path.is_file():
+            raise StoreError(f"not a prepared store (no store.json): {self.path}; run `dancegenre prepare` first")
+        try:
+            manifest = json.loads(manifest_path.read_text())
+        except json.JSONDecodeError:
+            raise StoreError(f"corrupt store.json in {self.path}") from None
+        if manifest.get("format") != STORE_FORMAT or manifest.get("version") != STORE_VERSION:
+            raise StoreError(f"{self.path} is not a dancegenre store of version {STORE_VERSION}")
+        seg_path = self.path / "segments.npy"
+        try:
+            st = os.stat(seg_path)
+        except OSError:
+            raise StoreError(f"store {self.path} lacks segments.npy; run prepare again") from None
+        if st.st_size != manifest["segments_size"] or st.st_mtime_ns != manifest["segments_mtime_ns"]:
+            raise StoreError(f"store {self.path} is incomplete or was changed; run prepare again")
+        self.manifest = manifest
+        self.config = FeatureConfig.from_dict(manifest["feature_config"])
+        self.segments = np.load(seg_path, mmap_mode="r")
+        self.index = pd.read_csv(self.path / "index.csv", dtype={"item": str, "label": str})
+        self.items = pd.read_csv(self.path / "items.csv", dtype={"item": str, "label": str, "cache_key": str})
+        if len(self.index) != len(self.segments) or len(self.segments) != manifest["n_segments"]:
+            raise StoreError(f"store {self.path} is inconsistent; run prepare again")
+        self.group_columns: list[str] = list(manifest["group_columns"])
+        for g in self.group_columns:
+            self.index[g] = self.index[g].astype(str)
+            self.items[g] = self.items[g].astype(str)
+        self.labels: list[str] = sorted(self.items["label"].unique().tolist())
+
+    def __len__(self) -> int:
+        return len(self.segments)
+
+    @property
+    def failures(self) -> pd.DataFrame:
+        return pd.read_csv(self.path / "failures.csv")
+
+    def __repr__(self) -> str:
+        return (f"SegmentStore({str(self.path)!r}, items={len(self.items)}, "
+                f"segments={len(self)}, labels={self.labels})")

@@ -1,0 +1,73 @@
+"""Fixtures: seeded synthetic audio, broken files, and a tiny synthetic corpus."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+REAL_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "hardtechno"
+
+
+def tone(seconds: float, sr: int, *, channels: int = 1, seed: int = 0, freq: float = 440.0) -> np.ndarray:
+    """A seeded test signal: a sine plus a little noise, shape (n,) or (n, channels)."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * sr)) / sr
+    y = 0.3 * np.sin(2 * np.pi * freq * t) + 0.05 * rng.standard_normal(len(t))
+    y = y.astype(np.float32)
+    return y if channels == 1 else np.stack([y * (1 - 0.2 * c) for c in range(channels)], axis=1)
+
+
+def write(path: Path, y: np.ndarray, sr: int, fmt: str | None = None) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(str(path), y, sr, format=fmt)
+    return path
+
+
+@pytest.fixture
+def audio_dir(tmp_path: Path) -> Path:
+    """A <label>/<file> folder: good files in several formats and rates, and bad ones."""
+    root = tmp_path / "music"
+    write(root / "techno" / "a.wav", tone(7.0, 44100, channels=2, seed=1), 44100)
+    write(root / "techno" / "b.flac", tone(6.5, 48000, seed=2, freq=220), 48000)
+    write(root / "techno" / "sub" / "c.mp3", tone(6.5, 44100, channels=2, seed=3), 44100, "MP3")
+    write(root / "edm" / "d.ogg", tone(6.2, 22050, seed=4, freq=880), 22050, "OGG")
+    write(root / "edm" / "e.wav", tone(9.0, 16000, seed=5, freq=660), 16000)
+    # bad ones
+    (root / "edm" / "notes.txt").write_text("not audio at all\n" * 50)
+    (root / "edm" / "empty.mp3").write_bytes(b"")
+    (root / "edm" / "garbage.mp3").write_bytes(os.urandom(4000))
+    write(root / "edm" / "short.wav", tone(1.0, 22050), 22050)
+    write(root / "edm" / "silent.wav", np.zeros(22050 * 5, np.float32), 22050)
+    good = root / "techno" / "sub" / "c.mp3"
+    (root / "techno" / "truncated.mp3").write_bytes(good.read_bytes()[:300])
+    return root
+
+
+@pytest.fixture(scope="session")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small synthetic techno/EDM corpus (flac: fast to write), 8 clips per genre."""
+    from dancegenre.synth import synthesize
+
+    out = tmp_path_factory.mktemp("corpus")
+    synthesize(out, per_genre=8, seed=3, fmt="flac", workers=2, progress=False)
+    return out
+
+
+@pytest.fixture(scope="session")
+def corpus_store(corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from dancegenre.dataset import prepare
+
+    out = tmp_path_factory.mktemp("store") / "store"
+    prepare(corpus / "catalog.csv", out, workers=2, progress=False)
+    return out
+
+
+def needs_real_data() -> pytest.MarkDecorator:
+    return pytest.mark.skipif(
+        not (REAL_DATA / "catalog.csv").exists(),
+        reason=f"real data not found at {REAL_DATA} (see ../shared/data/README.md)",
+    )
