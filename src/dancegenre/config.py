@@ -100,6 +100,7 @@ class ModelConfig:
     n_mels: int = 128  # input channels; must match FeatureConfig.n_mels
     filters: tuple[int, ...] = (64, 128, 128)  # channels of the three conv blocks
     kernel_size: int = 4  # along time for cnn1d/crnn; square for cnn2d
+    first_stride: int = 1  # stride of the first convolution (cnn2d uses 2)
     pool_sizes: tuple[int, ...] = (4, 2, 2)  # max pooling after each conv block
     pooling: str = "max"  # temporal pooling: max (study), avg, meanmaxl2 (Dieleman)
     activation: str = "relu"  # any name in dancegenre.models.ACTIVATIONS
@@ -119,8 +120,8 @@ class ModelConfig:
             raise ConfigError("pool_sizes needs one entry per conv block (filters)")
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError("dropout must be in [0, 1)")
-        if self.kernel_size < 1:
-            raise ConfigError("kernel_size must be >= 1")
+        if self.kernel_size < 1 or self.first_stride < 1:
+            raise ConfigError("kernel_size and first_stride must be >= 1")
         if self.rnn not in ("gru", "lstm"):
             raise ConfigError("rnn must be gru or lstm")
 

@@ -22,6 +22,7 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import asdict, dataclass
@@ -297,7 +298,9 @@ def _run_pool(items: pd.DataFrame, todo: list[int], pending: Path, config: Featu
                 results[i] = prepare_item(*a)
                 bar.update()
         else:
-            ctx = get_context("spawn")  # safe beside torch's threads, same on every OS
+            # fork starts a worker in milliseconds (spawn re-imports numpy, scipy and
+            # pandas in each); nothing here has CUDA or threads that fork could break.
+            ctx = get_context("fork" if sys.platform == "linux" else "spawn")
             with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init) as pool:
                 # Keep a bounded number of tasks in flight so Ctrl-C stops promptly.
                 queue = list(zip(todo, args))[::-1]

@@ -91,11 +91,14 @@ class LogMelStream:
             return np.zeros((0, c.n_mels), dtype=np.float32)
         view = np.lib.stride_tricks.sliding_window_view(self._buf[self._next :], c.n_fft)
         frames = view[: (k - 1) * c.hop_length + 1 : c.hop_length] * self._win  # (k, n_fft)
-        spec = scipy.fft.rfft(frames, axis=1, workers=1)  # (k, bins) complex64
-        power = spec.real**2 + spec.imag**2
+        spec = scipy.fft.rfft(frames, axis=1, workers=1, overwrite_x=True)  # (k, bins) complex64
+        parts = spec.view(np.float32)  # (k, 2 * bins): interleaved real, imaginary
+        np.multiply(parts, parts, out=parts)
+        power = parts[:, 0::2] + parts[:, 1::2]  # |X|^2, (k, bins)
         mel = power @ self._fb_t  # (k, n_mels)
         np.maximum(mel, c.amin, out=mel)
-        db = 10.0 * np.log10(mel)
+        db = np.log10(mel, out=mel)
+        db *= 10.0
         self._next += k * c.hop_length
         self._emitted += k
         return db.astype(np.float32, copy=False)

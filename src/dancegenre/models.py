@@ -1,0 +1,188 @@
+"""Networks and the ``MODELS`` registry.
+
+Every network takes log-mel segments ``(batch, n_mels, frames)`` in dB and returns
+logits ``(batch, n_classes)``.  Input normalisation (per mel band, statistics of the
+training split) is a pair of registered buffers, so it travels with ``state_dict`` and
+``.to(device)``.  Variants (pooling, activation, dropout, RNN type) are parameters of
+the config, never copies of a class.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from dancegenre.config import ModelConfig
+from dancegenre.errors import ConfigError
+
+ACTIVATIONS: dict[str, type[nn.Module]] = {
+    "relu": nn.ReLU, "elu": nn.ELU, "gelu": nn.GELU, "silu": nn.SiLU, "selu": nn.SELU,
+    "leaky_relu": nn.LeakyReLU, "mish": nn.Mish, "tanh": nn.Tanh, "softplus": nn.Softplus,
+}
+POOLINGS = ("max", "avg", "meanmaxl2")
+
+
+def _activation(name: str) -> nn.Module:
+    if name not in ACTIVATIONS:
+        raise ConfigError(f"unknown activation {name!r}; choose from {', '.join(ACTIVATIONS)}")
+    return ACTIVATIONS[name]()
+
+
+class BandNorm(nn.Module):
+    """(B, n_mels, T) -> (B, n_mels, T): subtract each band's mean, divide by its std."""
+
+    def __init__(self, n_mels: int) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(n_mels))
+        self.register_buffer("std", torch.ones(n_mels))
+
+    def set_stats(self, mean: torch.Tensor, std: torch.Tensor) -> None:
+        self.mean.copy_(mean)
+        self.std.copy_(std.clamp_min(1e-3))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean[:, None]) / self.std[:, None]
+
+
+def temporal_pool(h: torch.Tensor, mode: str) -> torch.Tensor:
+    """(B, C, T) -> (B, C) for max/avg, (B, 3C) for meanmaxl2 (Dieleman 2014)."""
+    if mode == "max":
+        return h.amax(dim=-1)
+    if mode == "avg":
+        return h.mean(dim=-1)
+    if mode == "meanmaxl2":
+        return torch.cat([h.mean(-1), h.amax(-1), h.pow(2).mean(-1).clamp_min(1e-12).sqrt()], dim=1)
+    raise ConfigError(f"unknown pooling {mode!r}; choose from {', '.join(POOLINGS)}")
+
+
+class Classifier(nn.Module):
+    """Shared parts: input normalisation and the dense head."""
+
+    DEFAULTS: dict = {}
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.norm = BandNorm(config.n_mels)
+
+    def _head(self, width: int) -> nn.Sequential:
+        c = self.config
+        return nn.Sequential(
+            nn.Dropout(c.dropout), nn.Linear(width, c.dense), _activation(c.activation),
+            nn.Dropout(c.dropout), nn.Linear(c.dense, c.n_classes),
+        )
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, n_mels, T) -> (B, D) pooled features before the dense head."""
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, n_mels, T) dB -> (B, n_classes) logits."""
+        return self.head(self.embed(x))
+
+
+def _conv1d_blocks(c: ModelConfig) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    channels = c.n_mels
+    for filters, pool in zip(c.filters, c.pool_sizes):
+        # Symmetric integer padding: an even kernel loses one frame instead of forcing
+        # the padded copy that padding="same" makes.
+        layers += [nn.Conv1d(channels, filters, c.kernel_size, padding=(c.kernel_size - 1) // 2),
+                   nn.BatchNorm1d(filters), _activation(c.activation)]
+        if pool > 1:
+            layers.append(nn.MaxPool1d(pool, ceil_mode=True))
+        channels = filters
+    return nn.Sequential(*layers)
+
+
+class CNN1D(Classifier):
+    """The study's network: 1-D convolutions along time with mel bands as channels,
+    batch norm, activation and max pooling per block, then global temporal pooling and
+    dense layers with dropout."""
+
+    DEFAULTS = {"filters": (64, 128, 128), "kernel_size": 4, "pool_sizes": (4, 2, 2)}
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__(config)
+        self.convs = _conv1d_blocks(config)
+        width = config.filters[-1] * (3 if config.pooling == "meanmaxl2" else 1)
+        temporal_pool(torch.zeros(1, 1, 1), config.pooling)  # reject an unknown mode now
+        self.head = self._head(width)
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.convs(self.norm(x))  # (B, filters[-1], T / prod(pool_sizes))
+        return temporal_pool(h, self.config.pooling)
+
+
+class CRNN(Classifier):
+    """The same convolutions, then a bidirectional GRU or LSTM over time in place of
+    global pooling (the study's future work)."""
+
+    DEFAULTS = {"filters": (64, 128, 128), "kernel_size": 4, "pool_sizes": (4, 2, 2)}
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__(config)
+        self.convs = _conv1d_blocks(config)
+        rnn = nn.GRU if config.rnn == "gru" else nn.LSTM
+        self.rnn = rnn(config.filters[-1], config.rnn_hidden, batch_first=True, bidirectional=True)
+        self.head = self._head(2 * config.rnn_hidden)
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.convs(self.norm(x)).transpose(1, 2)  # (B, T', C)
+        out, _ = self.rnn(h)  # (B, T', 2H)
+        hidden = self.config.rnn_hidden
+        # last step of the forward direction, first step of the backward one
+        return torch.cat([out[:, -1, :hidden], out[:, 0, hidden:]], dim=1)
+
+
+class CNN2D(Classifier):
+    """2-D convolutions over mel x time, small enough to train in minutes on a CPU:
+    16-32-64 channels, 3x3 kernels, a strided first layer (full-resolution feature maps
+    are what made the study's 2-D network take over an hour), global pooling over both
+    axes."""
+
+    DEFAULTS = {"filters": (16, 32, 64), "kernel_size": 3, "pool_sizes": (2, 2, 2), "first_stride": 2}
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__(config)
+        layers: list[nn.Module] = []
+        channels = 1
+        for i, (filters, pool) in enumerate(zip(config.filters, config.pool_sizes)):
+            stride = config.first_stride if i == 0 else 1
+            layers += [nn.Conv2d(channels, filters, config.kernel_size, stride=stride,
+                                 padding=(config.kernel_size - 1) // 2),
+                       nn.BatchNorm2d(filters), _activation(config.activation)]
+            if pool > 1:
+                layers.append(nn.MaxPool2d(pool, ceil_mode=True))
+            channels = filters
+        self.convs = nn.Sequential(*layers)
+        width = config.filters[-1] * (3 if config.pooling == "meanmaxl2" else 1)
+        temporal_pool(torch.zeros(1, 1, 1), config.pooling)
+        self.head = self._head(width)
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.convs(self.norm(x).unsqueeze(1))  # (B, C, mels', T')
+        return temporal_pool(h.flatten(2), self.config.pooling)
+
+
+MODELS: dict[str, type[Classifier]] = {"cnn1d": CNN1D, "crnn": CRNN, "cnn2d": CNN2D}
+
+
+def model_config(name: str, *, n_classes: int, n_mels: int, **overrides: object) -> ModelConfig:
+    """A ModelConfig with the registry's defaults for ``name``; ``None`` overrides are ignored."""
+    if name not in MODELS:
+        raise ConfigError(f"unknown model {name!r}; choose from {', '.join(MODELS)}")
+    values = {**MODELS[name].DEFAULTS, **{k: v for k, v in overrides.items() if v is not None}}
+    return ModelConfig(name=name, n_classes=n_classes, n_mels=n_mels, **values)  # type: ignore[arg-type]
+
+
+def build_model(config: ModelConfig) -> Classifier:
+    """Instantiate the registry's class for ``config.name``."""
+    if config.name not in MODELS:
+        raise ConfigError(f"unknown model {config.name!r}; choose from {', '.join(MODELS)}")
+    _activation(config.activation)
+    return MODELS[config.name](config)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

@@ -1,0 +1,376 @@
+"""fit(store) -> run folder with checkpoints, per-epoch metrics, curves and test results.
+
+A plain PyTorch loop (AdamW, early stopping on validation loss, best-checkpoint
+selection, optional class weights and augmentation), data-parallel through
+``torch.distributed`` when started by ``torchrun``.  A run folder holds::
+
+    best.pt        the checkpoint of the epoch with the lowest validation loss
+    last.pt        the latest epoch plus optimizer state: ``resume=True`` continues it
+    metrics.csv    one row an epoch (loss and accuracy; validation also per item)
+    curves.png     loss and accuracy curves
+    split.csv      every item's side (train / val / test) and group
+    results.json   the test split's segment- and item-level metrics
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from dancegenre.checkpoint import read_payload, save_checkpoint
+from dancegenre.config import ModelConfig, TrainConfig
+from dancegenre.dataset import Interrupted, SegmentStore
+from dancegenre.errors import CheckpointError, ConfigError, EmptyInputError, StoreError
+from dancegenre.models import Classifier, build_model, count_parameters
+from dancegenre.scoring import batches, classification_metrics, item_probabilities, predict_proba
+from dancegenre.splits import grouped_split, resolve_split_column
+
+RAM_BUDGET_BYTES = 2 << 30  # load the training segments into memory below this size
+
+
+@dataclass
+class TrainResult:
+    """What ``fit`` returns: where the run is and how it did."""
+
+    run_dir: Path
+    checkpoint: Path
+    best_epoch: int
+    epochs_run: int
+    split_column: str
+    test: dict[str, Any]  # {"segment": metrics, "item": metrics}, empty without a test side
+    history: pd.DataFrame
+    seconds: float
+    parameters: int
+    stopped_early: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _distributed() -> tuple[int, int]:
+    """(rank, world size); initialises the process group under torchrun."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1
+    if not dist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        dist.init_process_group(backend)
+    return dist.get_rank(), dist.get_world_size()
+
+
+def _device(name: str, rank: int) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ConfigError("--device cuda asked for, but torch sees no CUDA device")
+        if name == "cuda" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            name = f"cuda:{int(os.environ.get('LOCAL_RANK', rank))}"
+    return torch.device(name)
+
+
+def band_statistics(segments: np.ndarray, rows: np.ndarray, chunk: int = 512) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and std of every mel band over the given segments: two (n_mels,) float32."""
+    total = np.zeros(segments.shape[1]); sq = np.zeros(segments.shape[1]); n = 0
+    for x in batches(segments, rows, chunk):
+        x = x.astype(np.float64)
+        total += x.sum(axis=(0, 2)); sq += (x**2).sum(axis=(0, 2)); n += x.shape[0] * x.shape[2]
+    mean = total / max(n, 1)
+    std = np.sqrt(np.maximum(sq / max(n, 1) - mean**2, 1e-12))
+    return mean.astype(np.float32), std.astype(np.float32)
+
+
+def augment_batch(x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, fill: torch.Tensor,
+                  gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float]:
+    """Training-only augmentation on a (B, n_mels, T) batch.
+
+    Random circular time shift, SpecAugment time and frequency masks (filled with each
+    band's training mean), and mixup.  Returns (x, y_a, y_b, lam): the loss is
+    ``lam * CE(y_a) + (1 - lam) * CE(y_b)``.
+    """
+    b, m, t = x.shape
+    shifts = torch.randint(0, t, (b,), generator=gen)
+    idx = (torch.arange(t)[None, :] + shifts[:, None]) % t
+    x = torch.gather(x, 2, idx[:, None, :].expand(b, m, t).to(x.device))
+    x = x.clone()
+    for _ in range(cfg.time_masks):
+        w = torch.randint(0, cfg.mask_width + 1, (b,), generator=gen)
+        s = (torch.rand(b, generator=gen) * (t - w)).long()
+        mask = (torch.arange(t)[None, :] >= s[:, None]) & (torch.arange(t)[None, :] < (s + w)[:, None])
+        x = torch.where(mask[:, None, :].to(x.device), fill[None, :, None], x)
+    for _ in range(cfg.freq_masks):
+        w = torch.randint(0, cfg.mask_width + 1, (b,), generator=gen)
+        s = (torch.rand(b, generator=gen) * (m - w)).long()
+        mask = (torch.arange(m)[None, :] >= s[:, None]) & (torch.arange(m)[None, :] < (s + w)[:, None])
+        x = torch.where(mask[:, :, None].to(x.device), fill[None, :, None], x)
+    if cfg.mixup_alpha > 0:
+        lam = float(torch.distributions.Beta(cfg.mixup_alpha, cfg.mixup_alpha).sample())
+        perm = torch.randperm(b, generator=gen).to(x.device)
+        return lam * x + (1 - lam) * x[perm], y, y[perm], lam
+    return x, y, y, 1.0
+
+
+def _plot_curves(history: pd.DataFrame, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.8))
+    ax1.plot(history["epoch"], history["train_loss"], label="train")
+    ax1.plot(history["epoch"], history["val_loss"], label="validation")
+    ax1.set_xlabel("epoch"); ax1.set_ylabel("cross-entropy"); ax1.set_title("loss"); ax1.legend()
+    ax2.plot(history["epoch"], history["train_acc"], label="train (segments)")
+    ax2.plot(history["epoch"], history["val_acc"], label="validation (segments)")
+    ax2.plot(history["epoch"], history["val_item_acc"], label="validation (items)", linestyle="--")
+    ax2.set_xlabel("epoch"); ax2.set_ylabel("accuracy"); ax2.set_title("accuracy"); ax2.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def evaluate_rows(model: nn.Module, store: SegmentStore, rows: np.ndarray, labels: list[str],
+                  *, batch_size: int = 256, device: torch.device | str = "cpu") -> dict[str, Any]:
+    """Segment- and item-level metrics of ``model`` on the store's ``rows``."""
+    probs = predict_proba(model, batches(store.segments, rows, batch_size), device=device)
+    index = store.index.iloc[rows]
+    y_seg = index["label"].map({lab: i for i, lab in enumerate(labels)}).to_numpy()
+    item_probs = item_probabilities(probs, index["item"])
+    item_label = index.groupby("item", sort=False)["label"].first().loc[item_probs.index]
+    y_item = item_label.map({lab: i for i, lab in enumerate(labels)}).to_numpy()
+    eps = 1e-7
+    loss = float(-np.mean(np.log(np.clip(probs[np.arange(len(y_seg)), y_seg], eps, 1)))) if len(rows) else float("nan")
+    return {"segment": classification_metrics(y_seg, probs, labels),
+            "item": classification_metrics(y_item, item_probs.to_numpy(), labels),
+            "loss": loss, "item_probs": item_probs, "segment_probs": probs}
+
+
+def fit(
+    store_path: str | os.PathLike[str],
+    *,
+    out: str | os.PathLike[str],
+    model: str = "cnn1d",
+    model_options: dict[str, Any] | None = None,
+    config: TrainConfig | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    log: Any = print,
+) -> TrainResult:
+    """Train a model from the registry on a prepared store.
+
+    Parameters
+    ----------
+    store_path : a folder written by ``prepare``.
+    out : the run folder (created).  It must be new unless ``resume``.
+    model : registry name (cnn1d, crnn, cnn2d).
+    model_options : ModelConfig overrides (filters, pooling, activation, dropout ...).
+    config : training settings; the defaults train the study's network.
+    resume : continue the interrupted run in ``out`` from its last epoch.
+
+    Raises
+    ------
+    StoreError, EmptyInputError, ConfigError, CheckpointError
+    """
+    t0 = time.perf_counter()
+    config = config or TrainConfig()
+    rank, world = _distributed()
+    device = _device(config.device, rank)
+    say = log if rank == 0 else (lambda *a, **k: None)
+    store = SegmentStore(store_path)
+    if len(store) == 0:
+        raise EmptyInputError(f"store {store_path} holds no segments")
+    labels = store.labels
+    out = Path(out)
+    last_path = out / "last.pt"
+    if resume:
+        if not last_path.exists():
+            raise CheckpointError(f"nothing to resume in {out}: no last.pt")
+        payload = read_payload(last_path)
+        if payload["feature_config"] != store.config.to_dict():
+            raise StoreError(f"{store_path} was prepared with another feature config than the run in {out}")
+        config = TrainConfig.from_dict(payload["train_config"])
+        model_cfg = ModelConfig.from_dict(payload["model_config"])
+    else:
+        if (out / "best.pt").exists() or last_path.exists():
+            raise ConfigError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
+        from dancegenre.models import model_config
+
+        model_cfg = model_config(model, n_classes=len(labels), n_mels=store.config.n_mels, **(model_options or {}))
+        payload = None
+    if rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+
+    # ---- split (by group), stored with the run
+    split_col = resolve_split_column(store.items, store.group_columns, config.split_by)
+    items = store.items
+    if payload is not None:
+        side_of = {item: side for side, ids in payload["split"]["sides"].items() for item in ids}
+        sides = {s: np.flatnonzero(items["item"].map(side_of).to_numpy() == s) for s in ("train", "val", "test")}
+    else:
+        sides = grouped_split(items, group_column=split_col, val_fraction=config.val_fraction,
+                              test_fraction=config.test_fraction, seed=config.seed,
+                              folds=config.folds, fold=config.fold)
+    split = {"column": split_col, "seed": config.seed, "folds": config.folds, "fold": config.fold,
+             "sides": {s: items["item"].iloc[pos].tolist() for s, pos in sides.items()}}
+    rows = {s: _rows_of(store, items["item"].iloc[pos]) for s, pos in sides.items()}
+    say(f"split by {split_col!r}: " + ", ".join(
+        f"{s} {len(sides[s])} items / {len(rows[s])} segments" for s in ("train", "val", "test")))
+    if rank == 0 and payload is None:
+        table = items[["item", "label"]].copy()
+        table["group"] = items[split_col] if split_col != "item" else items["item"]
+        table["side"] = ""
+        for s, pos in sides.items():
+            table.loc[table.index[pos], "side"] = s
+        table.to_csv(out / "split.csv", index=False)
+
+    # ---- model, normalisation, optimiser
+    torch.manual_seed(config.seed)
+    net = build_model(model_cfg)
+    label_of = store.index["label"].map({lab: i for i, lab in enumerate(labels)}).to_numpy()
+    if payload is None:
+        mean, std = band_statistics(store.segments, rows["train"])
+        net.norm.set_stats(torch.from_numpy(mean), torch.from_numpy(std))
+    else:
+        net.load_state_dict(payload["state_dict"])
+    net.to(device)
+    fill = net.norm.mean.detach().clone()
+    opt = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    weights = None
+    if config.class_weights:
+        counts = np.bincount(label_of[rows["train"]], minlength=len(labels)).astype(np.float64)
+        weights = torch.tensor(counts.sum() / (len(labels) * np.maximum(counts, 1)), dtype=torch.float32, device=device)
+    criterion = nn.CrossEntropyLoss(weight=weights)
+    train_model: nn.Module = net
+    if world > 1:
+        train_model = nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
+
+    history: list[dict[str, Any]] = []
+    start_epoch, best_loss, best_epoch, bad_epochs = 1, math.inf, 0, 0
+    if payload is not None and payload.get("resume"):
+        state = payload["resume"]
+        opt.load_state_dict(state["optimizer"])
+        history = list(state["history"])
+        start_epoch, best_loss = state["epoch"] + 1, state["best_loss"]
+        best_epoch, bad_epochs = state["best_epoch"], state["bad_epochs"]
+        say(f"resuming {out} after epoch {state['epoch']}")
+
+    train_rows = rows["train"]
+    in_ram = store.segments.nbytes / max(len(store), 1) * len(train_rows) < RAM_BUDGET_BYTES
+    source = np.asarray(store.segments[np.sort(train_rows)]) if in_ram else store.segments
+    local_rows = np.searchsorted(np.sort(train_rows), train_rows) if in_ram else train_rows
+    row_labels = label_of[train_rows]
+    extra_common = {"store": str(Path(store_path).resolve()), "split_column": split_col,
+                    "parameters": count_parameters(net), "world_size": world}
+    from tqdm import tqdm
+
+    stopped_early = False
+    epoch = start_epoch - 1
+    try:
+        for epoch in range(start_epoch, config.epochs + 1):
+            te = time.perf_counter()
+            torch.manual_seed(config.seed * 100_003 + epoch)  # dropout: same on resume
+            gen = torch.Generator().manual_seed(config.seed * 100_003 + epoch)
+            perm = torch.randperm(len(train_rows), generator=gen).numpy()
+            per_rank = len(perm) // world
+            perm = perm[rank * per_rank : (rank + 1) * per_rank]
+            train_model.train()
+            total, correct, seen = 0.0, 0, 0
+            n_batches = math.ceil(len(perm) / config.batch_size)
+            bar = tqdm(range(n_batches), desc=f"epoch {epoch}/{config.epochs}", unit="batch",
+                       disable=not progress or rank != 0, leave=False)
+            for b in bar:
+                sel = perm[b * config.batch_size : (b + 1) * config.batch_size]
+                if len(sel) < 2:
+                    continue  # batch norm needs two examples
+                x = torch.from_numpy(next(batches(source, local_rows[sel], len(sel)))).to(device)
+                y = torch.from_numpy(row_labels[sel]).to(device)
+                if config.augment:
+                    x, ya, yb, lam = augment_batch(x, y, config, fill, gen)
+                else:
+                    ya, yb, lam = y, y, 1.0
+                logits = train_model(x)
+                loss = lam * criterion(logits, ya) + (1 - lam) * criterion(logits, yb)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                total += float(loss) * len(sel); seen += len(sel)
+                correct += int((logits.argmax(1) == y).sum())
+                bar.set_postfix(loss=f"{total / seen:.3f}")
+            bar.close()
+            val = evaluate_rows(net, store, rows["val"], labels, device=device)
+            row = {"epoch": epoch, "train_loss": total / max(seen, 1), "train_acc": correct / max(seen, 1),
+                   "val_loss": val["loss"], "val_acc": val["segment"]["accuracy"],
+                   "val_item_acc": val["item"]["accuracy"], "val_item_macro_f1": val["item"]["macro_f1"],
+                   "seconds": round(time.perf_counter() - te, 2)}
+            history.append(row)
+            improved = row["val_loss"] < best_loss - 1e-4
+            if improved:
+                best_loss, best_epoch, bad_epochs = row["val_loss"], epoch, 0
+            else:
+                bad_epochs += 1
+            say(f"epoch {epoch:3d}  train loss {row['train_loss']:.4f} acc {row['train_acc']:.3f}  "
+                f"val loss {row['val_loss']:.4f} acc {row['val_acc']:.3f} item acc {row['val_item_acc']:.3f}"
+                f"  {row['seconds']:.1f}s" + ("  *" if improved else ""))
+            if rank == 0:
+                common = dict(feature_config=store.config, train_config=config, labels=labels, split=split)
+                if improved:
+                    save_checkpoint(out / "best.pt", net, **common,
+                                    extra={**extra_common, "epoch": epoch, "val": row})
+                save_checkpoint(last_path, net, **common, extra={**extra_common, "epoch": epoch},
+                                state={"optimizer": opt.state_dict(), "epoch": epoch, "history": history,
+                                       "best_loss": best_loss, "best_epoch": best_epoch,
+                                       "bad_epochs": bad_epochs})
+                pd.DataFrame(history).to_csv(out / "metrics.csv", index=False)
+            if bad_epochs >= config.patience:
+                stopped_early = True
+                say(f"early stop: no validation-loss improvement for {config.patience} epochs")
+                break
+    except KeyboardInterrupt:
+        raise Interrupted(f"training interrupted after epoch {epoch}; resume with --resume --out {out}") from None
+
+    if world > 1:
+        dist.barrier()
+    # ---- the best epoch on the test side
+    best = read_payload(out / "best.pt")
+    net.load_state_dict(best["state_dict"])
+    test: dict[str, Any] = {}
+    if len(rows["test"]):
+        res = evaluate_rows(net, store, rows["test"], labels, device=device)
+        test = {"segment": res["segment"], "item": res["item"], "loss": res["loss"]}
+    hist = pd.DataFrame(history)
+    seconds = time.perf_counter() - t0
+    if rank == 0:
+        _plot_curves(hist, out / "curves.png")
+        results = {"split": "test", "split_column": split_col, "best_epoch": best_epoch,
+                   "epochs_run": int(hist["epoch"].max()) if len(hist) else 0, "stopped_early": stopped_early,
+                   "model": model_cfg.to_dict(), "train_config": config.to_dict(), "labels": labels,
+                   "parameters": count_parameters(net), "seconds": round(seconds, 1),
+                   "sides": {s: {"items": len(sides[s]), "segments": len(rows[s])} for s in sides},
+                   "test": test}
+        (out / "results.json").write_text(json.dumps(results, indent=2))
+        if test:
+            say(f"test ({split_col}-grouped, {len(sides['test'])} items): item accuracy "
+                f"{test['item']['accuracy']:.3f}, macro-F1 {test['item']['macro_f1']:.3f}; "
+                f"segment accuracy {test['segment']['accuracy']:.3f}")
+    if world > 1:
+        dist.barrier()
+    return TrainResult(run_dir=out, checkpoint=out / "best.pt", best_epoch=best_epoch,
+                       epochs_run=int(hist["epoch"].max()) if len(hist) else 0, split_column=split_col,
+                       test=test, history=hist, seconds=seconds, parameters=count_parameters(net),
+                       stopped_early=stopped_early)
+
+
+def _rows_of(store: SegmentStore, item_ids: pd.Series) -> np.ndarray:
+    """Segment rows of the given items, in store order."""
+    wanted = set(item_ids)
+    return store.index["row"].to_numpy()[store.index["item"].isin(wanted).to_numpy()]
