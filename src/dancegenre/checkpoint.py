@@ -20,7 +20,7 @@ import torch
 from dancegenre import __version__
 from dancegenre.config import FeatureConfig, ModelConfig, TrainConfig
 from dancegenre.errors import CheckpointError, DanceGenreError
-from dancegenre.models import Classifier, build_model
+from dancegenre.models import Network, build_model
 
 FORMAT = "dancegenre-checkpoint"
 VERSION = 1
@@ -30,7 +30,7 @@ VERSION = 1
 class Checkpoint:
     """A loaded checkpoint: the model in eval mode and everything it was made with."""
 
-    model: Classifier
+    model: Network
     feature_config: FeatureConfig
     model_config: ModelConfig
     train_config: TrainConfig
@@ -40,7 +40,7 @@ class Checkpoint:
     path: Path
 
 
-def save_checkpoint(path: str | os.PathLike[str], model: Classifier, *, feature_config: FeatureConfig,
+def save_checkpoint(path: str | os.PathLike[str], model: Network, *, feature_config: FeatureConfig,
                     train_config: TrainConfig, labels: list[str], split: dict[str, Any],
                     extra: dict[str, Any] | None = None, state: dict[str, Any] | None = None) -> Path:
     """Write atomically (temporary file, then rename).  ``state`` adds resume state
@@ -48,7 +48,7 @@ def save_checkpoint(path: str | os.PathLike[str], model: Classifier, *, feature_
     path = Path(path)
     payload = {
         "format": FORMAT, "version": VERSION,
-        "dancegenre_version": __version__, "torch_version": torch.__version__,
+        "dancegenre_version": __version__, "torch_version": str(torch.__version__),
         "model_config": model.config.to_dict(), "feature_config": feature_config.to_dict(),
         "train_config": train_config.to_dict(), "labels": list(labels), "split": split,
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},

@@ -159,8 +159,11 @@ class TrainConfig:
     device: str = "auto"  # auto picks cuda when available
     folds: int = 0  # >1: grouped k-fold cross-validation instead of one split
     fold: int | None = None  # with folds: which test fold this run holds out
+    labels: tuple[str, ...] | None = None  # train on these genres only; None: all in the store
 
     def __post_init__(self) -> None:
+        if self.labels is not None:
+            object.__setattr__(self, "labels", tuple(str(v) for v in self.labels))
         if self.epochs < 1 or self.batch_size < 1:
             raise ConfigError("epochs and batch_size must be >= 1")
         if not (0 < self.val_fraction < 0.5 and 0 <= self.test_fraction < 0.5):

@@ -55,7 +55,7 @@ def temporal_pool(h: torch.Tensor, mode: str) -> torch.Tensor:
     raise ConfigError(f"unknown pooling {mode!r}; choose from {', '.join(POOLINGS)}")
 
 
-class Classifier(nn.Module):
+class Network(nn.Module):
     """Shared parts: input normalisation and the dense head."""
 
     DEFAULTS: dict = {}
@@ -95,7 +95,7 @@ def _conv1d_blocks(c: ModelConfig) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-class CNN1D(Classifier):
+class CNN1D(Network):
     """The study's network: 1-D convolutions along time with mel bands as channels,
     batch norm, activation and max pooling per block, then global temporal pooling and
     dense layers with dropout."""
@@ -114,7 +114,7 @@ class CNN1D(Classifier):
         return temporal_pool(h, self.config.pooling)
 
 
-class CRNN(Classifier):
+class CRNN(Network):
     """The same convolutions, then a bidirectional GRU or LSTM over time in place of
     global pooling (the study's future work)."""
 
@@ -135,7 +135,7 @@ class CRNN(Classifier):
         return torch.cat([out[:, -1, :hidden], out[:, 0, hidden:]], dim=1)
 
 
-class CNN2D(Classifier):
+class CNN2D(Network):
     """2-D convolutions over mel x time, small enough to train in minutes on a CPU:
     16-32-64 channels, 3x3 kernels, a strided first layer (full-resolution feature maps
     are what made the study's 2-D network take over an hour), global pooling over both
@@ -165,7 +165,7 @@ class CNN2D(Classifier):
         return temporal_pool(h.flatten(2), self.config.pooling)
 
 
-MODELS: dict[str, type[Classifier]] = {"cnn1d": CNN1D, "crnn": CRNN, "cnn2d": CNN2D}
+MODELS: dict[str, type[Network]] = {"cnn1d": CNN1D, "crnn": CRNN, "cnn2d": CNN2D}
 
 
 def model_config(name: str, *, n_classes: int, n_mels: int, **overrides: object) -> ModelConfig:
@@ -176,7 +176,7 @@ def model_config(name: str, *, n_classes: int, n_mels: int, **overrides: object)
     return ModelConfig(name=name, n_classes=n_classes, n_mels=n_mels, **values)  # type: ignore[arg-type]
 
 
-def build_model(config: ModelConfig) -> Classifier:
+def build_model(config: ModelConfig) -> Network:
     """Instantiate the registry's class for ``config.name``."""
     if config.name not in MODELS:
         raise ConfigError(f"unknown model {config.name!r}; choose from {', '.join(MODELS)}")

@@ -7,6 +7,7 @@ segments into probabilities and probabilities into numbers.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -83,3 +84,19 @@ def classification_metrics(y_true: np.ndarray, probs: np.ndarray, labels: list[s
                             "support": int(support[i])} for i, lab in enumerate(labels)},
         "confusion": skm.confusion_matrix(y_true, y_pred, labels=idx).tolist(),
     }
+
+
+def evaluate_rows(model: nn.Module, store: Any, rows: np.ndarray, labels: list[str],
+                  *, batch_size: int = 256, device: torch.device | str = "cpu") -> dict[str, Any]:
+    """Segment- and item-level metrics of ``model`` on the store's ``rows``."""
+    probs = predict_proba(model, batches(store.segments, rows, batch_size), device=device)
+    index = store.index.iloc[rows]
+    y_seg = index["label"].map({lab: i for i, lab in enumerate(labels)}).to_numpy()
+    item_probs = item_probabilities(probs, index["item"])
+    item_label = index.groupby("item", sort=False)["label"].first().loc[item_probs.index]
+    y_item = item_label.map({lab: i for i, lab in enumerate(labels)}).to_numpy()
+    eps = 1e-7
+    loss = float(-np.mean(np.log(np.clip(probs[np.arange(len(y_seg)), y_seg], eps, 1)))) if len(rows) else float("nan")
+    return {"segment": classification_metrics(y_seg, probs, labels),
+            "item": classification_metrics(y_item, item_probs.to_numpy(), labels),
+            "loss": loss, "item_probs": item_probs, "segment_probs": probs}

@@ -32,8 +32,8 @@ from dancegenre.checkpoint import read_payload, save_checkpoint
 from dancegenre.config import ModelConfig, TrainConfig
 from dancegenre.dataset import Interrupted, SegmentStore
 from dancegenre.errors import CheckpointError, ConfigError, EmptyInputError, StoreError
-from dancegenre.models import Classifier, build_model, count_parameters
-from dancegenre.scoring import batches, classification_metrics, item_probabilities, predict_proba
+from dancegenre.models import Network, build_model, count_parameters
+from dancegenre.scoring import batches, evaluate_rows, predict_proba
 from dancegenre.splits import grouped_split, resolve_split_column
 
 RAM_BUDGET_BYTES = 2 << 30  # load the training segments into memory below this size
@@ -138,22 +138,6 @@ def _plot_curves(history: pd.DataFrame, path: Path) -> None:
     plt.close(fig)
 
 
-def evaluate_rows(model: nn.Module, store: SegmentStore, rows: np.ndarray, labels: list[str],
-                  *, batch_size: int = 256, device: torch.device | str = "cpu") -> dict[str, Any]:
-    """Segment- and item-level metrics of ``model`` on the store's ``rows``."""
-    probs = predict_proba(model, batches(store.segments, rows, batch_size), device=device)
-    index = store.index.iloc[rows]
-    y_seg = index["label"].map({lab: i for i, lab in enumerate(labels)}).to_numpy()
-    item_probs = item_probabilities(probs, index["item"])
-    item_label = index.groupby("item", sort=False)["label"].first().loc[item_probs.index]
-    y_item = item_label.map({lab: i for i, lab in enumerate(labels)}).to_numpy()
-    eps = 1e-7
-    loss = float(-np.mean(np.log(np.clip(probs[np.arange(len(y_seg)), y_seg], eps, 1)))) if len(rows) else float("nan")
-    return {"segment": classification_metrics(y_seg, probs, labels),
-            "item": classification_metrics(y_item, item_probs.to_numpy(), labels),
-            "loss": loss, "item_probs": item_probs, "segment_probs": probs}
-
-
 def fit(
     store_path: str | os.PathLike[str],
     *,
@@ -188,7 +172,6 @@ def fit(
     store = SegmentStore(store_path)
     if len(store) == 0:
         raise EmptyInputError(f"store {store_path} holds no segments")
-    labels = store.labels
     out = Path(out)
     last_path = out / "last.pt"
     if resume:
@@ -204,14 +187,17 @@ def fit(
             raise ConfigError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
         from dancegenre.models import model_config
 
-        model_cfg = model_config(model, n_classes=len(labels), n_mels=store.config.n_mels, **(model_options or {}))
+        n_classes = len(config.labels) if config.labels else len(store.labels)
+        model_cfg = model_config(model, n_classes=n_classes, n_mels=store.config.n_mels, **(model_options or {}))
         payload = None
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
+    labels, items = _select_labels(store, config.labels)
+    if model_cfg.n_classes != len(labels):
+        raise CheckpointError(f"the run in {out} has {model_cfg.n_classes} classes, the store {len(labels)}")
 
     # ---- split (by group), stored with the run
-    split_col = resolve_split_column(store.items, store.group_columns, config.split_by)
-    items = store.items
+    split_col = resolve_split_column(items, store.group_columns, config.split_by)
     if payload is not None:
         side_of = {item: side for side, ids in payload["split"]["sides"].items() for item in ids}
         sides = {s: np.flatnonzero(items["item"].map(side_of).to_numpy() == s) for s in ("train", "val", "test")}
@@ -235,7 +221,7 @@ def fit(
     # ---- model, normalisation, optimiser
     torch.manual_seed(config.seed)
     net = build_model(model_cfg)
-    label_of = store.index["label"].map({lab: i for i, lab in enumerate(labels)}).to_numpy()
+    label_of = store.index["label"].map({lab: i for i, lab in enumerate(labels)}).fillna(-1).astype(int).to_numpy()
     if payload is None:
         mean, std = band_statistics(store.segments, rows["train"])
         net.norm.set_stats(torch.from_numpy(mean), torch.from_numpy(std))
@@ -303,7 +289,7 @@ def fit(
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
-                total += float(loss) * len(sel); seen += len(sel)
+                total += float(loss.detach()) * len(sel); seen += len(sel)
                 correct += int((logits.argmax(1) == y).sum())
                 bar.set_postfix(loss=f"{total / seen:.3f}")
             bar.close()
@@ -368,6 +354,64 @@ def fit(
                        epochs_run=int(hist["epoch"].max()) if len(hist) else 0, split_column=split_col,
                        test=test, history=hist, seconds=seconds, parameters=count_parameters(net),
                        stopped_early=stopped_early)
+
+
+def _select_labels(store: SegmentStore, wanted: tuple[str, ...] | None) -> tuple[list[str], pd.DataFrame]:
+    """(label names in class order, items of those labels)."""
+    if not wanted:
+        return store.labels, store.items
+    unknown = sorted(set(wanted) - set(store.labels))
+    if unknown:
+        raise ConfigError(f"--labels: not in the store: {', '.join(unknown)} (it has {', '.join(store.labels)})")
+    labels = sorted(set(wanted))
+    if len(labels) < 2:
+        raise EmptyInputError("--labels must name at least two genres")
+    items = store.items[store.items["label"].isin(labels)].reset_index(drop=True)
+    return labels, items
+
+
+def cross_validate(store_path: str | os.PathLike[str], *, out: str | os.PathLike[str], folds: int = 5,
+                   model: str = "cnn1d", model_options: dict[str, Any] | None = None,
+                   config: TrainConfig | None = None, progress: bool = True, log: Any = print) -> dict[str, Any]:
+    """Grouped k-fold cross-validation: one ``fit`` per fold in ``out/fold-<i>``.
+
+    Each fold's test side is never seen by its training or early stopping (validation
+    is carved from the other folds).  Finished folds are skipped on a rerun.  Writes
+    ``out/cv.json`` and ``out/cv.csv``: per-fold and mean/std item- and segment-level
+    accuracy and macro-F1 on the held-out folds.
+    """
+    import dataclasses
+
+    config = config or TrainConfig()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for k in range(folds):
+        fold_dir = out / f"fold-{k}"
+        cfg = dataclasses.replace(config, folds=folds, fold=k)
+        if (fold_dir / "results.json").exists():
+            res = json.loads((fold_dir / "results.json").read_text())
+            test = res["test"]
+            log(f"fold {k}: done before, reused")
+        else:
+            log(f"fold {k + 1}/{folds}")
+            resume = (fold_dir / "last.pt").exists()
+            test = fit(store_path, out=fold_dir, model=model, model_options=model_options, config=cfg,
+                       resume=resume, progress=progress, log=log).test
+        rows.append({"fold": k, "items": test["item"]["n"],
+                     "item_accuracy": test["item"]["accuracy"], "item_macro_f1": test["item"]["macro_f1"],
+                     "item_weighted_f1": test["item"]["weighted_f1"],
+                     "segment_accuracy": test["segment"]["accuracy"], "segment_macro_f1": test["segment"]["macro_f1"]})
+    table = pd.DataFrame(rows)
+    table.to_csv(out / "cv.csv", index=False)
+    summary = {"split": f"{folds}-fold grouped cross-validation (held-out folds)", "folds": rows,
+               **{f"{c}_mean": float(table[c].mean()) for c in table.columns if c not in ("fold", "items")},
+               **{f"{c}_std": float(table[c].std(ddof=1)) for c in table.columns if c not in ("fold", "items")}}
+    (out / "cv.json").write_text(json.dumps(summary, indent=2))
+    log(f"{folds}-fold CV, held-out folds: item accuracy {summary['item_accuracy_mean']:.3f} "
+        f"± {summary['item_accuracy_std']:.3f}, macro-F1 {summary['item_macro_f1_mean']:.3f} "
+        f"± {summary['item_macro_f1_std']:.3f}")
+    return summary
 
 
 def _rows_of(store: SegmentStore, item_ids: pd.Series) -> np.ndarray:

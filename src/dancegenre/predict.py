@@ -1,0 +1,273 @@
+"""Classifier.load(checkpoint).predict(path or waveform): a genre for any track.
+
+Uses the checkpoint's own feature config and the same decode and feature code as
+``prepare`` (``features.iter_segments``).  Files are decoded in blocks and scored block
+by block, so a two-hour mix needs no more memory than a short clip.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from dancegenre.audio import is_audio_path
+from dancegenre.checkpoint import Checkpoint, load_checkpoint
+from dancegenre.config import FeatureConfig
+from dancegenre.errors import DanceGenreError, EmptyInputError
+from dancegenre.features import iter_segments
+
+LONG_FILE_BYTES = 30 << 20  # files above this are streamed in the main process, not the pool
+UNSURE = "_unsure"
+
+
+@dataclass
+class Prediction:
+    """The verdict on one track.
+
+    ``timeline`` has one row a segment: start and end (s), one probability column a
+    genre, and the segment's top genre.  ``sections`` merges the smoothed timeline into
+    runs of one genre: where a DJ mix changes style.
+    """
+
+    source: str
+    genre: str | None
+    probabilities: dict[str, float]
+    timeline: pd.DataFrame
+    duration: float = 0.0  # seconds covered by the scored segments
+    error: str | None = None
+    sections: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def confidence(self) -> float:
+        return max(self.probabilities.values()) if self.probabilities else 0.0
+
+    def to_dict(self, timeline: bool = True) -> dict[str, Any]:
+        d: dict[str, Any] = {"path": self.source, "genre": self.genre, "confidence": round(self.confidence, 4),
+                             "probabilities": {k: round(v, 4) for k, v in self.probabilities.items()},
+                             "segments": len(self.timeline), "seconds_scored": round(self.duration, 2),
+                             "error": self.error}
+        if timeline:
+            d["timeline"] = self.timeline.round(4).to_dict(orient="records")
+            d["sections"] = self.sections
+        return d
+
+
+def _segments_worker(args: tuple[str, FeatureConfig]) -> tuple[str, np.ndarray | None, str | None]:
+    path, config = args
+    try:
+        blocks = list(iter_segments(path, config))
+        return path, np.concatenate([b.segments for b in blocks]), None
+    except DanceGenreError as exc:
+        return path, None, str(exc)
+
+
+def sections_of(timeline: pd.DataFrame, labels: list[str], *, smooth: int = 5) -> list[dict[str, Any]]:
+    """Runs of one genre in a timeline, after a moving average over ``smooth`` segments."""
+    if timeline.empty:
+        return []
+    probs = timeline[labels].rolling(smooth, center=True, min_periods=1).mean().to_numpy()
+    top = probs.argmax(1)
+    out, start = [], 0
+    for i in range(1, len(top) + 1):
+        if i == len(top) or top[i] != top[start]:
+            out.append({"start": float(timeline["start"].iloc[start]), "end": float(timeline["end"].iloc[i - 1]),
+                        "genre": labels[top[start]], "segments": i - start})
+            start = i
+    return out
+
+
+class Classifier:
+    """A trained model ready to label tracks.
+
+    >>> clf = Classifier.load("runs/demo/best.pt")        # doctest: +SKIP
+    >>> result = clf.predict("track.mp3")                  # doctest: +SKIP
+    >>> result.genre, result.probabilities["techno"]       # doctest: +SKIP
+    """
+
+    def __init__(self, checkpoint: Checkpoint, *, batch_size: int = 256, device: str = "cpu") -> None:
+        self.checkpoint = checkpoint
+        self.model = checkpoint.model.to(device).eval()
+        self.labels = checkpoint.labels
+        self.config = checkpoint.feature_config
+        self.batch_size = batch_size
+        self.device = device
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str], *, device: str = "cpu", batch_size: int = 256) -> Classifier:
+        """From a checkpoint file or a run folder (its best.pt)."""
+        return cls(load_checkpoint(path, device=device), batch_size=batch_size, device=device)
+
+    @torch.no_grad()
+    def _probs(self, segments: np.ndarray) -> np.ndarray:
+        out = []
+        for s in range(0, len(segments), self.batch_size):
+            x = torch.from_numpy(np.ascontiguousarray(segments[s : s + self.batch_size], dtype=np.float32))
+            out.append(torch.softmax(self.model(x.to(self.device)).float(), 1).cpu().numpy())
+        return np.concatenate(out) if out else np.zeros((0, len(self.labels)), np.float32)
+
+    def _result(self, source: str, probs: np.ndarray, numbers: np.ndarray) -> Prediction:
+        c = self.config
+        start = numbers * c.segment_hop_seconds
+        timeline = pd.DataFrame({"segment": numbers, "start": start.round(3),
+                                 "end": (start + c.segment_seconds).round(3)})
+        for i, lab in enumerate(self.labels):
+            timeline[lab] = probs[:, i]
+        timeline["genre"] = [self.labels[i] for i in probs.argmax(1)]
+        mean = probs.mean(0)
+        return Prediction(source=source, genre=self.labels[int(mean.argmax())],
+                          probabilities={lab: float(mean[i]) for i, lab in enumerate(self.labels)},
+                          timeline=timeline, duration=float(timeline["end"].iloc[-1]) if len(timeline) else 0.0,
+                          sections=sections_of(timeline, self.labels))
+
+    def predict(self, source: str | os.PathLike[str] | np.ndarray, sr: int | None = None) -> Prediction:
+        """Genre of one file, or of a waveform (``(n,)`` or ``(n, channels)``) at ``sr`` Hz.
+
+        Raises
+        ------
+        AudioDecodeError (and subclasses) for a file that cannot be used.
+        """
+        name = "<waveform>" if isinstance(source, np.ndarray) else str(source)
+        probs, numbers = [], []
+        for block in iter_segments(source, self.config, sr=sr):
+            probs.append(self._probs(block.segments))
+            numbers.append(block.index)
+        return self._result(name, np.concatenate(probs), np.concatenate(numbers))
+
+    def predict_many(self, paths: Iterable[str | os.PathLike[str]], *, workers: int | None = None) -> Iterator[Prediction]:
+        """Predictions for many files, in order; a bad file yields a Prediction with ``error``.
+
+        Short files are decoded by a pool of ``workers`` processes while this one runs the
+        network; long ones are streamed block by block here.
+        """
+        paths = [str(p) for p in paths]
+        workers = workers or os.cpu_count() or 1
+        sizes = {p: (os.path.getsize(p) if os.path.isfile(p) else 0) for p in paths}
+        short = [p for p in paths if sizes[p] <= LONG_FILE_BYTES]
+        pool = None
+        results: Iterator = iter(())
+        if workers > 1 and len(short) > 1:
+            ctx = get_context("fork" if sys.platform == "linux" else "spawn")
+            pool = ProcessPoolExecutor(workers, mp_context=ctx)
+            results = pool.map(_segments_worker, [(p, self.config) for p in short], chunksize=4)
+        else:
+            results = map(_segments_worker, [(p, self.config) for p in short])
+        decoded = dict[str, Any]()
+        try:
+            for p in paths:
+                if sizes[p] > LONG_FILE_BYTES:
+                    yield self._safe(p)
+                    continue
+                while p not in decoded:
+                    q, segs, err = next(results)
+                    decoded[q] = (segs, err)
+                segs, err = decoded.pop(p)
+                if err is not None:
+                    yield Prediction(p, None, {}, pd.DataFrame(), error=err)
+                else:
+                    yield self._result(p, self._probs(segs), np.arange(len(segs)))
+        finally:
+            if pool is not None:
+                pool.shutdown(cancel_futures=True)
+
+    def _safe(self, path: str) -> Prediction:
+        try:
+            return self.predict(path)
+        except DanceGenreError as exc:
+            return Prediction(path, None, {}, pd.DataFrame(), error=str(exc))
+
+
+def expand_paths(inputs: Iterable[str | os.PathLike[str]]) -> list[Path]:
+    """Files as given, and the audio files under folders (recursive, sorted)."""
+    out: list[Path] = []
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            out += sorted(f for f in p.rglob("*") if f.is_file() and is_audio_path(f)
+                          and not any(part.startswith(".") for part in f.relative_to(p).parts))
+        else:
+            out.append(p)  # a missing or bad file gets its own error row
+    if not out:
+        raise EmptyInputError("no audio files in " + ", ".join(str(i) for i in inputs))
+    return out
+
+
+def results_table(predictions: list[Prediction], labels: list[str]) -> pd.DataFrame:
+    rows = []
+    for p in predictions:
+        row: dict[str, Any] = {"path": p.source, "genre": p.genre or "", "confidence": round(p.confidence, 4)}
+        for lab in labels:
+            row[f"p_{lab}"] = round(p.probabilities.get(lab, float("nan")), 4)
+        row.update(segments=len(p.timeline), seconds_scored=round(p.duration, 2), error=p.error or "")
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def timeline_table(predictions: list[Prediction]) -> pd.DataFrame:
+    parts = [p.timeline.assign(path=p.source) for p in predictions if len(p.timeline)]
+    if not parts:
+        return pd.DataFrame()
+    table = pd.concat(parts, ignore_index=True)
+    return table[["path"] + [c for c in table.columns if c != "path"]]
+
+
+@dataclass
+class SortAction:
+    source: str
+    destination: str | None
+    action: str  # copy, move, skip
+    reason: str = ""
+
+
+def _free_name(dest_dir: Path, name: str, taken: set[Path]) -> Path:
+    """``dest_dir/name``, or ``stem-1.ext``, ``stem-2.ext``... whichever is free."""
+    candidate = dest_dir / name
+    stem, suffix = Path(name).stem, Path(name).suffix
+    k = 1
+    while candidate.exists() or candidate in taken:
+        candidate = dest_dir / f"{stem}-{k}{suffix}"
+        k += 1
+    return candidate
+
+
+def sort_into(predictions: list[Prediction], target: str | os.PathLike[str], *, move: bool = False,
+              min_confidence: float = 0.0, dry_run: bool = False) -> list[SortAction]:
+    """Copy (or move) each predicted file into ``target/<genre>/``.
+
+    Never overwrites: a name already taken gets a ``-1``, ``-2``... suffix.  A move
+    copies first, checks the copy's size, and only then removes the source.  Files
+    below ``min_confidence`` go to ``target/_unsure/``; files with errors stay where
+    they are.  ``dry_run`` only returns the plan.
+    """
+    target = Path(target)
+    actions: list[SortAction] = []
+    taken: set[Path] = set()
+    for p in predictions:
+        if p.error or p.genre is None:
+            actions.append(SortAction(p.source, None, "skip", p.error or "no verdict"))
+            continue
+        folder = p.genre if p.confidence >= min_confidence else UNSURE
+        dest = _free_name(target / folder, Path(p.source).name, taken)
+        taken.add(dest)
+        actions.append(SortAction(p.source, str(dest), "move" if move else "copy"))
+        if dry_run:
+            continue
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        with open(p.source, "rb") as src, open(dest, "xb") as dst:  # "x": never overwrite
+            shutil.copyfileobj(src, dst)
+        shutil.copystat(p.source, dest)
+        if move:
+            if os.path.getsize(dest) != os.path.getsize(p.source):
+                raise OSError(f"copy of {p.source} is incomplete; the source was kept")
+            os.remove(p.source)
+    return actions

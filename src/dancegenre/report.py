@@ -1,0 +1,72 @@
+"""Self-contained HTML reports (images embedded, readable offline) and the figures they show."""
+
+from __future__ import annotations
+
+import base64
+import html
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
+h1{font-size:1.6em}h2{margin-top:1.6em;border-bottom:1px solid #ddd}
+table{border-collapse:collapse;margin:.6em 0}td,th{border:1px solid #ccc;padding:.25em .6em;text-align:right}
+th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}img{max-width:100%}
+.note{color:#555;font-size:.92em}"""
+
+
+def image_tag(path: str | Path, alt: str) -> str:
+    """An <img> with the PNG embedded as base64, so the page needs no other file."""
+    data = base64.b64encode(Path(path).read_bytes()).decode()
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
+
+
+def table_html(frame: pd.DataFrame, *, floats: str = "{:.3f}") -> str:
+    return frame.to_html(index=False, escape=True, float_format=lambda v: floats.format(v), border=0)
+
+
+def page(title: str, sections: list[tuple[str, str]]) -> str:
+    body = "\n".join(f"<h2>{html.escape(h)}</h2>\n{content}" for h, content in sections)
+    return (f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
+            f"<style>{CSS}</style></head><body><h1>{html.escape(title)}</h1>\n{body}\n</body></html>\n")
+
+
+def spectrogram_grid(segments: np.ndarray, index: pd.DataFrame, labels: list[str], path: Path, *,
+                     per_label: int = 6) -> None:
+    """The first segment of the first ``per_label`` items of each genre, one row a genre
+    (the study's grid of mel-spectrograms)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(len(labels), per_label, figsize=(1.8 * per_label, 1.9 * len(labels)), squeeze=False)
+    for r, lab in enumerate(labels):
+        firsts = index[(index["label"] == lab) & (index["segment"] == 0)]["row"].to_numpy()[:per_label]
+        for c in range(per_label):
+            ax = axes[r][c]
+            ax.set_xticks([]); ax.set_yticks([])
+            if c < len(firsts):
+                ax.imshow(np.asarray(segments[firsts[c]], dtype=np.float32), origin="lower", aspect="auto",
+                          cmap="magma", vmin=-80, vmax=20)
+            if c == 0:
+                ax.set_ylabel(lab, fontsize=11)
+    fig.suptitle("log-mel segments (mel band up, time right), first 3 s of each clip")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def timeline_plot(timeline: pd.DataFrame, labels: list[str], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 2.4))
+    for lab in labels:
+        ax.plot(timeline["start"], timeline[lab], label=lab, marker=".")
+    ax.set_ylim(0, 1); ax.set_xlabel("time (s)"); ax.set_ylabel("probability"); ax.set_title(title)
+    ax.legend(loc="upper right", fontsize=8)
+    fig.tight_layout(); fig.savefig(path, dpi=90); plt.close(fig)
