@@ -53,7 +53,7 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from dancegenre.synth import synthesize
 
     out = tmp_path_factory.mktemp("corpus")
-    synthesize(out, per_genre=8, seed=3, fmt="flac", workers=2, progress=False)
+    synthesize(out, per_genre=8, seed=3, fmt="flac", workers=2, progress=False, artists_per_genre=4)
     return out
 
 
@@ -71,3 +71,15 @@ def needs_real_data() -> pytest.MarkDecorator:
         not (REAL_DATA / "catalog.csv").exists(),
         reason=f"real data not found at {REAL_DATA} (see ../shared/data/README.md)",
     )
+
+
+@pytest.fixture(scope="session")
+def trained_run(corpus_store: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small cnn1d run on the synthetic store (a few epochs, split by artist)."""
+    from dancegenre.config import TrainConfig
+    from dancegenre.train import fit
+
+    out = tmp_path_factory.mktemp("run") / "run"
+    fit(corpus_store, out=out, config=TrainConfig(epochs=4, batch_size=32, val_fraction=0.25, test_fraction=0.25),
+        progress=False, log=lambda *a: None)
+    return out

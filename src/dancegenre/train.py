@@ -172,6 +172,9 @@ def fit(
     store = SegmentStore(store_path)
     if len(store) == 0:
         raise EmptyInputError(f"store {store_path} holds no segments")
+    if len(store.labels) < 2:
+        raise EmptyInputError(f"one genre only ({', '.join(store.labels)}) in {store_path}: "
+                              "a classifier needs at least two")
     out = Path(out)
     last_path = out / "last.pt"
     if resume:
