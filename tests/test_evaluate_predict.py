@@ -185,7 +185,7 @@ def test_demo_end_to_end(tmp_path):
                 Images.count += 1
 
     Images().feed(text)
-    assert Images.count == 6
+    assert Images.count == 5  # spectrograms, curves, confusion, reliability, timeline
     assert "Predictions on held-back clips" in text
     assert len(pd.read_csv(tmp_path / "demo" / "predictions.csv")) == 2
     shutil.rmtree(tmp_path / "demo" / "corpus")

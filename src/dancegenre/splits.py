@@ -77,10 +77,13 @@ def grouped_split(
     positions = np.arange(len(items))
     if len(np.unique(labels)) < 2:
         raise EmptyInputError(f"one genre only ({labels[0] if len(labels) else 'none'}): a classifier needs at least two")
+    # The fewest groups any genre has caps how many ways a split can go and still give
+    # every side every genre; small corpora get larger sides instead of an error.
+    fewest = min(len(np.unique(groups[labels == lab])) for lab in np.unique(labels))
     if folds >= 2:
         k_test, test_id = folds, (fold or 0)
     elif test_fraction > 0:
-        k_test, test_id = max(2, round(1 / test_fraction)), 0
+        k_test, test_id = max(2, min(round(1 / test_fraction), fewest)), 0
     else:
         k_test, test_id = 0, -1
     if k_test:
@@ -89,7 +92,7 @@ def grouped_split(
         rest = positions[f != test_id]
     else:
         test, rest = positions[:0], positions
-    k_val = max(2, round((1 - (len(test) / len(items))) / val_fraction))
+    k_val = max(2, min(round((1 - (len(test) / len(items))) / val_fraction), fewest - (1 if k_test else 0)))
     fv = _fold_of(labels[rest], groups[rest], k_val, seed + 1)
     val, train = rest[fv == 0], rest[fv != 0]
     for name, side in (("train", train), ("val", val)) + ((("test", test),) if k_test else ()):
