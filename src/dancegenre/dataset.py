@@ -39,7 +39,7 @@ from dancegenre.config import FeatureConfig
 from dancegenre.errors import (
     AudioDecodeError, CatalogError, DanceGenreError, EmptyInputError, StoreError,
 )
-from dancegenre.features import iter_segments
+from dancegenre.features import LogMelStream, iter_segments
 
 GROUP_COLUMNS = ("track_id", "artist", "artist_id", "album_id")  # recognised grouping columns
 STORE_FORMAT = "dancegenre-store"
@@ -139,9 +139,10 @@ def prepare_item(path: str, key: str, pending: str, config: FeatureConfig) -> di
     """
     try:
         info = probe(path)
-        blocks = list(iter_segments(path, config))
-        segments = np.concatenate([b.segments for b in blocks]).astype(np.float16)
-        numbers = np.concatenate([b.index for b in blocks])
+        # float16 per block: a 2-hour mix holds ~80 MB here, not twice that
+        blocks = [(b.segments.astype(np.float16), b.index) for b in iter_segments(path, config)]
+        segments = np.concatenate([s for s, _ in blocks])
+        numbers = np.concatenate([n for _, n in blocks])
     except DanceGenreError as exc:
         return {"key": key, "error": type(exc).__name__, "reason": str(exc)}
     except (MemoryError, ValueError) as exc:  # a header that lies about its size
@@ -290,6 +291,8 @@ def _run_pool(items: pd.DataFrame, todo: list[int], pending: Path, config: Featu
     if not todo:
         return results
     workers = max(1, min(workers or os.cpu_count() or 1, len(todo)))
+    # Build the mel filters (and import librosa) once here: forked workers inherit them.
+    LogMelStream(config)
     bar = tqdm(total=len(todo), desc="prepare", unit="file", disable=not progress)
     args = [(items.at[i, "path"], items.at[i, "cache_key"], str(pending), config) for i in todo]
     try:

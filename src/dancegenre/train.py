@@ -401,7 +401,11 @@ def cross_validate(store_path: str | os.PathLike[str], *, out: str | os.PathLike
             resume = (fold_dir / "last.pt").exists()
             test = fit(store_path, out=fold_dir, model=model, model_options=model_options, config=cfg,
                        resume=resume, progress=progress, log=log).test
+        history = pd.read_csv(fold_dir / "metrics.csv")
+        best = history.loc[history["val_loss"].idxmin()]
         rows.append({"fold": k, "items": test["item"]["n"],
+                     # validation of the chosen epoch: what to compare configurations by
+                     "val_item_accuracy": float(best["val_item_acc"]), "val_item_macro_f1": float(best["val_item_macro_f1"]),
                      "item_accuracy": test["item"]["accuracy"], "item_macro_f1": test["item"]["macro_f1"],
                      "item_weighted_f1": test["item"]["weighted_f1"],
                      "segment_accuracy": test["segment"]["accuracy"], "segment_macro_f1": test["segment"]["macro_f1"]})
