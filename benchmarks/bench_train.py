@@ -46,7 +46,7 @@ def throughput(name: str, segments: np.ndarray, batch_size: int = 128, steps: in
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--models", default="cnn1d,crnn,cnn2d")
-    ap.add_argument("--full-job", default="cnn1d", help="models to run the whole study-size job for")
+    ap.add_argument("--full-job", default="cnn1d,cnn2d", help="models to run the whole study-size job for")
     args = ap.parse_args()
     corpus = mp3_corpus()
     store_dir = BENCH_DIR / "store-hop14"

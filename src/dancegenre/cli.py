@@ -8,14 +8,13 @@ keeps its traceback.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from dancegenre import __version__
 from dancegenre.config import FeatureConfig
-from dancegenre.errors import ConfigError, DanceGenreError
+from dancegenre.errors import DanceGenreError
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
@@ -161,8 +160,4 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_INTERRUPTED if isinstance(exc, Interrupted) else EXIT_USAGE
 
 
-def print_json(data: object) -> None:
-    print(json.dumps(data, indent=2, default=str))
-
-
-__all__ = ["main", "command", "ConfigError"]
+__all__ = ["main", "command"]

@@ -55,6 +55,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--seed", type=int, default=d.seed, help="default %(default)s")
     t.add_argument("--device", default=d.device, help="auto, cpu, cuda, cuda:1 ... (default %(default)s)")
     _add_evaluate_predict(sub)
+    add_analysis_parsers(sub)
 
 
 @command("train")
@@ -176,4 +177,78 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     report = run_demo(args.out, per_genre=args.per_genre, epochs=args.epochs, seed=args.seed,
                       progress=not args.quiet)
     print(f"demo report: {report}")
+    return 0
+
+
+def add_analysis_parsers(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("features", help="per-track audio descriptors (tempo, loudness, timbre, MFCCs, vocals) to CSV")
+    p.add_argument("input", type=_existing, help="folder <label>/<file>, catalog CSV, or a prepared store")
+    p.add_argument("--out", type=Path, required=True, help="CSV to write (rerun to resume or update)")
+    p.add_argument("--workers", type=_positive_int, default=None, help="processes (default: all cores)")
+
+    p = sub.add_parser("eda", help="compare numeric columns between genres: statistics, histograms, HTML")
+    p.add_argument("tables", type=_existing, nargs="+", help="CSV tables (features output, catalogs)")
+    p.add_argument("--label-column", default="label", help="genre column (default %(default)s; "
+                   "a table without it is labelled by its file name)")
+    p.add_argument("--out", type=Path, required=True, help="report folder")
+
+    p = sub.add_parser("baseline", help="logistic regression and gradient boosting on descriptors, grouped CV")
+    p.add_argument("features", type=_existing, help="CSV from `dancegenre features`")
+    p.add_argument("--split-by", default="track_id", help="grouping column (default %(default)s; item for none)")
+    p.add_argument("--folds", type=_positive_int, default=5)
+    p.add_argument("--labels", type=lambda s: s.split(","), default=None, help="only these genres")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, default=None, help="JSON file for the results")
+
+    p = sub.add_parser("figure", help="the study's figures from the training front end")
+    p.add_argument("kind", choices=["clip", "grid"], help="clip: waveform + mel power + mel dB of one file; "
+                   "grid: the first N segments per genre of a store")
+    p.add_argument("source", type=_existing, help="audio file (clip) or prepared store (grid)")
+    p.add_argument("--out", type=Path, required=True, help="PNG to write")
+    p.add_argument("--per-genre", type=_positive_int, default=30, help="grid: segments per genre")
+
+
+@command("features")
+def _cmd_features(args: argparse.Namespace) -> int:
+    from dancegenre.descriptors import describe_files
+
+    table, failures = describe_files(args.input, args.out, workers=args.workers, progress=not args.quiet)
+    print(f"{len(table)} tracks described into {args.out}; {len(failures)} skipped"
+          + (f" (reasons in {args.out.with_name(args.out.stem + '.failures.csv')})" if len(failures) else ""))
+    return 0
+
+
+@command("eda")
+def _cmd_eda(args: argparse.Namespace) -> int:
+    from dancegenre.eda import run_eda
+
+    stats = run_eda(args.tables, args.out, label_column=args.label_column)
+    print(stats[["rank", "column", "test", "p_value", "effect_size"]].head(12).to_string(index=False))
+    print(f"report: {args.out / 'index.html'} (statistics.csv, histograms.png)")
+    return 0
+
+
+@command("baseline")
+def _cmd_baseline(args: argparse.Namespace) -> int:
+    from dancegenre.eda import run_baseline
+
+    res = run_baseline(args.features, split_by=args.split_by, folds=args.folds, seed=args.seed, labels=args.labels,
+                       out=args.out)
+    print(f"{res['split']}, {res['n']} tracks, {len(res['features'])} descriptors")
+    for name in ("logistic_regression", "gradient_boosting"):
+        m = res[name]
+        print(f"  {name:20s} accuracy {m['accuracy_mean']:.3f} ± {m['accuracy_std']:.3f}   "
+              f"macro-F1 {m['macro_f1_mean']:.3f} ± {m['macro_f1_std']:.3f}")
+    return 0
+
+
+@command("figure")
+def _cmd_figure(args: argparse.Namespace) -> int:
+    from dancegenre.report import clip_figure, store_grid_figure
+
+    if args.kind == "clip":
+        clip_figure(args.source, args.out)
+    else:
+        store_grid_figure(args.source, args.out, per_label=args.per_genre)
+    print(f"wrote {args.out}")
     return 0

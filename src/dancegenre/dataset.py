@@ -285,20 +285,30 @@ def _previous_items(out: Path) -> dict[str, dict[str, Any]]:
 
 def _run_pool(items: pd.DataFrame, todo: list[int], pending: Path, config: FeatureConfig,
               workers: int | None, progress: bool) -> dict[int, dict[str, Any]]:
-    from tqdm import tqdm
-
-    results: dict[int, dict[str, Any]] = {}
-    if not todo:
-        return results
-    workers = max(1, min(workers or os.cpu_count() or 1, len(todo)))
     # Build the mel filters (and import librosa) once here: forked workers inherit them.
     LogMelStream(config)
-    bar = tqdm(total=len(todo), desc="prepare", unit="file", disable=not progress)
-    args = [(items.at[i, "path"], items.at[i, "cache_key"], str(pending), config) for i in todo]
+    tasks = {i: (items.at[i, "path"], items.at[i, "cache_key"], str(pending), config) for i in todo}
+    return parallel_map(prepare_item, tasks, workers=workers, progress=progress, desc="prepare")
+
+
+def parallel_map(fn: Any, tasks: dict[int, tuple], *, workers: int | None, progress: bool,
+                 desc: str) -> dict[int, Any]:
+    """``{key: fn(*args)}`` for every task, on ``workers`` processes, with a progress bar.
+
+    ``fn`` must turn bad input into a value, not an exception.  Ctrl-C raises
+    :class:`Interrupted` after what finished has been returned to the caller's files.
+    """
+    from tqdm import tqdm
+
+    results: dict[int, Any] = {}
+    if not tasks:
+        return results
+    workers = max(1, min(workers or os.cpu_count() or 1, len(tasks)))
+    bar = tqdm(total=len(tasks), desc=desc, unit="file", disable=not progress)
     try:
         if workers == 1:
-            for i, a in zip(todo, args):
-                results[i] = prepare_item(*a)
+            for key, args in tasks.items():
+                results[key] = fn(*args)
                 bar.update()
         else:
             # fork starts a worker in milliseconds (spawn re-imports numpy, scipy and
@@ -306,12 +316,12 @@ def _run_pool(items: pd.DataFrame, todo: list[int], pending: Path, config: Featu
             ctx = get_context("fork" if sys.platform == "linux" else "spawn")
             with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init) as pool:
                 # Keep a bounded number of tasks in flight so Ctrl-C stops promptly.
-                queue = list(zip(todo, args))[::-1]
+                queue = list(tasks.items())[::-1]
                 running: dict[Future, int] = {}
                 while queue or running:
                     while queue and len(running) < 4 * workers:
-                        i, a = queue.pop()
-                        running[pool.submit(prepare_item, *a)] = i
+                        key, args = queue.pop()
+                        running[pool.submit(fn, *args)] = key
                     finished, _ = wait(running, return_when=FIRST_COMPLETED)
                     for fut in finished:
                         results[running.pop(fut)] = fut.result()
@@ -319,7 +329,7 @@ def _run_pool(items: pd.DataFrame, todo: list[int], pending: Path, config: Featu
     except KeyboardInterrupt:
         bar.close()
         raise Interrupted(
-            f"interrupted after {len(results)} of {len(todo)} file(s); "
+            f"interrupted after {len(results)} of {len(tasks)} file(s); "
             "run the same command again to resume"
         ) from None
     bar.close()

@@ -66,8 +66,9 @@ class Prediction:
 def _segments_worker(args: tuple[str, FeatureConfig]) -> tuple[str, np.ndarray | None, str | None]:
     path, config = args
     try:
-        blocks = list(iter_segments(path, config))
-        return path, np.concatenate([b.segments for b in blocks]), None
+        # float16 halves what travels back through the pipe; dB values need no more
+        blocks = [b.segments.astype(np.float16) for b in iter_segments(path, config)]
+        return path, np.concatenate(blocks), None
     except DanceGenreError as exc:
         return path, None, str(exc)
 
@@ -148,37 +149,41 @@ class Classifier:
         """Predictions for many files, in order; a bad file yields a Prediction with ``error``.
 
         Short files are decoded by a pool of ``workers`` processes while this one runs the
-        network; long ones are streamed block by block here.
+        network; long ones (over 30 MB) are streamed block by block here.  A path that
+        appears twice is predicted twice.
         """
         paths = [str(p) for p in paths]
         workers = workers or os.cpu_count() or 1
         sizes = {p: (os.path.getsize(p) if os.path.isfile(p) else 0) for p in paths}
-        short = [p for p in paths if sizes[p] <= LONG_FILE_BYTES]
-        pool = None
-        results: Iterator = iter(())
-        if workers > 1 and len(short) > 1:
-            ctx = get_context("fork" if sys.platform == "linux" else "spawn")
-            pool = ProcessPoolExecutor(workers, mp_context=ctx)
-            results = pool.map(_segments_worker, [(p, self.config) for p in short], chunksize=4)
-        else:
-            results = map(_segments_worker, [(p, self.config) for p in short])
-        decoded = dict[str, Any]()
-        try:
+        if workers == 1 or len(paths) < 2:
             for p in paths:
+                yield self._safe(p)
+            return
+        from dancegenre.dataset import _worker_init
+
+        ctx = get_context("fork" if sys.platform == "linux" else "spawn")
+        threads = torch.get_num_threads()
+        # The workers keep every core busy decoding; one thread is plenty for the network.
+        torch.set_num_threads(1)
+        pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init)
+        running: dict[int, Any] = {}
+        queue = [(i, p) for i, p in enumerate(paths) if sizes[p] <= LONG_FILE_BYTES][::-1]
+        try:
+            for i, p in enumerate(paths):
+                while queue and len(running) < 4 * workers:  # a bounded number in flight
+                    k, q = queue.pop()
+                    running[k] = pool.submit(_segments_worker, (q, self.config))
                 if sizes[p] > LONG_FILE_BYTES:
-                    yield self._safe(p)
+                    yield self._safe(p)  # streamed block by block in this process
                     continue
-                while p not in decoded:
-                    q, segs, err = next(results)
-                    decoded[q] = (segs, err)
-                segs, err = decoded.pop(p)
+                _, segs, err = running.pop(i).result()
                 if err is not None:
                     yield Prediction(p, None, {}, pd.DataFrame(), error=err)
                 else:
                     yield self._result(p, self._probs(segs), np.arange(len(segs)))
         finally:
-            if pool is not None:
-                pool.shutdown(cancel_futures=True)
+            pool.shutdown(cancel_futures=True)
+            torch.set_num_threads(threads)
 
     def _safe(self, path: str) -> Prediction:
         try:

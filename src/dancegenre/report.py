@@ -70,3 +70,46 @@ def timeline_plot(timeline: pd.DataFrame, labels: list[str], path: Path, title: 
     ax.set_ylim(0, 1); ax.set_xlabel("time (s)"); ax.set_ylabel("probability"); ax.set_title(title)
     ax.legend(loc="upper right", fontsize=8)
     fig.tight_layout(); fig.savefig(path, dpi=90); plt.close(fig)
+
+
+def clip_figure(path: str | Path, out: str | Path, *, seconds: float = 30.0) -> None:
+    """The study's three panels for one clip: waveform, mel power, mel dB (same front end as training)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from dancegenre.audio import stream_mono
+    from dancegenre.config import FeatureConfig
+    from dancegenre.features import log_mel
+
+    config = FeatureConfig()
+    parts, n = [], 0
+    for block in stream_mono(path, sr=config.sample_rate):
+        parts.append(block)
+        n += len(block)
+        if n >= seconds * config.sample_rate:
+            break
+    y = np.concatenate(parts)[: int(seconds * config.sample_rate)]
+    db = log_mel(y, config)
+    t = np.arange(len(y)) / config.sample_rate
+    extent = (0, len(y) / config.sample_rate, 0, config.n_mels)
+    fig, axes = plt.subplots(3, 1, figsize=(9, 7.5))
+    axes[0].plot(t, y, linewidth=0.3); axes[0].set_title("waveform"); axes[0].set_xlim(0, t[-1])
+    axes[1].imshow(10 ** (db / 10), origin="lower", aspect="auto", extent=extent, cmap="magma")
+    axes[1].set_title("mel spectrogram (power)")
+    axes[2].imshow(db, origin="lower", aspect="auto", extent=extent, cmap="magma")
+    axes[2].set_title("mel spectrogram (dB)")
+    for ax in axes[1:]:
+        ax.set_ylabel("mel band")
+    axes[2].set_xlabel("time (s)")
+    fig.suptitle(Path(path).name)
+    fig.tight_layout(); fig.savefig(out, dpi=90); plt.close(fig)
+
+
+def store_grid_figure(store_path: str | Path, out: str | Path, *, per_label: int = 30) -> None:
+    """The first segment of the first ``per_label`` items per genre of a prepared store."""
+    from dancegenre.dataset import SegmentStore
+
+    store = SegmentStore(store_path)
+    spectrogram_grid(store.segments, store.index, store.labels, Path(out), per_label=per_label)

@@ -31,7 +31,7 @@ def resolve_split_column(items: pd.DataFrame, group_columns: list[str], split_by
     return "item"
 
 
-def _fold_of(labels: np.ndarray, groups: np.ndarray, k: int, seed: int) -> np.ndarray:
+def group_folds(labels: np.ndarray, groups: np.ndarray, k: int, seed: int) -> np.ndarray:
     """Fold number (0..k-1) of every row, folds stratified by label and grouped."""
     n_groups = len(np.unique(groups))
     if n_groups < k:
@@ -87,13 +87,13 @@ def grouped_split(
     else:
         k_test, test_id = 0, -1
     if k_test:
-        f = _fold_of(labels, groups, k_test, seed)
+        f = group_folds(labels, groups, k_test, seed)
         test = positions[f == test_id]
         rest = positions[f != test_id]
     else:
         test, rest = positions[:0], positions
     k_val = max(2, min(round((1 - (len(test) / len(items))) / val_fraction), fewest - (1 if k_test else 0)))
-    fv = _fold_of(labels[rest], groups[rest], k_val, seed + 1)
+    fv = group_folds(labels[rest], groups[rest], k_val, seed + 1)
     val, train = rest[fv == 0], rest[fv != 0]
     for name, side in (("train", train), ("val", val)) + ((("test", test),) if k_test else ()):
         missing = sorted(set(labels) - set(labels[side]))

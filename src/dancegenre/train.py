@@ -32,7 +32,7 @@ from dancegenre.checkpoint import read_payload, save_checkpoint
 from dancegenre.config import ModelConfig, TrainConfig
 from dancegenre.dataset import Interrupted, SegmentStore
 from dancegenre.errors import CheckpointError, ConfigError, EmptyInputError, StoreError
-from dancegenre.models import Network, build_model, count_parameters
+from dancegenre.models import build_model, count_parameters, model_config
 from dancegenre.scoring import batches, evaluate_rows, predict_proba
 from dancegenre.splits import grouped_split, resolve_split_column
 
@@ -188,8 +188,6 @@ def fit(
     else:
         if (out / "best.pt").exists() or last_path.exists():
             raise ConfigError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
-        from dancegenre.models import model_config
-
         n_classes = len(config.labels) if config.labels else len(store.labels)
         model_cfg = model_config(model, n_classes=n_classes, n_mels=store.config.n_mels, **(model_options or {}))
         payload = None
