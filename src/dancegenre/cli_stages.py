@@ -56,6 +56,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--device", default=d.device, help="auto, cpu, cuda, cuda:1 ... (default %(default)s)")
     _add_evaluate_predict(sub)
     add_analysis_parsers(sub)
+    add_collect_parser(sub)
 
 
 @command("train")
@@ -252,3 +253,25 @@ def _cmd_figure(args: argparse.Namespace) -> int:
         store_grid_figure(args.source, args.out, per_label=args.per_genre)
     print(f"wrote {args.out}")
     return 0
+
+
+def add_collect_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("collect", help="tracks and 30-second previews from a Spotify or Deezer playlist")
+    p.add_argument("service", choices=["spotify", "deezer"])
+    p.add_argument("playlist", help="playlist URL, URI or id")
+    p.add_argument("--label", required=True, help="genre of this playlist's tracks (a folder name)")
+    p.add_argument("--out", type=Path, required=True, help="data folder: OUT/catalog.csv, OUT/<label>/<id>.mp3")
+    p.add_argument("--workers", type=_positive_int, default=4, help="parallel downloads (default %(default)s)")
+
+
+@command("collect")
+def _cmd_collect(args: argparse.Namespace) -> int:
+    from dancegenre.collect import collect_deezer, collect_spotify
+
+    fn = collect_spotify if args.service == "spotify" else collect_deezer
+    s = fn(args.playlist, label=args.label, out=args.out, workers=args.workers, progress=not args.quiet)
+    sources = ", ".join(f"{k} {v}" for k, v in sorted(s.previews.items()))
+    print(f"{s.tracks} tracks; previews by source: {sources}; {s.downloaded} downloaded, {s.kept} already there, "
+          f"{s.failed} failed, {s.missing} without a preview (listed in {args.out}/missing_previews_{args.label}.csv); "
+          f"catalog {s.catalog}")
+    return 0 if s.downloaded + s.kept else 2

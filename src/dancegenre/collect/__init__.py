@@ -1,0 +1,165 @@
+"""collect: playlist -> catalog.csv + preview mp3s, ready for ``prepare``.
+
+Spotify (spotipy, client credentials) or Deezer (public API).  Since November 2024
+Spotify gives new apps no preview links and no audio features, so a Spotify track's
+preview is looked up on Deezer: first by ISRC, then by a search whose artist, title and
+duration must all agree.  Every track records where its preview came from.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from dancegenre.collect.deezer import Deezer
+from dancegenre.collect.download import Download, download_all
+from dancegenre.collect.http import CollectError, is_http_url, safe_id
+from dancegenre.collect.spotify import AUDIO_FEATURES, Spotify, credentials
+
+CATALOG_COLUMNS = ["path", "label", "track_id", "track_name", "artist_name", "artist_id", "album_date",
+                   "track_length", "popularity", "preview_url", "isrc", "source", "preview_source", "playlist"]
+
+__all__ = ["CollectError", "CollectSummary", "collect_deezer", "collect_spotify"]
+
+
+@dataclass
+class CollectSummary:
+    playlist: str
+    tracks: int
+    previews: dict[str, int] = field(default_factory=dict)  # by source
+    downloaded: int = 0
+    kept: int = 0
+    failed: int = 0
+    missing: int = 0
+    notes: list[str] = field(default_factory=list)
+    catalog: str = ""
+
+
+def _label(label: str) -> str:
+    if not safe_id(label):
+        raise CollectError(f"--label must be letters, digits, - or _ (it becomes a folder name): {label!r}")
+    return label
+
+
+def _spotify_row(t: dict[str, Any], label: str, playlist: str) -> dict[str, Any]:
+    artists = t.get("artists") or [{}]
+    return {
+        "label": label, "track_id": t.get("id"), "track_name": t.get("name"),
+        "artist_name": ", ".join(a.get("name", "") for a in artists), "artist_id": artists[0].get("id"),
+        "album_date": (t.get("album") or {}).get("release_date"),
+        "track_length": round((t.get("duration_ms") or 0) / 1000, 3), "popularity": t.get("popularity"),
+        "preview_url": t.get("preview_url") or "", "isrc": (t.get("external_ids") or {}).get("isrc", ""),
+        "source": "spotify", "preview_source": "spotify" if t.get("preview_url") else "", "playlist": playlist,
+    }
+
+
+def _deezer_row(t: dict[str, Any], label: str, playlist: str) -> dict[str, Any]:
+    artist = t.get("artist") or {}
+    return {
+        "label": label, "track_id": str(t.get("id", "")), "track_name": t.get("title"),
+        "artist_name": artist.get("name"), "artist_id": str(artist.get("id", "")),
+        "album_date": (t.get("album") or {}).get("release_date", t.get("release_date", "")),
+        "track_length": t.get("duration"), "popularity": t.get("rank"), "preview_url": t.get("preview") or "",
+        "isrc": t.get("isrc", ""), "source": "deezer", "preview_source": "deezer" if t.get("preview") else "",
+        "playlist": playlist,
+    }
+
+
+def _finish(rows: list[dict[str, Any]], out: Path, label: str, summary: CollectSummary, *, workers: int,
+            progress: bool) -> CollectSummary:
+    """Download previews, write/extend the catalog and the list of tracks without one."""
+    (out / label).mkdir(parents=True, exist_ok=True)
+    jobs, skipped = [], []
+    for row in rows:
+        tid = safe_id(row["track_id"])
+        if tid is None:
+            row["preview_source"], row["path"] = "", ""
+            skipped.append({**row, "reason": "unusable track id"})
+            continue
+        if row["preview_url"] and is_http_url(row["preview_url"]):
+            jobs.append(Download(tid, row["preview_url"], out / label / f"{tid}.mp3"))
+        else:
+            row["path"] = ""
+            skipped.append({**row, "reason": "no preview found"})
+    by_id = {j.track_id: j for j in download_all(jobs, workers=workers, progress=progress)}
+    for row in rows:
+        job = by_id.get(str(row["track_id"]))
+        if job is None:
+            continue
+        if job.status in ("downloaded", "kept"):
+            row["path"] = f"{label}/{job.dest.name}"
+        else:
+            row["path"] = ""
+            skipped.append({**row, "reason": f"download failed: {job.reason}"})
+    summary.downloaded = sum(j.status == "downloaded" for j in by_id.values())
+    summary.kept = sum(j.status == "kept" for j in by_id.values())
+    summary.failed = sum(j.status == "failed" for j in by_id.values())
+    summary.missing = len(skipped) - summary.failed
+    summary.previews = pd.Series([r["preview_source"] or "none" for r in rows]).value_counts().to_dict()
+    new = pd.DataFrame(rows)
+    columns = CATALOG_COLUMNS + [c for c in new.columns if c not in CATALOG_COLUMNS]
+    new = new.reindex(columns=columns)
+    catalog = out / "catalog.csv"
+    if catalog.exists():  # extend: rows of other playlists/labels stay, these are refreshed
+        old = pd.read_csv(catalog, dtype=str, keep_default_na=False)
+        keep = ~old.set_index(["label", "track_id"]).index.isin(new.astype(str).set_index(["label", "track_id"]).index)
+        new = pd.concat([old[keep], new.astype(object)], ignore_index=True)
+    tmp = catalog.with_name(".catalog.csv.part")
+    new.to_csv(tmp, index=False)
+    os.replace(tmp, catalog)
+    missing = pd.DataFrame(skipped, columns=[*columns, "reason"])
+    missing.to_csv(out / f"missing_previews_{label}.csv", index=False)
+    summary.catalog = str(catalog)
+    return summary
+
+
+def collect_spotify(playlist: str, *, label: str, out: str | os.PathLike[str], workers: int = 4,
+                    progress: bool = True, log: Any = print) -> CollectSummary:
+    """A Spotify playlist into ``out/catalog.csv`` and ``out/<label>/<track_id>.mp3``."""
+    label = _label(label)
+    out = Path(out)
+    client_id, secret = credentials()
+    sp = Spotify(client_id, secret)
+    tracks = sp.playlist_items(playlist)
+    if not tracks:
+        raise CollectError("the Spotify playlist has no tracks")
+    summary = CollectSummary(playlist=playlist, tracks=len(tracks))
+    rows = [_spotify_row(t, label, playlist) for t in tracks]
+    features, why = sp.audio_features([r["track_id"] for r in rows if safe_id(r["track_id"])])
+    if why:
+        log(f"note: {why}; carrying on without audio features")
+        summary.notes.append(why)
+    for r in rows:
+        for k in AUDIO_FEATURES if features else ():
+            r[k] = features.get(r["track_id"], {}).get(k)
+    dz = Deezer()
+    from tqdm import tqdm
+
+    for r in tqdm(rows, desc="previews", unit="track", disable=not progress):
+        if r["preview_url"]:
+            continue
+        hit = dz.track_by_isrc(r["isrc"]) if r["isrc"] else None
+        if hit and hit.get("preview"):
+            r["preview_url"], r["preview_source"] = hit["preview"], "deezer-isrc"
+            continue
+        first_artist = (r["artist_name"] or "").split(", ")[0]
+        hit = dz.search_match(first_artist, r["track_name"] or "", r["track_length"])
+        if hit and hit.get("preview"):
+            r["preview_url"], r["preview_source"] = hit["preview"], "deezer-search"
+    return _finish(rows, out, label, summary, workers=workers, progress=progress)
+
+
+def collect_deezer(playlist: str, *, label: str, out: str | os.PathLike[str], workers: int = 4,
+                   progress: bool = True, log: Any = print) -> CollectSummary:
+    """A public Deezer playlist into ``out/catalog.csv`` and ``out/<label>/<track_id>.mp3``."""
+    label = _label(label)
+    title, tracks = Deezer().playlist_tracks(playlist)
+    if not tracks:
+        raise CollectError(f"the Deezer playlist {title!r} has no tracks")
+    rows = [_deezer_row(t, label, playlist) for t in tracks]
+    summary = CollectSummary(playlist=playlist, tracks=len(tracks))
+    return _finish(rows, Path(out), label, summary, workers=workers, progress=progress)

@@ -1,0 +1,255 @@
+"""collect against a local server that answers as the Spotify and Deezer APIs do."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import parse_qs, urlparse
+
+import numpy as np
+import pandas as pd
+import pytest
+import soundfile as sf
+
+from dancegenre.cli import main
+from dancegenre.collect import CollectError, collect_deezer, collect_spotify
+from dancegenre.dataset import SegmentStore, prepare
+
+CLIENT_ID, SECRET, TOKEN = "client-abc", "s3cr3t-value-never-printed", "tok-ZZZ-secret-token"
+
+
+def mp3_bytes(seed: int) -> bytes:
+    t = np.arange(4 * 44100) / 44100
+    y = (0.3 * np.sin(2 * np.pi * (200 + 50 * seed) * t)).astype(np.float32)
+    buf = io.BytesIO()
+    sf.write(buf, y, 44100, format="MP3")
+    return buf.getvalue()
+
+
+def sp_track(i: int, preview: bool, isrc: str | None) -> dict:
+    return {"id": f"spTrack{i:04d}xx", "name": f"Song {i}", "type": "track", "is_local": False,
+            "artists": [{"id": f"spArtist{i % 2}", "name": f"Artist {i % 2}"}], "duration_ms": 30000 + i,
+            "popularity": 40 + i, "preview_url": None if not preview else f"{{base}}/audio/sp{i}.mp3",
+            "external_ids": {"isrc": isrc} if isrc else {}, "album": {"release_date": "2020-01-0%d" % (i + 1)}}
+
+
+class Api:
+    """Recorded-shape answers; page size 2 so paging is exercised."""
+
+    def __init__(self) -> None:
+        self.requests: list[tuple[str, dict]] = []
+        self.hits: dict[str, int] = {}
+        self.audio = {name: mp3_bytes(k) for k, name in enumerate(["sp0", "dzA", "dzB", "dz1", "dz2", "slow", "cut", "dz3"])}
+        self.tracks = [sp_track(0, True, "USAAA0000001"), sp_track(1, False, "USAAA0000002"),
+                       sp_track(2, False, None), sp_track(3, False, "USAAA0000004"), sp_track(4, False, None)]
+        self.tracks[2]["name"], self.tracks[2]["artists"][0]["name"] = "Found By Search (Original Mix)", "Search Artist"
+        self.tracks[2]["duration_ms"] = 181000
+        self.tracks[4]["name"] = "No Match Anywhere"
+
+    def handle(self, h: BaseHTTPRequestHandler, method: str) -> None:
+        url = urlparse(h.path)
+        q = {k: v[0] for k, v in parse_qs(url.query).items()}
+        self.requests.append((url.path, dict(h.headers)))
+        self.hits[url.path] = self.hits.get(url.path, 0) + 1
+        base = f"http://127.0.0.1:{h.server.server_address[1]}"
+        if url.path == "/api/token" and method == "POST":
+            auth = h.headers.get("Authorization", "")
+            ok = auth == "Basic " + base64.b64encode(f"{CLIENT_ID}:{SECRET}".encode()).decode()
+            if not ok:
+                return self.json(h, 400, {"error": "invalid_client", "error_description": "Invalid client"})
+            return self.json(h, 200, {"access_token": TOKEN, "token_type": "Bearer", "expires_in": 3600})
+        if url.path.startswith("/v1/"):
+            if h.headers.get("Authorization") != f"Bearer {TOKEN}":
+                return self.json(h, 401, {"error": {"status": 401, "message": "Invalid access token"}})
+            # spotipy >= 2.26 asks /items (Spotify's new name), older ones /tracks
+            kind = url.path.rsplit("/", 1)[-1]
+            if url.path in ("/v1/playlists/goodplaylist000001/tracks", "/v1/playlists/goodplaylist000001/items"):
+                if self.hits[url.path] == 2:  # the second page is rate limited once
+                    return self.json(h, 429, {"error": {"status": 429, "message": "API rate limit exceeded"}},
+                                     {"Retry-After": "1"})
+                off = int(q.get("offset", 0))
+                items = [{"added_at": "2024-01-01T00:00:00Z", "track": json.loads(json.dumps(t).replace("{base}", base))}
+                         for t in self.tracks[off : off + 2]]
+                nxt = f"{base}/v1/playlists/goodplaylist000001/{kind}?offset={off + 2}&limit=2" if off + 2 < len(self.tracks) else None
+                return self.json(h, 200, {"href": "", "items": items, "limit": 2, "next": nxt, "offset": off,
+                                          "previous": None, "total": len(self.tracks)})
+            if url.path.startswith("/v1/playlists/emptyplaylist00001/"):
+                return self.json(h, 200, {"href": "", "items": [], "limit": 100, "next": None, "offset": 0, "total": 0})
+            if url.path.rstrip("/") == "/v1/audio-features":
+                return self.json(h, 403, {"error": {"status": 403, "message": "Forbidden"}})
+            return self.json(h, 404, {"error": {"status": 404, "message": "Resource not found"}})
+        if url.path.startswith("/deezer/"):
+            path = url.path[len("/deezer/"):]
+            tracks = {"USAAA0000002": {"id": 11, "title": "Song 1", "preview": f"{base}/audio/dzA.mp3", "duration": 30},
+                      "USAAA0000004": {"id": 13, "title": "Song 3", "preview": "", "duration": 30}}
+            if path.startswith("track/isrc:"):
+                t = tracks.get(path.split(":", 1)[1])
+                return self.json(h, 200, t or {"error": {"type": "DataException", "message": "no data", "code": 800}})
+            if path == "search":
+                if "Search Artist" in q.get("q", ""):
+                    return self.json(h, 200, {"data": [
+                        {"id": 21, "title": "Found By Search", "duration": 250, "preview": f"{base}/audio/dzB.mp3",
+                         "artist": {"id": 5, "name": "Search Artist"}},  # wrong duration: rejected
+                        {"id": 22, "title": "Found by search", "duration": 182, "preview": f"{base}/audio/dzB.mp3",
+                         "artist": {"id": 5, "name": "Search Artist"}}], "total": 2})
+                return self.json(h, 200, {"data": [{"id": 9, "title": "Other", "duration": 30, "preview": f"{base}/audio/dzA.mp3",
+                                                    "artist": {"id": 1, "name": "Someone"}}], "total": 1})
+            if path == "playlist/777":
+                return self.json(h, 200, {"id": 777, "title": "EDM hits", "nb_tracks": 4})
+            if path == "playlist/777/tracks":
+                idx = int(q.get("index", 0))
+                data = [{"id": 100 + k, "title": f"Dz {k}", "duration": 30, "rank": 5000 + k,
+                         "preview": f"{base}/audio/{name}.mp3", "artist": {"id": 50 + k, "name": f"DzArtist {k}"},
+                         "album": {"id": 1, "title": "A"}} for k, name in enumerate(["dz1", "dz2", "slow", "cut"])]
+                data.append({"id": "../../evil", "title": "../../x", "duration": 30, "preview": f"{base}/audio/dz3.mp3",
+                             "artist": {"id": 1, "name": "x"}})
+                data.append({"id": 105, "title": "Not audio", "duration": 30, "preview": f"{base}/audio/page.mp3",
+                             "artist": {"id": 1, "name": "x"}})
+                page = data[idx : idx + 3]
+                body = {"data": page, "total": len(data)}
+                if idx + 3 < len(data):
+                    body["next"] = f"{base}/deezer/playlist/777/tracks?index={idx + 3}"
+                return self.json(h, 200, body)
+            return self.json(h, 200, {"error": {"type": "DataException", "message": "no data", "code": 800}})
+        if url.path.startswith("/audio/"):
+            name = url.path[len("/audio/"):-4]
+            if name == "page":
+                return self.raw(h, 200, b"<html>not audio</html>" * 50, "text/html")
+            if name == "slow" and self.hits[url.path] == 1:
+                return self.raw(h, 429, b"", "text/plain", {"Retry-After": "1"})
+            data = self.audio.get(name)
+            if data is None:
+                return self.raw(h, 404, b"", "text/plain")
+            if name == "cut" and self.hits[url.path] == 1:  # a transfer cut off half way
+                h.send_response(200)
+                h.send_header("Content-Type", "audio/mpeg")
+                h.send_header("Content-Length", str(len(data)))
+                h.end_headers()
+                h.wfile.write(data[: len(data) // 2])
+                h.close_connection = True
+                return
+            return self.raw(h, 200, data, "audio/mpeg")
+        return self.raw(h, 404, b"", "text/plain")
+
+    @staticmethod
+    def json(h, status, body, headers=None):
+        Api.raw(h, status, json.dumps(body).encode(), "application/json", headers)
+
+    @staticmethod
+    def raw(h, status, data, ctype, headers=None):
+        h.send_response(status)
+        h.send_header("Content-Type", ctype)
+        h.send_header("Content-Length", str(len(data)))
+        for k, v in (headers or {}).items():
+            h.send_header(k, v)
+        h.end_headers()
+        h.wfile.write(data)
+
+
+@pytest.fixture
+def api(monkeypatch):
+    state = Api()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):
+            state.handle(self, "GET")
+
+        def do_POST(self):
+            self.rfile.read(int(self.headers.get("Content-Length", 0) or 0))
+            state.handle(self, "POST")
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    monkeypatch.setenv("DANCEGENRE_SPOTIFY_API_URL", f"{base}/v1/")
+    monkeypatch.setenv("DANCEGENRE_SPOTIFY_AUTH_URL", f"{base}/api/token")
+    monkeypatch.setenv("DANCEGENRE_DEEZER_API_URL", f"{base}/deezer/")
+    monkeypatch.setenv("SPOTIPY_CLIENT_ID", CLIENT_ID)
+    monkeypatch.setenv("SPOTIPY_CLIENT_SECRET", SECRET)
+    yield state
+    server.shutdown()
+
+
+def all_text(root: Path) -> str:
+    return "".join(p.read_text(errors="ignore") for p in root.rglob("*") if p.is_file() and p.suffix != ".mp3")
+
+
+def test_spotify_playlist_with_deezer_fallback(api, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    notes = []
+    s = collect_spotify("https://open.spotify.com/playlist/goodplaylist000001?si=x", label="techno",
+                        out=tmp_path / "data", progress=False, log=notes.append)
+    assert s.tracks == 5  # three pages, one of them rate limited (429 + Retry-After) once
+    cat = pd.read_csv(tmp_path / "data" / "catalog.csv", keep_default_na=False).set_index("track_id")
+    assert cat.loc["spTrack0000xx", "preview_source"] == "spotify"
+    assert cat.loc["spTrack0001xx", "preview_source"] == "deezer-isrc"
+    assert cat.loc["spTrack0002xx", "preview_source"] == "deezer-search"  # artist, title and duration agree
+    assert cat.loc["spTrack0003xx", "path"] == "" and cat.loc["spTrack0004xx", "path"] == ""
+    assert cat.loc["spTrack0001xx", "path"] == "techno/spTrack0001xx.mp3"
+    assert {"track_name", "artist_name", "artist_id", "album_date", "track_length", "popularity", "isrc"} <= set(cat.columns)
+    missing = pd.read_csv(tmp_path / "data" / "missing_previews_techno.csv")
+    assert sorted(missing["track_id"]) == ["spTrack0003xx", "spTrack0004xx"]
+    assert any("403" in n for n in notes)  # audio features: said once, carried on
+    assert s.downloaded == 3
+    # the token went to the Spotify API only; the secret and token are nowhere
+    for path, headers in api.requests:
+        if not path.startswith("/v1/"):
+            assert "Authorization" not in headers or path == "/api/token"
+    out = capsys.readouterr()
+    for secret in (SECRET, TOKEN):
+        assert secret not in out.out + out.err and secret not in all_text(tmp_path)
+    assert not (tmp_path / ".cache").exists()
+    # a rerun downloads nothing new
+    again = collect_spotify("spotify:playlist:goodplaylist000001", label="techno", out=tmp_path / "data",
+                            progress=False, log=lambda *a: None)
+    assert again.downloaded == 0 and again.kept == 3
+    # the catalog feeds prepare, grouped by artist id
+    summary = prepare(tmp_path / "data" / "catalog.csv", tmp_path / "store", workers=1, progress=False)
+    assert summary.items == 3 and SegmentStore(tmp_path / "store").group_columns == ["track_id", "artist_id"]
+
+
+def test_deezer_playlist(api, tmp_path):
+    s = collect_deezer("https://www.deezer.com/en/playlist/777", label="edm", out=tmp_path / "d", progress=False)
+    cat = pd.read_csv(tmp_path / "d" / "catalog.csv", keep_default_na=False)
+    ok = cat[cat["path"] != ""]
+    assert sorted(ok["track_id"].astype(str)) == ["100", "101", "102", "103"]  # 429 and cut-off retried
+    assert api.hits["/audio/cut.mp3"] == 2 and api.hits["/audio/slow.mp3"] == 2
+    assert s.failed == 1  # the preview that is not audio
+    files = sorted(p.name for p in (tmp_path / "d" / "edm").iterdir())
+    assert files == ["100.mp3", "101.mp3", "102.mp3", "103.mp3"]  # no .part left, no path tricks
+    assert not (tmp_path / "evil").exists() and not list(tmp_path.rglob("x*.mp3"))
+    missing = pd.read_csv(tmp_path / "d" / "missing_previews_edm.csv")
+    assert "unusable track id" in set(missing["reason"]) and any("not audio" in r for r in missing["reason"])
+
+
+def test_errors_are_one_line(api, tmp_path, monkeypatch, capsys):
+    assert main(["collect", "-q", "spotify", "unknownplaylist01", "--label", "techno", "--out", str(tmp_path)]) == 2
+    assert "not found" in capsys.readouterr().err
+    assert main(["collect", "-q", "spotify", "emptyplaylist00001", "--label", "techno", "--out", str(tmp_path)]) == 2
+    assert "no tracks" in capsys.readouterr().err
+    assert main(["collect", "-q", "deezer", "12345", "--label", "edm", "--out", str(tmp_path)]) == 2
+    assert "not found" in capsys.readouterr().err
+    assert main(["collect", "-q", "spotify", "goodplaylist000001", "--label", "../x", "--out", str(tmp_path)]) == 2
+    assert "--label must be" in capsys.readouterr().err
+    monkeypatch.setenv("SPOTIPY_CLIENT_SECRET", "wrong-secret-value")
+    assert main(["collect", "-q", "spotify", "goodplaylist000001", "--label", "techno", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "refused the credentials" in err and "wrong-secret-value" not in err and len(err.strip().splitlines()) == 1
+    monkeypatch.delenv("SPOTIPY_CLIENT_SECRET")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(CollectError, match="SPOTIPY_CLIENT_SECRET"):
+        collect_spotify("goodplaylist000001", label="techno", out=tmp_path / "o", progress=False)
+
+
+def test_network_down(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("DANCEGENRE_DEEZER_API_URL", "http://127.0.0.1:9/")  # nothing listens on port 9
+    assert main(["collect", "-q", "deezer", "777", "--label", "edm", "--out", str(tmp_path)]) == 2
+    assert "cannot reach Deezer" in capsys.readouterr().err
