@@ -8,25 +8,7 @@ from dancegenre.cli import main
 from dancegenre.descriptors import DESCRIPTORS, SR, describe, describe_files, describe_signal, estimate_tempo, onset_envelope
 from dancegenre.eda import column_statistics, run_baseline, run_eda
 from dancegenre.errors import CatalogError, EmptyInputError, SilentAudioError
-
-
-def click_track(bpm: float, seconds: float = 20.0, swing: float = 0.0, seed: int = 0) -> np.ndarray:
-    """Kick-like clicks on every beat, softer hats on the 8ths (``swing`` delays the
-    off-beat 8th by that fraction of an 8th note)."""
-    rng = np.random.default_rng(seed)
-    y = 0.002 * rng.standard_normal(int(seconds * SR)).astype(np.float32)
-    beat = 60.0 / bpm
-    click = (np.exp(-np.arange(int(0.03 * SR)) / (0.005 * SR)) * np.sin(2 * np.pi * 120 * np.arange(int(0.03 * SR)) / SR))
-    hat = rng.standard_normal(int(0.01 * SR)) * np.exp(-np.arange(int(0.01 * SR)) / (0.002 * SR))
-    t = 0.0
-    while t < seconds - 0.1:
-        i = int(t * SR)
-        y[i : i + len(click)] += 0.8 * click[: len(y) - i]
-        j = int((t + beat / 2 * (1 + swing)) * SR)
-        if j < len(y) - len(hat):
-            y[j : j + len(hat)] += 0.2 * hat
-        t += beat
-    return y
+from dancegenre.synth import click_track
 
 
 def test_tempo_within_one_bpm_on_known_clicks():

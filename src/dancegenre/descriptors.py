@@ -5,11 +5,11 @@ Every descriptor is a number per track.  The mel spectrograms come from
 ``features.log_mel`` (the project's only mel code).
 
 tempo_bpm, beat_strength
-    Onset-strength envelope (spectral flux of a 64-band log-mel at 172 frames/s),
-    autocorrelation for a coarse period, then a comb search (0.05 BPM steps) for the
-    tempo and phase whose beat grid collects the most onset strength.  Of the octave
-    candidates (x1/2, x2/3, x1, x3/2, x2) within 85-185 BPM, the fastest whose comb
-    score is at least 90% of the best wins.  beat_strength: mean onset strength on the
+    Onset-strength envelope (spectral flux of a 64-band log-mel at 172 frames/s), then
+    a comb search over 85-185 BPM (0.5 BPM steps, peaks refined to 0.05) for the tempo
+    and phase whose beat grid collects the most onset strength.  Of the peaks related
+    to the best by x1/2, x2/3, x3/2 or x2, the fastest whose comb score is at least 90%
+    of the best wins.  beat_strength: mean onset strength on the
     beat grid divided by the mean overall (1 = no pulse).
 rms_db
     Loudness as RMS level in dBFS over the whole track (not LUFS: no K-weighting, no
@@ -52,6 +52,7 @@ ONSET_CONFIG = FeatureConfig(sample_rate=SR, n_fft=1024, hop_length=128, n_mels=
 SPEC_N_FFT, SPEC_HOP = 2048, 512
 TEMPO_RANGE = (85.0, 185.0)  # BPM window for the octave choice: dance music lives here
 MAX_SECONDS = 600.0  # analyse at most the first 10 minutes of a track
+VERSION = 2  # part of every cache key: bump when a descriptor's definition changes
 N_MFCC = 13
 
 DESCRIPTORS = (
@@ -84,29 +85,30 @@ def _comb_score(env: np.ndarray, bpm: float, fps: float) -> tuple[float, float]:
 
 
 def estimate_tempo(env: np.ndarray, fps: float) -> tuple[float, float]:
-    """(tempo in BPM, beat strength) from an onset envelope sampled at ``fps``."""
-    x = env - env.mean()
-    if not np.any(x):
+    """(tempo in BPM, beat strength) from an onset envelope sampled at ``fps``.
+
+    A comb search over the whole dance range (0.5 BPM steps), each local maximum
+    refined to 0.05 BPM; then the octave choice: of the peaks related to the best one by
+    1/2, 2/3, 3/2 or 2, the fastest whose score is at least 90% of the best.
+    """
+    if not np.any(env - env.mean()):
         return float("nan"), 1.0
-    acf = scipy.signal.fftconvolve(x, x[::-1], mode="full")[len(x) - 1 :]
-    lo, hi = int(60 * fps / 240), int(60 * fps / 50)
-    lag = lo + int(np.argmax(acf[lo:hi]))
-    coarse = 60 * fps / lag
-    candidates = [coarse * f for f in (0.5, 2 / 3, 1.0, 1.5, 2.0)]
+    coarse = np.arange(TEMPO_RANGE[0], TEMPO_RANGE[1] + 0.01, 0.5)
+    scores = np.array([_comb_score(env, b, fps)[0] for b in coarse])
+    peaks = [i for i in range(len(coarse)) if scores[i] >= scores[max(i - 1, 0)] and scores[i] >= scores[min(i + 1, len(coarse) - 1)]]
+    peaks = sorted(peaks, key=lambda i: -scores[i])[:6]
     refined = []
-    for c in candidates:
-        if not TEMPO_RANGE[0] * 0.97 <= c <= TEMPO_RANGE[1] * 1.03:
-            continue
-        grid = np.arange(c * 0.97, c * 1.03, 0.05)
-        scores = [_comb_score(env, b, fps)[0] for b in grid]
-        k = int(np.argmax(scores))
-        refined.append((grid[k], scores[k]))
-    if not refined:
-        return float(coarse), 1.0
-    best = max(s for _, s in refined)
-    bpm = max(b for b, s in refined if s >= 0.9 * best)
+    for i in peaks:
+        grid = np.arange(coarse[i] - 0.5, coarse[i] + 0.5, 0.05)
+        fine = [_comb_score(env, b, fps)[0] for b in grid]
+        k = int(np.argmax(fine))
+        refined.append((float(grid[k]), float(fine[k])))
+    top_bpm, top = max(refined, key=lambda r: r[1])
+    related = [(b, sc) for b, sc in refined
+               if any(abs(b / top_bpm - r) < 0.02 for r in (0.5, 2 / 3, 1.0, 1.5, 2.0)) and sc >= 0.9 * top]
+    bpm = max(b for b, _ in related)
     mean = env.mean()
-    return float(bpm), float(_comb_score(env, bpm, fps)[0] / mean) if mean > 0 else 1.0
+    return bpm, float(_comb_score(env, bpm, fps)[0] / mean) if mean > 0 else 1.0
 
 
 def describe_signal(y: np.ndarray) -> dict[str, float]:
@@ -233,7 +235,7 @@ def describe_files(source: str | os.PathLike[str], out: str | os.PathLike[str], 
     keys, failures = [], {}
     for i, path in enumerate(items["path"]):
         try:
-            keys.append(item_key(path, config))
+            keys.append(f"{item_key(path, config)}v{VERSION}")
         except AudioDecodeError as exc:
             keys.append(None)
             failures[i] = {"error": "AudioDecodeError", "reason": str(exc)}

@@ -438,3 +438,25 @@ def synthesize(
         writer.writerows(rows)
     os.replace(tmp, catalog)
     return catalog
+
+
+def click_track(bpm: float, *, seconds: float = 20.0, swing: float = 0.0, sr: int = 22050,
+                seed: int = 0) -> np.ndarray:
+    """A test signal of known tempo: a kick-like click on every beat and a soft hat on
+    the off-beat 8th, which ``swing`` delays by that fraction of an 8th note.  Mono
+    float32 at ``sr``; used to check tempo estimation."""
+    rng = np.random.default_rng(seed)
+    y = 0.002 * rng.standard_normal(int(seconds * sr)).astype(np.float32)
+    n_click, n_hat = int(0.03 * sr), int(0.01 * sr)
+    click = np.exp(-np.arange(n_click) / (0.005 * sr)) * np.sin(2 * np.pi * 120 * np.arange(n_click) / sr)
+    hat = rng.standard_normal(n_hat) * np.exp(-np.arange(n_hat) / (0.002 * sr))
+    beat = 60.0 / bpm
+    t = 0.0
+    while t < seconds - 0.1:
+        i = int(t * sr)
+        y[i : i + n_click] += (0.8 * click[: len(y) - i]).astype(np.float32)
+        j = int((t + beat / 2 * (1 + swing)) * sr)
+        if j < len(y) - n_hat:
+            y[j : j + n_hat] += (0.2 * hat).astype(np.float32)
+        t += beat
+    return y
