@@ -14,6 +14,7 @@ import argparse
 import os
 import shutil
 import time
+from pathlib import Path
 
 import librosa
 import numpy as np

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dancegenre.config import FeatureConfig, TrainConfig
-from dancegenre.dataset import SegmentStore, prepare
+from dancegenre.dataset import prepare
 from dancegenre.errors import ConfigError, EmptyInputError, StoreError
 from dancegenre.splits import grouped_split
 from dancegenre.train import cross_validate, fit

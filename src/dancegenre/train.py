@@ -33,7 +33,7 @@ from dancegenre.config import ModelConfig, TrainConfig
 from dancegenre.dataset import Interrupted, SegmentStore
 from dancegenre.errors import CheckpointError, ConfigError, EmptyInputError, StoreError
 from dancegenre.models import build_model, count_parameters, model_config
-from dancegenre.scoring import batches, evaluate_rows, predict_proba
+from dancegenre.scoring import batches, evaluate_rows
 from dancegenre.splits import grouped_split, resolve_split_column
 
 RAM_BUDGET_BYTES = 2 << 30  # load the training segments into memory below this size
