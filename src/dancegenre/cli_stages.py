@@ -57,6 +57,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     _add_evaluate_predict(sub)
     add_analysis_parsers(sub)
     add_collect_parser(sub)
+    p = sub.add_parser("serve", help="a local web page and JSON API for trying a model")
+    p.add_argument("checkpoint", type=_existing, help="run folder or .pt checkpoint")
+    p.add_argument("--host", default="127.0.0.1", help="default %(default)s (this machine only)")
+    p.add_argument("--port", type=int, default=8000, help="default %(default)s (0: any free port)")
+    p.add_argument("--max-upload-mb", type=float, default=100.0, help="largest upload (default %(default)s MB)")
 
 
 @command("train")
@@ -275,3 +280,16 @@ def _cmd_collect(args: argparse.Namespace) -> int:
           f"{s.failed} failed, {s.missing} without a preview (listed in {args.out}/missing_previews_{args.label}.csv); "
           f"catalog {s.catalog}")
     return 0 if s.downloaded + s.kept else 2
+
+
+@command("serve")
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from dancegenre.serve import serve
+
+    try:
+        serve(args.checkpoint, host=args.host, port=args.port, max_upload_mb=args.max_upload_mb)
+    except OSError as exc:
+        from dancegenre.errors import ConfigError
+
+        raise ConfigError(f"cannot listen on {args.host}:{args.port}: {exc.strerror}") from None
+    return 0
