@@ -172,7 +172,18 @@ def downmix(data: np.ndarray) -> np.ndarray:
     return data @ weights
 
 
-def load(path: str | os.PathLike[str], *, sr: int, quality: str = "HQ") -> np.ndarray:
-    """Whole file as mono float32 at ``sr``: shape (n,). Use only for short files."""
-    blocks = list(stream_mono(path, sr=sr, quality=quality))
-    return np.concatenate(blocks) if blocks else np.zeros(0, dtype=np.float32)
+def load(path: str | os.PathLike[str], *, sr: int, quality: str = "HQ",
+         max_seconds: float | None = None) -> np.ndarray:
+    """The file (or its first ``max_seconds``) as mono float32 at ``sr``: shape (n,).
+
+    Decodes block by block and stops once it has enough, so a long file's head costs
+    no more than the head."""
+    blocks, n = [], 0
+    limit = None if max_seconds is None else int(max_seconds * sr)
+    for block in stream_mono(path, sr=sr, quality=quality):
+        blocks.append(block)
+        n += len(block)
+        if limit is not None and n >= limit:
+            break
+    y = np.concatenate(blocks) if blocks else np.zeros(0, dtype=np.float32)
+    return y if limit is None else y[:limit]

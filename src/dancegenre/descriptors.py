@@ -42,7 +42,7 @@ import scipy.fft
 import scipy.ndimage
 import scipy.signal
 
-from dancegenre.audio import stream_array, stream_mono
+from dancegenre.audio import load, stream_array
 from dancegenre.config import FeatureConfig
 from dancegenre.errors import AudioTooShortError, SilentAudioError
 from dancegenre.features import log_mel
@@ -170,16 +170,10 @@ def describe(source: str | os.PathLike[str] | np.ndarray, *, sr: int | None = No
     if isinstance(source, np.ndarray):
         if sr is None:
             raise ValueError("a waveform needs its sample rate: sr=...")
-        blocks = stream_array(source, sr_in=sr, sr=SR)
+        blocks = list(stream_array(source, sr_in=sr, sr=SR))
+        y = np.concatenate(blocks)[: int(max_seconds * SR)] if blocks else np.zeros(0, np.float32)
     else:
-        blocks = stream_mono(source, sr=SR)
-    parts, n = [], 0
-    for b in blocks:
-        parts.append(b)
-        n += len(b)
-        if n >= max_seconds * SR:
-            break
-    y = np.concatenate(parts)[: int(max_seconds * SR)] if parts else np.zeros(0, np.float32)
+        y = load(source, sr=SR, max_seconds=max_seconds)
     return {"analysed_seconds": round(len(y) / SR, 2), **describe_signal(y)}
 
 

@@ -79,18 +79,12 @@ def clip_figure(path: str | Path, out: str | Path, *, seconds: float = 30.0) -> 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from dancegenre.audio import stream_mono
+    from dancegenre.audio import load
     from dancegenre.config import FeatureConfig
     from dancegenre.features import log_mel
 
     config = FeatureConfig()
-    parts, n = [], 0
-    for block in stream_mono(path, sr=config.sample_rate):
-        parts.append(block)
-        n += len(block)
-        if n >= seconds * config.sample_rate:
-            break
-    y = np.concatenate(parts)[: int(seconds * config.sample_rate)]
+    y = load(path, sr=config.sample_rate, max_seconds=seconds)
     db = log_mel(y, config)
     t = np.arange(len(y)) / config.sample_rate
     extent = (0, len(y) / config.sample_rate, 0, config.n_mels)

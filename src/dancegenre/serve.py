@@ -22,9 +22,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 
-from dancegenre.audio import AUDIO_EXTENSIONS, stream_mono
+from dancegenre.audio import AUDIO_EXTENSIONS, load
 from dancegenre.errors import DanceGenreError
 from dancegenre.features import log_mel
 from dancegenre.predict import Classifier
@@ -39,13 +38,7 @@ def spectrogram_png(path: str, clf: Classifier) -> str:
     from matplotlib.figure import Figure  # no pyplot: safe in request threads
 
     config = clf.config
-    parts, n = [], 0
-    for block in stream_mono(path, sr=config.sample_rate):
-        parts.append(block)
-        n += len(block)
-        if n >= SPECTROGRAM_SECONDS * config.sample_rate:
-            break
-    y = np.concatenate(parts)[: int(SPECTROGRAM_SECONDS * config.sample_rate)]
+    y = load(path, sr=config.sample_rate, max_seconds=SPECTROGRAM_SECONDS)
     db = log_mel(y, config)
     fig = Figure(figsize=(7, 2.2))
     FigureCanvasAgg(fig)
