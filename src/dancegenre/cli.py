@@ -29,27 +29,25 @@ def command(name: str) -> Callable:
     return register
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
+def _number(cast: Callable[[str], float], low: float, high: float, what: str) -> Callable[[str], float]:
+    """An argparse type: ``cast`` the text and require ``low <= value <= high``."""
+    def parse(text: str) -> float:
+        try:
+            value = cast(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not {what}: {text!r}") from None
+        if not low <= value <= high:
+            bounds = f"at least {low:g}" if high == float("inf") else f"between {low:g} and {high:g}"
+            raise argparse.ArgumentTypeError(f"must be {bounds}, got {value}")
+        return value
+    return parse
 
 
-def _probability(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {value}")
-    return value
+positive_int = _number(int, 1, float("inf"), "a whole number")
+probability = _number(float, 0.0, 1.0, "a number")
 
 
-def _existing(text: str) -> Path:
+def existing_path(text: str) -> Path:
     path = Path(text)
     if not path.exists():
         raise argparse.ArgumentTypeError(f"no such file or folder: {text}")
@@ -59,13 +57,13 @@ def _existing(text: str) -> Path:
 def _add_feature_options(p: argparse.ArgumentParser) -> None:
     d = FeatureConfig()
     g = p.add_argument_group("feature config (stored with the output; later stages read it back)")
-    g.add_argument("--sample-rate", type=_positive_int, default=d.sample_rate, help="Hz (default %(default)s)")
-    g.add_argument("--n-fft", type=_positive_int, default=d.n_fft, help="STFT size (default %(default)s)")
-    g.add_argument("--hop-length", type=_positive_int, default=d.hop_length, help="STFT hop (default %(default)s)")
-    g.add_argument("--n-mels", type=_positive_int, default=d.n_mels, help="mel bands (default %(default)s)")
-    g.add_argument("--segment-frames", type=_positive_int, default=d.segment_frames,
+    g.add_argument("--sample-rate", type=positive_int, default=d.sample_rate, help="Hz (default %(default)s)")
+    g.add_argument("--n-fft", type=positive_int, default=d.n_fft, help="STFT size (default %(default)s)")
+    g.add_argument("--hop-length", type=positive_int, default=d.hop_length, help="STFT hop (default %(default)s)")
+    g.add_argument("--n-mels", type=positive_int, default=d.n_mels, help="mel bands (default %(default)s)")
+    g.add_argument("--segment-frames", type=positive_int, default=d.segment_frames,
                    help="frames per segment (default %(default)s = 2.97 s)")
-    g.add_argument("--segment-hop", type=_positive_int, default=d.segment_hop,
+    g.add_argument("--segment-hop", type=positive_int, default=d.segment_hop,
                    help="frames between segment starts; smaller overlaps (default %(default)s)")
 
 
@@ -97,18 +95,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("synth", help="write a synthetic techno/EDM corpus with a catalog.csv")
     p.add_argument("out", type=Path, help="output folder: OUT/<genre>/<id>.<format>, OUT/catalog.csv")
-    p.add_argument("--per-genre", type=_positive_int, default=100, help="clips per genre (default %(default)s)")
+    p.add_argument("--per-genre", type=positive_int, default=100, help="clips per genre (default %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default %(default)s)")
     p.add_argument("--format", choices=["mp3", "wav", "flac", "ogg"], default="mp3",
                    help="audio format (default %(default)s; flac/wav encode faster)")
-    p.add_argument("--artists", type=_positive_int, default=None,
+    p.add_argument("--artists", type=positive_int, default=None,
                    help="artists per genre (default: one per 6 clips, at least 2)")
-    p.add_argument("--workers", type=_positive_int, default=None, help="processes (default: all cores)")
+    p.add_argument("--workers", type=positive_int, default=None, help="processes (default: all cores)")
 
     p = sub.add_parser("prepare", help="decode audio into a memory-mapped log-mel segment store")
-    p.add_argument("input", type=_existing, help="folder laid out as <label>/<file>, or a catalog CSV with path,label")
+    p.add_argument("input", type=existing_path, help="folder laid out as <label>/<file>, or a catalog CSV with path,label")
     p.add_argument("out", type=Path, help="store folder (created; rerun to resume or update)")
-    p.add_argument("--workers", type=_positive_int, default=None, help="processes (default: all cores)")
+    p.add_argument("--workers", type=positive_int, default=None, help="processes (default: all cores)")
     _add_feature_options(p)
 
     from dancegenre import cli_stages  # the later stages register their own parsers

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from dancegenre.cli import _existing, _positive_int, _probability, command
+from dancegenre.cli import command, existing_path, positive_int, probability
 from dancegenre.config import TrainConfig
 from dancegenre.models import ACTIVATIONS, MODELS, POOLINGS
 
@@ -21,25 +21,25 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     """Register the later stages' subcommands on ``sub``."""
     d = TrainConfig()
     p = sub.add_parser("train", help="train a network on a prepared store (grouped split)")
-    p.add_argument("store", type=_existing, help="folder written by `dancegenre prepare`")
+    p.add_argument("store", type=existing_path, help="folder written by `dancegenre prepare`")
     p.add_argument("--out", type=Path, required=True, help="run folder (checkpoints, metrics, curves)")
     p.add_argument("--model", choices=list(MODELS), default="cnn1d", help="network (default %(default)s)")
     p.add_argument("--resume", action="store_true", help="continue the interrupted run in --out")
     m = p.add_argument_group("model (defaults depend on --model)")
     m.add_argument("--pooling", choices=POOLINGS, default=None, help="temporal pooling (default max)")
     m.add_argument("--activation", choices=list(ACTIVATIONS), default=None, help="default relu")
-    m.add_argument("--dropout", type=_probability, default=None, help="dense-layer dropout (default 0.5)")
+    m.add_argument("--dropout", type=probability, default=None, help="dense-layer dropout (default 0.5)")
     m.add_argument("--filters", type=_int_tuple, default=None, help="channels per conv block, e.g. 64,128,128")
-    m.add_argument("--kernel-size", type=_positive_int, default=None)
+    m.add_argument("--kernel-size", type=positive_int, default=None)
     m.add_argument("--pool-sizes", type=_int_tuple, default=None, help="max pooling per block, e.g. 4,2,2")
-    m.add_argument("--dense", type=_positive_int, default=None, help="hidden dense units (default 128)")
+    m.add_argument("--dense", type=positive_int, default=None, help="hidden dense units (default 128)")
     m.add_argument("--rnn", choices=["gru", "lstm"], default=None, help="crnn only (default gru)")
     t = p.add_argument_group("training")
-    t.add_argument("--epochs", type=_positive_int, default=d.epochs, help="maximum epochs (default %(default)s)")
-    t.add_argument("--batch-size", type=_positive_int, default=d.batch_size, help="default %(default)s")
+    t.add_argument("--epochs", type=positive_int, default=d.epochs, help="maximum epochs (default %(default)s)")
+    t.add_argument("--batch-size", type=positive_int, default=d.batch_size, help="default %(default)s")
     t.add_argument("--lr", type=float, default=d.lr, help="AdamW learning rate (default %(default)s)")
     t.add_argument("--weight-decay", type=float, default=d.weight_decay, help="default %(default)s")
-    t.add_argument("--patience", type=_positive_int, default=d.patience,
+    t.add_argument("--patience", type=positive_int, default=d.patience,
                    help="early stop after this many epochs without validation improvement (default %(default)s)")
     t.add_argument("--split-by", default=None,
                    help="grouping column (default: artist, else artist_id, else track_id, else item)")
@@ -58,7 +58,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     add_analysis_parsers(sub)
     add_collect_parser(sub)
     p = sub.add_parser("serve", help="a local web page and JSON API for trying a model")
-    p.add_argument("checkpoint", type=_existing, help="run folder or .pt checkpoint")
+    p.add_argument("checkpoint", type=existing_path, help="run folder or .pt checkpoint")
     p.add_argument("--host", default="127.0.0.1", help="default %(default)s (this machine only)")
     p.add_argument("--port", type=int, default=8000, help="default %(default)s (0: any free port)")
     p.add_argument("--max-upload-mb", type=float, default=100.0, help="largest upload (default %(default)s MB)")
@@ -93,29 +93,29 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 def _add_evaluate_predict(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate", help="metrics, confusion matrix and calibration of a run or checkpoint")
-    p.add_argument("checkpoint", type=_existing, help="run folder or .pt checkpoint")
-    p.add_argument("store", type=_existing, nargs="?", default=None,
+    p.add_argument("checkpoint", type=existing_path, help="run folder or .pt checkpoint")
+    p.add_argument("store", type=existing_path, nargs="?", default=None,
                    help="a prepared store to score (default: the run's own test split)")
     p.add_argument("--out", type=Path, default=None, help="report folder (default RUN/evaluation)")
     p.add_argument("--device", default="cpu")
 
     p = sub.add_parser("predict", help="genre of audio files or folders, with a per-segment timeline")
-    p.add_argument("checkpoint", type=_existing, help="run folder or .pt checkpoint")
+    p.add_argument("checkpoint", type=existing_path, help="run folder or .pt checkpoint")
     p.add_argument("paths", nargs="+", help="audio files or folders (recursive)")
     p.add_argument("--out", type=Path, default=None, help="results file: .csv or .jsonl (with timelines)")
     p.add_argument("--timeline", type=Path, default=None, help="per-segment timeline of every file as CSV")
     p.add_argument("--sort-into", type=Path, default=None, help="copy each file into DIR/<genre>/")
     p.add_argument("--move", action="store_true", help="with --sort-into: move instead of copy")
-    p.add_argument("--min-confidence", type=_probability, default=0.0,
+    p.add_argument("--min-confidence", type=probability, default=0.0,
                    help="with --sort-into: below this, files go to DIR/_unsure/")
     p.add_argument("--dry-run", action="store_true", help="with --sort-into: only show what would happen")
-    p.add_argument("--workers", type=_positive_int, default=None, help="decoding processes (default: all cores)")
+    p.add_argument("--workers", type=positive_int, default=None, help="decoding processes (default: all cores)")
     p.add_argument("--device", default="cpu")
 
     p = sub.add_parser("demo", help="synthetic corpus -> prepare -> train -> evaluate -> predict -> HTML report")
     p.add_argument("out", type=Path, nargs="?", default=Path("demo-out"), help="output folder (default %(default)s)")
-    p.add_argument("--per-genre", type=_positive_int, default=40, help="clips per genre (default %(default)s)")
-    p.add_argument("--epochs", type=_positive_int, default=15, help="maximum epochs (default %(default)s)")
+    p.add_argument("--per-genre", type=positive_int, default=40, help="clips per genre (default %(default)s)")
+    p.add_argument("--epochs", type=positive_int, default=15, help="maximum epochs (default %(default)s)")
     p.add_argument("--seed", type=int, default=0)
 
 
@@ -188,20 +188,20 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 def add_analysis_parsers(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("features", help="per-track audio descriptors (tempo, loudness, timbre, MFCCs, vocals) to CSV")
-    p.add_argument("input", type=_existing, help="folder <label>/<file>, catalog CSV, or a prepared store")
+    p.add_argument("input", type=existing_path, help="folder <label>/<file>, catalog CSV, or a prepared store")
     p.add_argument("--out", type=Path, required=True, help="CSV to write (rerun to resume or update)")
-    p.add_argument("--workers", type=_positive_int, default=None, help="processes (default: all cores)")
+    p.add_argument("--workers", type=positive_int, default=None, help="processes (default: all cores)")
 
     p = sub.add_parser("eda", help="compare numeric columns between genres: statistics, histograms, HTML")
-    p.add_argument("tables", type=_existing, nargs="+", help="CSV tables (features output, catalogs)")
+    p.add_argument("tables", type=existing_path, nargs="+", help="CSV tables (features output, catalogs)")
     p.add_argument("--label-column", default="label", help="genre column (default %(default)s; "
                    "a table without it is labelled by its file name)")
     p.add_argument("--out", type=Path, required=True, help="report folder")
 
     p = sub.add_parser("baseline", help="logistic regression and gradient boosting on descriptors, grouped CV")
-    p.add_argument("features", type=_existing, help="CSV from `dancegenre features`")
+    p.add_argument("features", type=existing_path, help="CSV from `dancegenre features`")
     p.add_argument("--split-by", default="track_id", help="grouping column (default %(default)s; item for none)")
-    p.add_argument("--folds", type=_positive_int, default=5)
+    p.add_argument("--folds", type=positive_int, default=5)
     p.add_argument("--labels", type=lambda s: s.split(","), default=None, help="only these genres")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=None, help="JSON file for the results")
@@ -209,9 +209,9 @@ def add_analysis_parsers(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("figure", help="the study's figures from the training front end")
     p.add_argument("kind", choices=["clip", "grid"], help="clip: waveform + mel power + mel dB of one file; "
                    "grid: the first N segments per genre of a store")
-    p.add_argument("source", type=_existing, help="audio file (clip) or prepared store (grid)")
+    p.add_argument("source", type=existing_path, help="audio file (clip) or prepared store (grid)")
     p.add_argument("--out", type=Path, required=True, help="PNG to write")
-    p.add_argument("--per-genre", type=_positive_int, default=30, help="grid: segments per genre")
+    p.add_argument("--per-genre", type=positive_int, default=30, help="grid: segments per genre")
 
 
 @command("features")
@@ -266,7 +266,7 @@ def add_collect_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("playlist", help="playlist URL, URI or id")
     p.add_argument("--label", required=True, help="genre of this playlist's tracks (a folder name)")
     p.add_argument("--out", type=Path, required=True, help="data folder: OUT/catalog.csv, OUT/<label>/<id>.mp3")
-    p.add_argument("--workers", type=_positive_int, default=4, help="parallel downloads (default %(default)s)")
+    p.add_argument("--workers", type=positive_int, default=4, help="parallel downloads (default %(default)s)")
 
 
 @command("collect")

@@ -155,7 +155,6 @@ class TrainConfig:
     time_masks: int = 2  # SpecAugment masks per example when augment is on
     freq_masks: int = 2
     mask_width: int = 12  # maximum width of one mask in frames / bands
-    num_workers: int = 0  # DataLoader workers; 0 keeps the memmap in the main process
     device: str = "auto"  # auto picks cuda when available
     folds: int = 0  # >1: grouped k-fold cross-validation instead of one split
     fold: int | None = None  # with folds: which test fold this run holds out

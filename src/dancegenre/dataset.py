@@ -121,8 +121,10 @@ def item_key(path: str, config: FeatureConfig) -> str:
 
 # ---------------------------------------------------------------- one item (worker side)
 
-def _worker_init() -> None:
-    # One BLAS/FFT thread per process: the pool already uses every core.
+def worker_init() -> None:
+    """Initialiser of every decoding pool (prepare, features, predict).
+
+    One BLAS/FFT thread per process: the pool already uses every core."""
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(1)
@@ -314,7 +316,7 @@ def parallel_map(fn: Any, tasks: dict[int, tuple], *, workers: int | None, progr
             # fork starts a worker in milliseconds (spawn re-imports numpy, scipy and
             # pandas in each); nothing here has CUDA or threads that fork could break.
             ctx = get_context("fork" if sys.platform == "linux" else "spawn")
-            with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init) as pool:
+            with ProcessPoolExecutor(workers, mp_context=ctx, initializer=worker_init) as pool:
                 # Keep a bounded number of tasks in flight so Ctrl-C stops promptly.
                 queue = list(tasks.items())[::-1]
                 running: dict[Future, int] = {}

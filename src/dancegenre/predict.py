@@ -159,13 +159,13 @@ class Classifier:
             for p in paths:
                 yield self._safe(p)
             return
-        from dancegenre.dataset import _worker_init
+        from dancegenre.dataset import worker_init
 
         ctx = get_context("fork" if sys.platform == "linux" else "spawn")
         threads = torch.get_num_threads()
         # The workers keep every core busy decoding; one thread is plenty for the network.
         torch.set_num_threads(1)
-        pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init)
+        pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=worker_init)
         running: dict[int, Any] = {}
         queue = [(i, p) for i, p in enumerate(paths) if sizes[p] <= LONG_FILE_BYTES][::-1]
         try:
