@@ -109,9 +109,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=positive_int, default=None, help="processes (default: all cores)")
     _add_feature_options(p)
 
-    from dancegenre import cli_stages  # the later stages register their own parsers
+    from dancegenre import cli_research, cli_stages  # the later stages register their own parsers
 
     cli_stages.add_parsers(sub)
+    cli_research.add_parsers(sub)
     return parser
 
 
