@@ -109,7 +109,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=positive_int, default=None, help="processes (default: all cores)")
     _add_feature_options(p)
 
-    from dancegenre import cli_research, cli_stages  # the later stages register their own parsers
+    from dancegenre import (  # the later stages register their own parsers
+        cli_research,
+        cli_stages,
+    )
 
     cli_stages.add_parsers(sub)
     cli_research.add_parsers(sub)
@@ -159,4 +162,4 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_INTERRUPTED if isinstance(exc, Interrupted) else EXIT_USAGE
 
 
-__all__ = ["main", "command"]
+__all__ = ["command", "main"]

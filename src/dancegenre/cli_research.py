@@ -17,6 +17,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--jobs", type=positive_int, default=1,
                    help="training runs at once; each gets cores/jobs threads (default %(default)s)")
     p.add_argument("--dry-run", action="store_true", help="list the configurations and what is done, train nothing")
+    add_explain_report(sub)
 
 
 @command("experiment")
@@ -33,4 +34,43 @@ def _cmd_experiment(args: argparse.Namespace) -> int:
         print(f"best configuration (by validation): {b['name']}: held-out item accuracy "
               f"{b['item_accuracy_mean']:.3f} ± {b['item_accuracy_std']:.3f}, macro-F1 {b['item_macro_f1_mean']:.3f}")
     print(f"tables in {args.out / 'summary.csv'}, {args.out / 'summary.md'}, {args.out / 'summary.html'}")
+    return 0
+
+
+def add_explain_report(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("explain", help="what a model looks at: saliency, Grad-CAM, feature maps, bands, filters")
+    p.add_argument("checkpoint", type=existing_path, help="run folder or .pt checkpoint")
+    p.add_argument("audio", type=existing_path, nargs="*", help="audio files to explain")
+    p.add_argument("--store", type=existing_path, default=None,
+                   help="also analyse the first-layer filters over this store's segments")
+    p.add_argument("--out", type=Path, required=True, help="folder for PNGs, CSVs and explain.html")
+    p.add_argument("--max-seconds", type=float, default=600.0, help="explain at most this much of each track")
+    p.add_argument("--max-segments", type=positive_int, default=2000, help="store segments to scan (evenly spaced)")
+    p = sub.add_parser("report", help="one self-contained HTML page for a run, a cross-validation or an experiment")
+    p.add_argument("target", type=existing_path, help="run folder, `train --folds` folder or experiment folder")
+    p.add_argument("--out", type=Path, required=True, help="the .html file to write")
+    p.add_argument("--features", type=existing_path, default=None,
+                   help="a descriptor CSV from `dancegenre features`: adds an EDA section")
+    p.add_argument("--explain", type=existing_path, nargs="+", default=[], metavar="AUDIO",
+                   help="tracks to explain with the (best) model")
+
+
+@command("explain")
+def _cmd_explain(args: argparse.Namespace) -> int:
+    from dancegenre.explain_figures import explain_to
+
+    log = (lambda *a: None) if args.quiet else print
+    page = explain_to(args.checkpoint, args.out, audio=args.audio, store=args.store,
+                      max_seconds=args.max_seconds, max_segments=args.max_segments, log=log)
+    print(f"explanations in {page}")
+    return 0
+
+
+@command("report")
+def _cmd_report(args: argparse.Namespace) -> int:
+    from dancegenre.run_report import build_report
+
+    log = (lambda *a: None) if args.quiet else print
+    out = build_report(args.target, args.out, features=args.features, explain_audio=args.explain, log=log)
+    print(f"report: {out} ({out.stat().st_size / 1e6:.1f} MB, images embedded)")
     return 0
