@@ -14,7 +14,8 @@ import pytest
 
 from dancegenre import dataset
 from dancegenre.config import FeatureConfig
-from dancegenre.dataset import Interrupted, SegmentStore, prepare
+from dancegenre.dataset import SegmentStore, prepare
+from dancegenre.errors import Interrupted
 from dancegenre.errors import CatalogError, EmptyInputError, StoreError
 from tests.conftest import REAL_DATA, needs_real_data, tone, write
 
@@ -84,7 +85,7 @@ def test_rerun_does_only_what_changed(audio_dir, tmp_path):
 def test_interrupted_run_resumes(audio_dir, tmp_path, monkeypatch):
     out = tmp_path / "store"
     calls = {"n": 0}
-    real = dataset.prepare_item
+    real = dataset.decode_item
 
     def flaky(*args):
         calls["n"] += 1
@@ -92,12 +93,12 @@ def test_interrupted_run_resumes(audio_dir, tmp_path, monkeypatch):
             raise KeyboardInterrupt
         return real(*args)
 
-    monkeypatch.setattr(dataset, "prepare_item", flaky)
+    monkeypatch.setattr(dataset, "decode_item", flaky)
     with pytest.raises(Interrupted):
         prepare(audio_dir, out, workers=1, progress=False)
     with pytest.raises(StoreError):
         SegmentStore(out)  # nothing half-written is taken for a store
-    monkeypatch.setattr(dataset, "prepare_item", real)
+    monkeypatch.setattr(dataset, "decode_item", real)
     summary = prepare(audio_dir, out, workers=1, progress=False)
     assert summary.reused >= 1 and len(SegmentStore(out).items) == 5
 

@@ -13,7 +13,7 @@ import pytest
 
 from dancegenre import experiment as experiment_module
 from dancegenre.cli import main
-from dancegenre.dataset import Interrupted
+from dancegenre.errors import Interrupted
 from dancegenre.experiment import load_spec, run_experiment
 
 SPEC = """

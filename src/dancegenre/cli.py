@@ -47,6 +47,23 @@ positive_int = _number(int, 1, float("inf"), "a whole number")
 probability = _number(float, 0.0, 1.0, "a number")
 
 
+def scheduler_name(text: str) -> str:
+    from dancegenre.errors import ConfigError
+    from dancegenre.scheduler import check_scheduler
+
+    try:
+        return check_scheduler(text)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc).split(": ", 1)[1]) from None
+
+
+def add_scheduler_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--scheduler", type=scheduler_name, default="processes",
+                   help="where the files are decoded: processes (local cores, default), dask-local "
+                        "(a Dask LocalCluster of --workers processes) or a Dask scheduler address, "
+                        "e.g. tcp://10.0.0.5:8786")
+
+
 def existing_path(text: str) -> Path:
     path = Path(text)
     if not path.exists():
@@ -107,6 +124,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("input", type=existing_path, help="folder laid out as <label>/<file>, or a catalog CSV with path,label")
     p.add_argument("out", type=Path, help="store folder (created; rerun to resume or update)")
     p.add_argument("--workers", type=positive_int, default=None, help="processes (default: all cores)")
+    p.add_argument("--shard-items", type=positive_int, default=None,
+                   help="files per shard a worker writes (default: 1-64, several shards per worker)")
+    add_scheduler_option(p)
     _add_feature_options(p)
 
     from dancegenre import (  # the later stages register their own parsers
@@ -135,7 +155,7 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
     from dancegenre.dataset import prepare
 
     s = prepare(args.input, args.out, config=_feature_config(args), workers=args.workers,
-                progress=not args.quiet)
+                progress=not args.quiet, scheduler=args.scheduler, shard_items=args.shard_items)
     labels = ", ".join(f"{k} {v}" for k, v in s.labels.items())
     print(f"store {s.out}: {s.items - s.skipped} items ({labels}), {s.segments} segments; "
           f"{s.prepared} prepared, {s.reused} reused, {s.skipped} skipped"
@@ -156,7 +176,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("dancegenre: interrupted; rerun the same command to resume", file=sys.stderr)
         return EXIT_INTERRUPTED
     except DanceGenreError as exc:
-        from dancegenre.dataset import Interrupted
+        from dancegenre.errors import Interrupted
 
         print(f"dancegenre {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_INTERRUPTED if isinstance(exc, Interrupted) else EXIT_USAGE

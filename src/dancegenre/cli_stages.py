@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from dancegenre.cli import command, existing_path, positive_int, probability
+from dancegenre.cli import add_scheduler_option, command, existing_path, positive_int, probability
 from dancegenre.config import TrainConfig
 from dancegenre.models import ACTIVATIONS, MODELS, POOLINGS
 
@@ -110,6 +110,7 @@ def _add_evaluate_predict(sub: argparse._SubParsersAction) -> None:
                    help="with --sort-into: below this, files go to DIR/_unsure/")
     p.add_argument("--dry-run", action="store_true", help="with --sort-into: only show what would happen")
     p.add_argument("--workers", type=positive_int, default=None, help="decoding processes (default: all cores)")
+    add_scheduler_option(p)
     p.add_argument("--device", default="cpu")
 
     p = sub.add_parser("demo", help="synthetic corpus -> prepare -> train -> evaluate -> predict -> HTML report")
@@ -147,7 +148,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     paths = expand_paths(args.paths)
     from tqdm import tqdm
 
-    preds = list(tqdm(clf.predict_many(paths, workers=args.workers), total=len(paths), desc="predict",
+    preds = list(tqdm(clf.predict_many(paths, workers=args.workers, scheduler=args.scheduler), total=len(paths), desc="predict",
                       unit="file", disable=args.quiet))
     table = results_table(preds, clf.labels)
     if args.out is not None:
@@ -191,6 +192,7 @@ def add_analysis_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("input", type=existing_path, help="folder <label>/<file>, catalog CSV, or a prepared store")
     p.add_argument("--out", type=Path, required=True, help="CSV to write (rerun to resume or update)")
     p.add_argument("--workers", type=positive_int, default=None, help="processes (default: all cores)")
+    add_scheduler_option(p)
 
     p = sub.add_parser("eda", help="compare numeric columns between genres: statistics, histograms, HTML")
     p.add_argument("tables", type=existing_path, nargs="+", help="CSV tables (features output, catalogs)")
@@ -218,7 +220,8 @@ def add_analysis_parsers(sub: argparse._SubParsersAction) -> None:
 def _cmd_features(args: argparse.Namespace) -> int:
     from dancegenre.descriptors import describe_files
 
-    table, failures = describe_files(args.input, args.out, workers=args.workers, progress=not args.quiet)
+    table, failures = describe_files(args.input, args.out, workers=args.workers, progress=not args.quiet,
+                                     scheduler=args.scheduler)
     print(f"{len(table)} tracks described into {args.out}; {len(failures)} skipped"
           + (f" (reasons in {args.out.with_name(args.out.stem + '.failures.csv')})" if len(failures) else ""))
     return 0

@@ -22,11 +22,8 @@ import hashlib
 import json
 import os
 import shutil
-import sys
 import time
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import asdict, dataclass
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
@@ -37,19 +34,20 @@ from dancegenre import __version__
 from dancegenre.audio import probe
 from dancegenre.config import FeatureConfig
 from dancegenre.errors import (
-    AudioDecodeError, CatalogError, DanceGenreError, EmptyInputError, StoreError,
+    AudioDecodeError,
+    CatalogError,
+    DanceGenreError,
+    EmptyInputError,
+    StoreError,
 )
 from dancegenre.features import LogMelStream, iter_segments
+from dancegenre.scheduler import parallel_map
 
 GROUP_COLUMNS = ("track_id", "artist", "artist_id", "album_id")  # recognised grouping columns
 STORE_FORMAT = "dancegenre-store"
 RESERVED_COLUMNS = ("item", "row", "segment", "start", "cache_key", "duration", "sample_rate",
                     "channels", "n_segments", "offset")
 STORE_VERSION = 1
-
-
-class Interrupted(DanceGenreError):
-    """The user stopped a job; what was finished is kept for the next run."""
 
 
 # ---------------------------------------------------------------- input listing
@@ -121,24 +119,9 @@ def item_key(path: str, config: FeatureConfig) -> str:
 
 # ---------------------------------------------------------------- one item (worker side)
 
-def worker_init() -> None:
-    """Initialiser of every decoding pool (prepare, features, predict).
-
-    One BLAS/FFT thread per process: the pool already uses every core."""
-    from threadpoolctl import threadpool_limits
-
-    threadpool_limits(1)
-    # libmpg123 prints resync notes for every corrupt mp3 straight to fd 2; a worker's
-    # failures come back as values, so its stderr would only garble the progress bar.
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 2)
-
-
-def prepare_item(path: str, key: str, pending: str, config: FeatureConfig) -> dict[str, Any]:
-    """Decode one file into ``pending/<key>.npy`` (+ ``.json``); return its metadata.
-
-    Never raises for bad audio: a failure comes back as ``{"error": ..., "reason": ...}``.
-    """
+def decode_item(path: str, key: str, config: FeatureConfig) -> tuple[dict[str, Any], np.ndarray | None]:
+    """(metadata, float16 segments) of one file; for bad audio (metadata with
+    ``error`` and ``reason``, None): never raises for a bad file."""
     try:
         info = probe(path)
         # float16 per block: a 2-hour mix holds ~80 MB here, not twice that
@@ -146,22 +129,57 @@ def prepare_item(path: str, key: str, pending: str, config: FeatureConfig) -> di
         segments = np.concatenate([s for s, _ in blocks])
         numbers = np.concatenate([n for _, n in blocks])
     except DanceGenreError as exc:
-        return {"key": key, "error": type(exc).__name__, "reason": str(exc)}
+        return {"key": key, "error": type(exc).__name__, "reason": str(exc)}, None
     except (MemoryError, ValueError) as exc:  # a header that lies about its size
-        return {"key": key, "error": type(exc).__name__, "reason": f"{exc}: {path}"}
-    meta = {"key": key, "n_segments": int(len(segments)), "segment_numbers": numbers.tolist(),
-            "duration": round(info.duration, 3), "sample_rate": info.sample_rate,
-            "channels": info.channels}
-    dest = Path(pending) / f"{key}.npy"
-    tmp = dest.with_name(f".{key}.npy.part")
-    with open(tmp, "wb") as fh:
-        np.save(fh, segments)
-    os.replace(tmp, dest)
-    # The metadata file is written last: its presence means the item is complete.
-    tmp_meta = dest.with_name(f".{key}.json.part")
-    tmp_meta.write_text(json.dumps(meta))
-    os.replace(tmp_meta, dest.with_suffix(".json"))
-    return meta
+        return {"key": key, "error": type(exc).__name__, "reason": f"{exc}: {path}"}, None
+    meta = {"key": key, "n_segments": len(segments), "segment_numbers": numbers.tolist(),
+            "duration": round(info.duration, 3), "sample_rate": info.sample_rate, "channels": info.channels}
+    return meta, segments
+
+
+def prepare_shard(items: list[tuple[str, str]], pending: str, config: FeatureConfig, name: str) -> dict[str, Any]:
+    """Decode the (path, cache key) ``items`` into one shard of ``pending``.
+
+    A shard is ``<name>.f16`` (the items' segments one after another, raw float16,
+    each ``(n_mels, segment_frames)``) and ``<name>.json`` (every item's metadata with
+    its offset in the shard, or its failure).  The JSON is written last: a shard
+    without it (a worker lost half way) is ignored and its items are done again.  One
+    item's segments are in memory at a time, whatever the shard's size.
+
+    Returns ``{"shard": name, "items": [metadata, ...]}``, or ``{"shard": name,
+    "error": ...}`` when this worker cannot see ``pending``.
+    """
+    folder = Path(pending)
+    if not folder.is_dir():
+        import socket
+
+        return {"shard": name, "error": f"the worker on {socket.gethostname()} cannot see the store folder "
+                                        f"{pending}: it must be on storage that every worker mounts"}
+    metas, offset = [], 0
+    part = folder / f".{name}.f16.part"
+    with open(part, "wb") as fh:
+        for path, key in items:
+            meta, segments = decode_item(path, key, config)
+            if segments is not None:
+                fh.write(np.ascontiguousarray(segments).tobytes())
+                meta.update(shard=name, shard_offset=offset)
+                offset += len(segments)
+            metas.append(meta)
+    os.replace(part, folder / f"{name}.f16")
+    _atomic_write(folder / f"{name}.json", json.dumps({"shard": name, "items": metas}))
+    return {"shard": name, "items": metas}
+
+
+def _pending_items(pending: Path) -> dict[str, dict[str, Any]]:
+    """Metadata of every item in a committed shard of ``pending`` (a resumed run's work)."""
+    done = {}
+    for meta_file in sorted(pending.glob("*.json")):
+        if not (pending / f"{meta_file.stem}.f16").exists():
+            continue
+        for meta in json.loads(meta_file.read_text())["items"]:
+            if "error" not in meta:
+                done[meta["key"]] = meta
+    return done
 
 
 # ---------------------------------------------------------------- the store
@@ -194,8 +212,15 @@ def prepare(
     config: FeatureConfig | None = None,
     workers: int | None = None,
     progress: bool = True,
+    scheduler: str = "processes",
+    shard_items: int | None = None,
 ) -> PrepareSummary:
     """Prepare every file of ``source`` (folder or catalog) into the store ``out``.
+
+    The files are decoded in shards of ``shard_items`` files (default: 1 to 64, so
+    that every worker gets several) on ``scheduler`` (see :mod:`dancegenre.scheduler`),
+    each shard written by its worker into ``out/pending``; the store is merged from
+    the shards in catalog order, so it is the same whatever ran the work.
 
     Resumable: items already in ``out`` with the same key, and items finished by an
     interrupted run, are not decoded again.  Bad files are recorded in
@@ -233,14 +258,12 @@ def prepare(
             keys.append(None)
             failures[i] = {"error": "AudioDecodeError", "reason": str(exc)}
     items["cache_key"] = keys
-    done: dict[str, dict[str, Any]] = {}
-    for meta_file in pending.glob("*.json"):
-        if (pending / f"{meta_file.stem}.npy").exists():
-            done[meta_file.stem] = json.loads(meta_file.read_text())
+    done = _pending_items(pending)
     todo = [i for i, k in enumerate(keys) if k is not None and k not in done and k not in previous]
     reused = sum(1 for k in keys if k is not None and (k in done or k in previous)) 
 
-    results = _run_pool(items, todo, pending, config, workers, progress)
+    results = _run_shards(items, todo, pending, config, workers=workers, progress=progress,
+                          scheduler=scheduler, shard_items=shard_items)
     for i, meta in results.items():
         if "error" in meta:
             failures[i] = {"error": meta["error"], "reason": meta["reason"]}
@@ -285,57 +308,28 @@ def _previous_items(out: Path) -> dict[str, dict[str, Any]]:
             for row in store.items.itertuples()}
 
 
-def _run_pool(items: pd.DataFrame, todo: list[int], pending: Path, config: FeatureConfig,
-              workers: int | None, progress: bool) -> dict[int, dict[str, Any]]:
+def _run_shards(items: pd.DataFrame, todo: list[int], pending: Path, config: FeatureConfig, *,
+                workers: int | None, progress: bool, scheduler: str,
+                shard_items: int | None) -> dict[int, dict[str, Any]]:
+    """Decode the ``todo`` rows of ``items`` in shards; return {row: metadata or failure}."""
     # Build the mel filters (and import librosa) once here: forked workers inherit them.
     LogMelStream(config)
-    tasks = {i: (items.at[i, "path"], items.at[i, "cache_key"], str(pending), config) for i in todo}
-    return parallel_map(prepare_item, tasks, workers=workers, progress=progress, desc="prepare")
-
-
-def parallel_map(fn: Any, tasks: dict[int, tuple], *, workers: int | None, progress: bool,
-                 desc: str) -> dict[int, Any]:
-    """``{key: fn(*args)}`` for every task, on ``workers`` processes, with a progress bar.
-
-    ``fn`` must turn bad input into a value, not an exception.  Ctrl-C raises
-    :class:`Interrupted` after what finished has been returned to the caller's files.
-    """
-    from tqdm import tqdm
-
-    results: dict[int, Any] = {}
-    if not tasks:
-        return results
-    workers = max(1, min(workers or os.cpu_count() or 1, len(tasks)))
-    bar = tqdm(total=len(tasks), desc=desc, unit="file", disable=not progress)
-    try:
-        if workers == 1:
-            for key, args in tasks.items():
-                results[key] = fn(*args)
-                bar.update()
-        else:
-            # fork starts a worker in milliseconds (spawn re-imports numpy, scipy and
-            # pandas in each); nothing here has CUDA or threads that fork could break.
-            ctx = get_context("fork" if sys.platform == "linux" else "spawn")
-            with ProcessPoolExecutor(workers, mp_context=ctx, initializer=worker_init) as pool:
-                # Keep a bounded number of tasks in flight so Ctrl-C stops promptly.
-                queue = list(tasks.items())[::-1]
-                running: dict[Future, int] = {}
-                while queue or running:
-                    while queue and len(running) < 4 * workers:
-                        key, args = queue.pop()
-                        running[pool.submit(fn, *args)] = key
-                    finished, _ = wait(running, return_when=FIRST_COMPLETED)
-                    for fut in finished:
-                        results[running.pop(fut)] = fut.result()
-                        bar.update()
-    except KeyboardInterrupt:
-        bar.close()
-        raise Interrupted(
-            f"interrupted after {len(results)} of {len(tasks)} file(s); "
-            "run the same command again to resume"
-        ) from None
-    bar.close()
-    return results
+    size = shard_items or int(np.clip(np.ceil(len(todo) / (8 * max(workers or os.cpu_count() or 1, 2))), 1, 64))
+    shards: dict[str, list[int]] = {}
+    for start in range(0, len(todo), size):
+        rows = todo[start:start + size]
+        keys = [items.at[i, "cache_key"] for i in rows]
+        shards[hashlib.sha1(" ".join(keys).encode()).hexdigest()[:16]] = rows
+    tasks = {name: ([(items.at[i, "path"], items.at[i, "cache_key"]) for i in rows], str(pending), config, name)
+             for name, rows in shards.items()}
+    results = parallel_map(prepare_shard, tasks, workers=workers, progress=progress, desc="prepare",
+                           scheduler=scheduler, weight=lambda name: len(shards[name]))
+    out: dict[int, dict[str, Any]] = {}
+    for name, result in results.items():
+        if "error" in result:
+            raise StoreError(result["error"])
+        out.update(zip(shards[name], result["items"]))
+    return out
 
 
 def _finalize(out: Path, items: pd.DataFrame, groups: list[str], config: FeatureConfig,
@@ -349,6 +343,7 @@ def _finalize(out: Path, items: pd.DataFrame, groups: list[str], config: Feature
     total = int(sum(counts))
     shape = (total, config.n_mels, config.segment_frames)
     old = np.load(out / "segments.npy", mmap_mode="r") if previous else None
+    shards: dict[str, np.ndarray] = {}
     tmp = out / ".segments.npy.part"
     if total == 0:  # a zero-length memmap cannot be opened; nothing will be written
         with open(tmp, "wb") as fh:
@@ -363,8 +358,11 @@ def _finalize(out: Path, items: pd.DataFrame, groups: list[str], config: Feature
     for i, n in zip(ok, counts):
         key = items.at[i, "cache_key"]
         if key in done:
-            new[offset : offset + n] = np.load(out / "pending" / f"{key}.npy")
             meta = done[key]
+            if meta["shard"] not in shards:
+                shards[meta["shard"]] = np.memmap(out / "pending" / f"{meta['shard']}.f16", dtype=np.float16,
+                                                  mode="r").reshape(-1, config.n_mels, config.segment_frames)
+            new[offset : offset + n] = shards[meta["shard"]][meta["shard_offset"] : meta["shard_offset"] + n]
             numbers = np.asarray(meta["segment_numbers"], dtype=np.int64)
             extra = {k: meta[k] for k in ("duration", "sample_rate", "channels")}
         else:
@@ -384,7 +382,7 @@ def _finalize(out: Path, items: pd.DataFrame, groups: list[str], config: Feature
         offset += n
     if isinstance(new, np.memmap):
         new.flush()
-    del new, old
+    del new, old, shards
     cols = ["row", "item", "label", *groups, "segment", "start", "path"]
     index = pd.concat(index_parts, ignore_index=True) if index_parts else pd.DataFrame(columns=cols)
     items_table = pd.DataFrame(item_rows)

@@ -177,31 +177,28 @@ def describe(source: str | os.PathLike[str] | np.ndarray, *, sr: int | None = No
     return {"analysed_seconds": round(len(y) / SR, 2), **describe_signal(y)}
 
 
-def _describe_item(path: str, key: str, pending: str) -> dict[str, Any]:
-    """Worker: descriptors of one file into ``pending/<key>.json``; failures as values."""
-    import json
+def describe_item(path: str, key: str) -> dict[str, Any]:
+    """Worker task: the descriptors of one file as a row; a failure as a row with ``error``.
 
+    The worker writes nothing: rows are small and go back to the client, which keeps
+    them for a resume, so a cluster's workers need no shared storage for this."""
     from dancegenre.errors import DanceGenreError
 
     try:
-        row: dict[str, Any] = {"cache_key": key, **describe(path)}
+        return {"cache_key": key, **describe(path)}
     except DanceGenreError as exc:
         return {"cache_key": key, "error": type(exc).__name__, "reason": str(exc)}
-    dest = os.path.join(pending, f"{key}.json")
-    with open(dest + ".part", "w") as fh:
-        json.dump(row, fh)
-    os.replace(dest + ".part", dest)
-    return row
 
 
 def describe_files(source: str | os.PathLike[str], out: str | os.PathLike[str], *, workers: int | None = None,
-                   progress: bool = True) -> tuple[Any, Any]:
+                   progress: bool = True, scheduler: str = "processes") -> tuple[Any, Any]:
     """Descriptors of every file of a folder, catalog or prepared store into the CSV ``out``.
 
     One row a file: item, path, label, the catalog's other columns, then
     :data:`DESCRIPTORS`.  Bad files go to ``<out>.failures.csv``.  Resumable: rows of
     unchanged files in an existing ``out`` are kept, and files finished by an
-    interrupted run (kept in ``<out>.pending/``) are not analysed again.
+    interrupted run (kept in ``<out>.pending/rows.jsonl``) are not analysed again.
+    ``scheduler``: where the files are analysed (see :mod:`dancegenre.scheduler`).
 
     Returns (table, failures) as DataFrames.
     """
@@ -211,8 +208,9 @@ def describe_files(source: str | os.PathLike[str], out: str | os.PathLike[str], 
 
     import pandas as pd
 
-    from dancegenre.dataset import SegmentStore, item_key, list_items, parallel_map
+    from dancegenre.dataset import SegmentStore, item_key, list_items
     from dancegenre.errors import AudioDecodeError, EmptyInputError
+    from dancegenre.scheduler import parallel_map
 
     src = Path(source)
     if src.is_dir() and (src / "store.json").exists():  # a prepared store: its sources
@@ -240,11 +238,23 @@ def describe_files(source: str | os.PathLike[str], out: str | os.PathLike[str], 
         if "cache_key" in old.columns:
             for row in old.to_dict(orient="records"):
                 done[row["cache_key"]] = {k: row[k] for k in ["cache_key", "analysed_seconds", *DESCRIPTORS] if k in row}
-    for f in pending.glob("*.json"):
-        row = json.loads(f.read_text())
-        done[row["cache_key"]] = row
-    tasks = {i: (items.at[i, "path"], k, str(pending)) for i, k in enumerate(keys) if k is not None and k not in done}
-    results = parallel_map(_describe_item, tasks, workers=workers, progress=progress, desc="features")
+    journal = pending / "rows.jsonl"
+    if journal.exists():
+        for line in journal.read_text().splitlines():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # the line a kill cut short
+            done[row["cache_key"]] = row
+    tasks = {i: (items.at[i, "path"], k) for i, k in enumerate(keys) if k is not None and k not in done}
+    with open(journal, "a") as fh:
+        def keep(_: int, row: dict[str, Any]) -> None:
+            if "error" not in row:
+                fh.write(json.dumps(row) + "\n")
+                fh.flush()
+
+        results = parallel_map(describe_item, tasks, workers=workers, progress=progress, desc="features",
+                               scheduler=scheduler, on_result=keep)
     for i, row in results.items():
         if "error" in row:
             failures[i] = {"error": row["error"], "reason": row["reason"]}

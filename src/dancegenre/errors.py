@@ -40,3 +40,7 @@ class StoreError(DanceGenreError):
 
 class CheckpointError(DanceGenreError):
     """A checkpoint is missing, corrupt or was written by an incompatible version."""
+
+
+class Interrupted(DanceGenreError):
+    """The user stopped a job (Ctrl-C); what was finished is kept for the next run."""

@@ -53,8 +53,8 @@ import numpy as np
 import pandas as pd
 
 from dancegenre.config import ModelConfig, TrainConfig
-from dancegenre.dataset import Interrupted, SegmentStore
-from dancegenre.errors import ConfigError, StoreError
+from dancegenre.dataset import SegmentStore
+from dancegenre.errors import ConfigError, Interrupted, StoreError
 from dancegenre.models import model_config
 
 MODEL_KEYS = frozenset(f.name for f in dataclasses.fields(ModelConfig)) - {"name", "n_classes", "n_mels"}

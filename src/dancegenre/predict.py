@@ -9,11 +9,8 @@ from __future__ import annotations
 
 import os
 import shutil
-import sys
 from collections.abc import Iterable, Iterator
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
@@ -145,44 +142,47 @@ class Classifier:
             numbers.append(block.index)
         return self._result(name, np.concatenate(probs), np.concatenate(numbers))
 
-    def predict_many(self, paths: Iterable[str | os.PathLike[str]], *, workers: int | None = None) -> Iterator[Prediction]:
+    def predict_many(self, paths: Iterable[str | os.PathLike[str]], *, workers: int | None = None,
+                     scheduler: str = "processes") -> Iterator[Prediction]:
         """Predictions for many files, in order; a bad file yields a Prediction with ``error``.
 
-        Short files are decoded by a pool of ``workers`` processes while this one runs the
-        network; long ones (over 30 MB) are streamed block by block here.  A path that
+        Files are decoded into segments on ``scheduler`` (``workers`` local processes by
+        default, or Dask: see :mod:`dancegenre.scheduler`) while this process runs the
+        network; long files (over 30 MB) are streamed block by block here.  A path that
         appears twice is predicted twice.
         """
+        from dancegenre.scheduler import IN_FLIGHT_PER_WORKER, open_scheduler
+
         paths = [str(p) for p in paths]
         workers = workers or os.cpu_count() or 1
         sizes = {p: (os.path.getsize(p) if os.path.isfile(p) else 0) for p in paths}
-        if workers == 1 or len(paths) < 2:
+        if scheduler == "processes" and (workers == 1 or len(paths) < 2):
             for p in paths:
                 yield self._safe(p)
             return
-        from dancegenre.dataset import worker_init
-
-        ctx = get_context("fork" if sys.platform == "linux" else "spawn")
         threads = torch.get_num_threads()
-        # The workers keep every core busy decoding; one thread is plenty for the network.
-        torch.set_num_threads(1)
-        pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=worker_init)
+        if scheduler == "processes":
+            # The workers keep every core busy decoding; one thread is plenty for the network.
+            torch.set_num_threads(1)
         running: dict[int, Any] = {}
         queue = [(i, p) for i, p in enumerate(paths) if sizes[p] <= LONG_FILE_BYTES][::-1]
         try:
-            for i, p in enumerate(paths):
-                while queue and len(running) < 4 * workers:  # a bounded number in flight
-                    k, q = queue.pop()
-                    running[k] = pool.submit(_segments_worker, (q, self.config))
-                if sizes[p] > LONG_FILE_BYTES:
-                    yield self._safe(p)  # streamed block by block in this process
-                    continue
-                _, segs, err = running.pop(i).result()
-                if err is not None:
-                    yield Prediction(p, None, {}, pd.DataFrame(), error=err)
-                else:
-                    yield self._result(p, self._probs(segs), np.arange(len(segs)))
+            with open_scheduler(scheduler, workers) as pool:
+                for i, p in enumerate(paths):
+                    while queue and len(running) < IN_FLIGHT_PER_WORKER * pool.workers:  # bounded in flight
+                        k, q = queue.pop()
+                        running[k] = pool.submit(_segments_worker, (q, self.config))
+                    if sizes[p] > LONG_FILE_BYTES:
+                        yield self._safe(p)  # streamed block by block in this process
+                        continue
+                    _, segs, err = running.pop(i).result()
+                    if err is not None:
+                        yield Prediction(p, None, {}, pd.DataFrame(), error=err)
+                    else:
+                        yield self._result(p, self._probs(segs), np.arange(len(segs)))
         finally:
-            pool.shutdown(cancel_futures=True)
+            for fut in running.values():
+                fut.cancel()
             torch.set_num_threads(threads)
 
     def _safe(self, path: str) -> Prediction:

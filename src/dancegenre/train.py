@@ -30,8 +30,8 @@ from torch import nn
 
 from dancegenre.checkpoint import read_payload, save_checkpoint
 from dancegenre.config import ModelConfig, TrainConfig
-from dancegenre.dataset import Interrupted, SegmentStore
-from dancegenre.errors import CheckpointError, ConfigError, EmptyInputError, StoreError
+from dancegenre.dataset import SegmentStore
+from dancegenre.errors import CheckpointError, ConfigError, EmptyInputError, Interrupted, StoreError
 from dancegenre.models import build_model, count_parameters, model_config
 from dancegenre.scoring import batches, evaluate_rows
 from dancegenre.splits import grouped_split, resolve_split_column
