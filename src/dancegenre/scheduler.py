@@ -120,7 +120,7 @@ class DaskScheduler(Scheduler):
             self._client = Client(self._cluster)
         else:
             try:
-                self._client = Client(address, timeout=30)
+                self._client = Client(address, timeout="10s")
             except (OSError, TimeoutError) as exc:
                 raise ConfigError(f"cannot reach the Dask scheduler at {address}: {exc}") from None
         threads = sum(w["nthreads"] for w in self._client.scheduler_info()["workers"].values())
