@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import html
 import itertools
 import json
 import os
@@ -304,10 +305,10 @@ def _execute(todo: list[Task], configs: dict[str, Configuration], store: Segment
     bar = tqdm(total=len(todo), desc="experiment", unit="run", disable=not progress)
 
     def report(t: Task, summary: dict[str, Any]) -> None:
-        bar.write(f"{configs[t.config_id].name} seed {t.seed} fold {t.fold}: held-out item accuracy "
-                  f"{summary['item_accuracy']:.3f}, validation {summary['val_item_accuracy']:.3f} "
-                  f"({summary['seconds']:.0f} s)") if progress else log(
-            f"{configs[t.config_id].name} seed {t.seed} fold {t.fold}: item accuracy {summary['item_accuracy']:.3f}")
+        line = (f"{configs[t.config_id].name} seed {t.seed} fold {t.fold}: held-out item accuracy "
+                f"{summary['item_accuracy']:.3f}, validation {summary['val_item_accuracy']:.3f} "
+                f"({summary['seconds']:.0f} s)")
+        (bar.write if progress else log)(line)
         bar.update()
 
     if jobs == 1:
@@ -445,14 +446,8 @@ def summary_html(summary: pd.DataFrame, spec: Spec, meta: dict[str, Any], varied
                  + table_html(display_table(summary, varied)))]
     for factor, path in plots.items():
         sections.append((f"Factor: {factor}", image_tag(path, f"held-out item accuracy by {factor}")))
-    sections.append(("Spec", f"<pre>{_escape(spec.text)}</pre>"))
+    sections.append(("Spec", f"<pre>{html.escape(spec.text)}</pre>"))
     return page(f"experiment: {spec.name}", sections)
-
-
-def _escape(text: str) -> str:
-    import html
-
-    return html.escape(text)
 
 
 def plot_factors(results: pd.DataFrame, configs: pd.DataFrame, spec: Spec, out: Path) -> dict[str, Path]:

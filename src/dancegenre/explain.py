@@ -32,7 +32,7 @@ from torch import nn
 from dancegenre.checkpoint import Checkpoint, load_checkpoint
 from dancegenre.config import FeatureConfig
 from dancegenre.dataset import SegmentStore
-from dancegenre.errors import EmptyInputError
+from dancegenre.errors import EmptyInputError, StoreError
 from dancegenre.features import iter_segments
 from dancegenre.scoring import batches
 
@@ -208,8 +208,6 @@ def explain_store(checkpoint: str | os.PathLike[str] | Checkpoint, store: str | 
     model = ckpt.model.eval()
     st = SegmentStore(store)
     if st.config.to_dict() != ckpt.feature_config.to_dict():
-        from dancegenre.errors import StoreError
-
         raise StoreError(f"{store} was prepared with other features than the checkpoint was trained on")
     if len(st) == 0:
         raise EmptyInputError(f"store {store} holds no segments")
