@@ -319,7 +319,8 @@ def _run_shards(items: pd.DataFrame, todo: list[int], pending: Path, config: Fea
     for start in range(0, len(todo), size):
         rows = todo[start:start + size]
         keys = [items.at[i, "cache_key"] for i in rows]
-        shards[hashlib.sha1(" ".join(keys).encode()).hexdigest()[:16]] = rows
+        # the first row is in the name: a file listed twice still makes two shards
+        shards[hashlib.sha1(f"{rows[0]} {' '.join(keys)}".encode()).hexdigest()[:16]] = rows
     tasks = {name: ([(items.at[i, "path"], items.at[i, "cache_key"]) for i in rows], str(pending), config, name)
              for name, rows in shards.items()}
     results = parallel_map(prepare_shard, tasks, workers=workers, progress=progress, desc="prepare",
