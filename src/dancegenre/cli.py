@@ -54,7 +54,7 @@ def scheduler_name(text: str) -> str:
     try:
         return check_scheduler(text)
     except ConfigError as exc:
-        raise argparse.ArgumentTypeError(str(exc).split(": ", 1)[1]) from None
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def add_scheduler_option(p: argparse.ArgumentParser) -> None:

@@ -217,9 +217,7 @@ def _plan(spec: Spec, store: SegmentStore) -> tuple[pd.DataFrame, dict[str, Conf
         try:
             cid = conf.identity(n_classes, n_mels)
             model, mcfg, tcfg = conf.resolve(n_classes, n_mels)
-        except ConfigError as exc:
-            raise ConfigError(f"configuration {conf.name!r}: {exc}") from None
-        except TypeError as exc:
+        except (ConfigError, TypeError) as exc:  # TypeError: a value of the wrong kind
             raise ConfigError(f"configuration {conf.name!r}: {exc}") from None
         if cid in configs:
             continue

@@ -195,10 +195,6 @@ def store_section(analysis: FilterAnalysis, files: dict[str, Path]) -> str:
             + image_tag(files["top"], "top segments per filter"))
 
 
-def explain_html(title: str, sections: list[tuple[str, str]]) -> str:
-    return page(title, sections)
-
-
 def explain_to(checkpoint: str | os.PathLike[str], out: str | os.PathLike[str], *,
                audio: list[str | os.PathLike[str]] = (), store: str | os.PathLike[str] | None = None,
                max_seconds: float = 600.0, max_segments: int = 2000, log=print) -> Path:
@@ -255,5 +251,5 @@ def explain_to(checkpoint: str | os.PathLike[str], out: str | os.PathLike[str], 
              "gradient; occlusion replaces a group of mel bands by its training mean.</p>")
     sections.append(("How to read this page", about))
     target = out / "explain.html"
-    target.write_text(explain_html("dancegenre explain", sections))
+    target.write_text(page("dancegenre explain", sections))
     return target
