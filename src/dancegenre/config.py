@@ -48,6 +48,9 @@ class FeatureConfig:
     segment_hop: int = 128  # frames between segment starts; < segment_frames overlaps
     amin: float = 1e-10  # power floor before log10, as librosa.power_to_db
     resample_quality: str = "HQ"  # soxr quality recipe: VHQ, HQ, MQ, LQ, QQ
+    # How mel power becomes the network's input: "db" is 10*log10(max(power, amin)) (the
+    # study's); "logC" is log10(1 + 10000*power), musicnn's compression.
+    scale: str = "db"
 
     def __post_init__(self) -> None:
         checks = [
@@ -63,6 +66,7 @@ class FeatureConfig:
             (self.amin > 0, "amin must be positive"),
             (self.resample_quality in ("VHQ", "HQ", "MQ", "LQ", "QQ"),
              "resample_quality must be one of VHQ, HQ, MQ, LQ, QQ"),
+            (self.scale in SCALES, f"scale must be one of {', '.join(SCALES)}"),
         ]
         for ok, message in checks:
             if not ok:
@@ -79,16 +83,50 @@ class FeatureConfig:
         return self.segment_hop * self.hop_length / self.sample_rate
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        data = dataclasses.asdict(self)
+        if data["scale"] == "db":
+            # Stores and checkpoints written before `scale` existed are dB: leaving the
+            # default out keeps their config, digest and cache keys what they were.
+            del data["scale"]
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> FeatureConfig:
         return _from_dict(cls, data)
 
+    @classmethod
+    def preset(cls, name: str, **overrides: Any) -> FeatureConfig:
+        """A named front end (``FRONTENDS``) with optional field overrides."""
+        if name not in FRONTENDS:
+            raise ConfigError(f"unknown front end {name!r}; choose from {', '.join(FRONTENDS)}")
+        return dataclasses.replace(FRONTENDS[name], **overrides)
+
+    def same_frontend(self, other: FeatureConfig) -> bool:
+        """True when both compute the same frames (segment hop aside)."""
+        return dataclasses.replace(self, segment_hop=other.segment_hop) == other
+
+    @property
+    def frontend(self) -> str | None:
+        """The name of the preset this config computes, if any (segment hop aside)."""
+        return next((name for name, cfg in FRONTENDS.items() if self.same_frontend(cfg)), None)
+
     def digest(self) -> str:
         """Short stable hash of every field: part of every cache key."""
         text = json.dumps(self.to_dict(), sort_keys=True)
         return hashlib.sha1(text.encode()).hexdigest()[:12]
+
+
+SCALES = ("db", "logC")
+
+FRONTENDS: dict[str, FeatureConfig] = {
+    # The study's front end: 22,050 Hz, 128 bands, 2.97-s segments of 128 frames.
+    "study": FeatureConfig(),
+    # musicnn's (Pons & Serra 2019): 16 kHz, n_fft 512, hop 256, 96 bands, log10(1 +
+    # 10000 mel), 3-s patches of 187 frames.  The original casts mel power to float16
+    # before the log, which overflows to inf on loud masters; here it stays float32.
+    "musicnn": FeatureConfig(sample_rate=16000, n_fft=512, hop_length=256, n_mels=96,
+                             segment_frames=187, segment_hop=187, scale="logC"),
+}
 
 
 @dataclass(frozen=True)
@@ -108,6 +146,8 @@ class ModelConfig:
     dropout: float = 0.5  # in the dense layers; the study found it needed there
     rnn: str = "gru"  # crnn only: gru or lstm
     rnn_hidden: int = 64  # crnn only: hidden units per direction
+    head: str = "mlp"  # mlp: dense + activation + dropout (the study's); linear: one layer
+    finetune: int = 0  # pretrained models: how many of the last blocks train (0: frozen)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "filters", tuple(int(f) for f in self.filters))
@@ -124,6 +164,10 @@ class ModelConfig:
             raise ConfigError("kernel_size and first_stride must be >= 1")
         if self.rnn not in ("gru", "lstm"):
             raise ConfigError("rnn must be gru or lstm")
+        if self.head not in ("linear", "mlp"):
+            raise ConfigError("head must be linear or mlp")
+        if self.finetune < 0:
+            raise ConfigError("finetune must be >= 0")
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)

@@ -3,7 +3,8 @@
 A streaming STFT that gives exactly what ``librosa.feature.melspectrogram`` (center=True,
 zero padding, periodic Hann window, power 2, Slaney mel scale and norm) followed by
 ``librosa.power_to_db(ref=1.0, amin=config.amin, top_db=None)`` gives on the whole
-signal, however the signal is cut into blocks.  The dB floor is absolute (no per-file
+signal, however the signal is cut into blocks (``config.scale = "logC"`` gives musicnn's
+``log10(1 + 10000 mel)`` instead of dB).  The dB floor is absolute (no per-file
 ``ref=np.max`` or ``top_db``) so that a segment's values do not depend on the rest of
 its file.
 """
@@ -96,12 +97,16 @@ class LogMelStream:
         np.multiply(parts, parts, out=parts)
         power = parts[:, 0::2] + parts[:, 1::2]  # |X|^2, (k, bins)
         mel = power @ self._fb_t  # (k, n_mels)
-        np.maximum(mel, c.amin, out=mel)
-        db = np.log10(mel, out=mel)
-        db *= 10.0
+        if c.scale == "logC":  # musicnn: log10(1 + 10000 * power), in float32
+            mel *= 10000.0
+            out = np.log10(mel + 1.0, out=mel)
+        else:
+            np.maximum(mel, c.amin, out=mel)
+            out = np.log10(mel, out=mel)
+            out *= 10.0
         self._next += k * c.hop_length
         self._emitted += k
-        return db.astype(np.float32, copy=False)
+        return out.astype(np.float32, copy=False)
 
 
 def log_mel(y: np.ndarray, config: FeatureConfig) -> np.ndarray:

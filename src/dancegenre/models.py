@@ -56,9 +56,16 @@ def temporal_pool(h: torch.Tensor, mode: str) -> torch.Tensor:
 
 
 class Network(nn.Module):
-    """Shared parts: input normalisation and the dense head."""
+    """Shared parts: input normalisation and the dense head.
+
+    ``forward(x) = from_features(features(x))``.  A network whose ``features`` are
+    frozen (a pretrained backbone) says so with ``trains_on_features``: training then
+    computes ``features`` once per store and fits ``from_features`` alone.
+    """
 
     DEFAULTS: dict = {}
+    FRONTEND: str | None = None  # a FeatureConfig preset the network needs; None: any
+    NORMALISES_INPUT = True  # BandNorm statistics come from the training split
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
@@ -67,18 +74,36 @@ class Network(nn.Module):
 
     def _head(self, width: int) -> nn.Sequential:
         c = self.config
+        if c.head == "linear":
+            return nn.Sequential(nn.Dropout(c.dropout), nn.Linear(width, c.n_classes))
         return nn.Sequential(
             nn.Dropout(c.dropout), nn.Linear(width, c.dense), _activation(c.activation),
             nn.Dropout(c.dropout), nn.Linear(c.dense, c.n_classes),
         )
 
+    @property
+    def trains_on_features(self) -> bool:
+        return False
+
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """(B, n_mels, T) -> (B, D) pooled features before the dense head."""
         raise NotImplementedError
 
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, n_mels, T) -> (B, D): what ``from_features`` takes."""
+        return self.embed(x)
+
+    def from_features(self, f: torch.Tensor) -> torch.Tensor:
+        """(B, D) -> (B, n_classes) logits."""
+        return self.head(f)
+
+    def penultimate(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, n_mels, T) -> (B, D'): the input of the last linear layer (an embedding)."""
+        return self.head[:-1](self.embed(x))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, n_mels, T) dB -> (B, n_classes) logits."""
-        return self.head(self.embed(x))
+        """(B, n_mels, T) log-mel -> (B, n_classes) logits."""
+        return self.from_features(self.features(x))
 
 
 def _conv1d_blocks(c: ModelConfig) -> nn.Sequential:
@@ -165,7 +190,74 @@ class CNN2D(Network):
         return temporal_pool(h.flatten(2), self.config.pooling)
 
 
-MODELS: dict[str, type[Network]] = {"cnn1d": CNN1D, "crnn": CRNN, "cnn2d": CNN2D}
+class MusiCNN(Network):
+    """The pretrained musicnn (MSD or MTT weights) with a new head for the store's labels.
+
+    The backbone is frozen unless ``finetune`` names how many of its last blocks train
+    (``musicnn.BLOCKS``: backend, mid3, mid2, mid1, frontend).  Its features (max and
+    mean pool, penultimate layer, taggram: 1,756 values a segment) are standardised
+    with training statistics and fed to a ``linear`` or ``mlp`` head.  The input is the
+    ``musicnn`` front end (``FeatureConfig.preset("musicnn")``), not dB: the backbone's
+    own input batch norm replaces ``BandNorm``.
+    """
+
+    DEFAULTS = {"head": "linear", "dropout": 0.5, "dense": 256}
+    FRONTEND = "musicnn"
+    NORMALISES_INPUT = False
+
+    def __init__(self, config: ModelConfig) -> None:
+        from dancegenre.musicnn import FEATURES, FeatureNorm, MusiCNNBackbone, check_finetune
+
+        super().__init__(config)
+        if config.n_mels != 96:
+            raise ConfigError(f"{config.name} takes 96 mel bands (the musicnn front end), not {config.n_mels}")
+        check_finetune(config)
+        self.backbone = MusiCNNBackbone()
+        self.feature_norm = FeatureNorm(FEATURES)
+        self.head = self._head(FEATURES)
+        self._frozen: list[nn.Module] = []
+        self.set_finetune(config.finetune)
+
+    def set_finetune(self, n: int) -> None:
+        """Freeze the backbone but for its last ``n`` blocks (they also leave eval mode)."""
+        from dancegenre.musicnn import BLOCKS
+
+        blocks = self.backbone.blocks()
+        self._frozen = [m for name in BLOCKS[n:] for m in blocks[name]]
+        for p in self.backbone.parameters():
+            p.requires_grad_(False)
+        for name in BLOCKS[:n]:
+            for m in blocks[name]:
+                for p in m.parameters():
+                    p.requires_grad_(True)
+        self.train(self.training)
+
+    def train(self, mode: bool = True) -> MusiCNN:
+        super().train(mode)
+        for m in self._frozen:  # frozen batch norms keep their pretrained statistics
+            m.eval()
+        if self.config.finetune == 0:
+            self.backbone.eval()
+        return self
+
+    @property
+    def trains_on_features(self) -> bool:
+        return self.config.finetune == 0
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        from dancegenre.musicnn import backbone_features
+
+        return backbone_features(self.backbone(x))
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        return self.feature_norm(self.features(x))
+
+    def from_features(self, f: torch.Tensor) -> torch.Tensor:
+        return self.head(self.feature_norm(f))
+
+
+MODELS: dict[str, type[Network]] = {"cnn1d": CNN1D, "crnn": CRNN, "cnn2d": CNN2D,
+                                    "musicnn-msd": MusiCNN, "musicnn-mtt": MusiCNN}
 
 
 def model_config(name: str, *, n_classes: int, n_mels: int, **overrides: object) -> ModelConfig:
