@@ -72,23 +72,30 @@ def existing_path(text: str) -> Path:
 
 
 def _add_feature_options(p: argparse.ArgumentParser) -> None:
+    from dancegenre.config import FRONTENDS
+
     d = FeatureConfig()
     g = p.add_argument_group("feature config (stored with the output; later stages read it back)")
-    g.add_argument("--sample-rate", type=positive_int, default=d.sample_rate, help="Hz (default %(default)s)")
-    g.add_argument("--n-fft", type=positive_int, default=d.n_fft, help="STFT size (default %(default)s)")
-    g.add_argument("--hop-length", type=positive_int, default=d.hop_length, help="STFT hop (default %(default)s)")
-    g.add_argument("--n-mels", type=positive_int, default=d.n_mels, help="mel bands (default %(default)s)")
-    g.add_argument("--segment-frames", type=positive_int, default=d.segment_frames,
-                   help="frames per segment (default %(default)s = 2.97 s)")
-    g.add_argument("--segment-hop", type=positive_int, default=d.segment_hop,
-                   help="frames between segment starts; smaller overlaps (default %(default)s)")
+    g.add_argument("--frontend", choices=list(FRONTENDS), default="study",
+                   help="a preset: study (22,050 Hz, 128 bands, dB; default) or musicnn (16 kHz, 96 bands, "
+                        "log10(1+10000 mel), 187-frame segments: what musicnn-msd/-mtt take); the options "
+                        "below change single values of it")
+    g.add_argument("--sample-rate", type=positive_int, default=None, help=f"Hz (study: {d.sample_rate})")
+    g.add_argument("--n-fft", type=positive_int, default=None, help=f"STFT size (study: {d.n_fft})")
+    g.add_argument("--hop-length", type=positive_int, default=None, help=f"STFT hop (study: {d.hop_length})")
+    g.add_argument("--n-mels", type=positive_int, default=None, help=f"mel bands (study: {d.n_mels})")
+    g.add_argument("--segment-frames", type=positive_int, default=None,
+                   help=f"frames per segment (study: {d.segment_frames} = 2.97 s; musicnn: 187 = 3 s)")
+    g.add_argument("--segment-hop", type=positive_int, default=None,
+                   help="frames between segment starts; smaller overlaps (default: --segment-frames)")
 
 
 def _feature_config(args: argparse.Namespace) -> FeatureConfig:
-    return FeatureConfig(
-        sample_rate=args.sample_rate, n_fft=args.n_fft, hop_length=args.hop_length,
-        n_mels=args.n_mels, segment_frames=args.segment_frames, segment_hop=args.segment_hop,
-    )
+    names = ("sample_rate", "n_fft", "hop_length", "n_mels", "segment_frames", "segment_hop")
+    overrides = {n: getattr(args, n) for n in names if getattr(args, n) is not None}
+    if "segment_frames" in overrides and "segment_hop" not in overrides:
+        overrides["segment_hop"] = overrides["segment_frames"]
+    return FeatureConfig.preset(args.frontend, **overrides)
 
 
 def _with_parents(add_parser: Callable, common: argparse.ArgumentParser) -> Callable:

@@ -87,9 +87,14 @@ def classification_metrics(y_true: np.ndarray, probs: np.ndarray, labels: list[s
 
 
 def evaluate_rows(model: nn.Module, store: Any, rows: np.ndarray, labels: list[str],
-                  *, batch_size: int = 256, device: torch.device | str = "cpu") -> dict[str, Any]:
-    """Segment- and item-level metrics of ``model`` on the store's ``rows``."""
-    probs = predict_proba(model, batches(store.segments, rows, batch_size), device=device)
+                  *, batch_size: int = 256, device: torch.device | str = "cpu",
+                  inputs: np.ndarray | None = None) -> dict[str, Any]:
+    """Segment- and item-level metrics of ``model`` on the store's ``rows``.
+
+    ``inputs`` replaces the store's segments row for row (a frozen backbone's cached
+    features, for a model that takes them)."""
+    source = store.segments if inputs is None else inputs
+    probs = predict_proba(model, batches(source, rows, batch_size), device=device)
     index = store.index.iloc[rows]
     y_seg = index["label"].map({lab: i for i, lab in enumerate(labels)}).to_numpy()
     item_probs = item_probabilities(probs, index["item"])

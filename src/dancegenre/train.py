@@ -29,10 +29,13 @@ import torch.distributed as dist
 from torch import nn
 
 from dancegenre.checkpoint import read_payload, save_checkpoint
-from dancegenre.config import ModelConfig, TrainConfig
+from dancegenre.config import FeatureConfig, ModelConfig, TrainConfig
 from dancegenre.dataset import SegmentStore
+from dancegenre.embedding import store_features
 from dancegenre.errors import CheckpointError, ConfigError, EmptyInputError, Interrupted, StoreError
-from dancegenre.models import build_model, count_parameters, model_config
+from dancegenre.musicnn import PRETRAINED
+from dancegenre.pretrained import load_backbone_state
+from dancegenre.models import MODELS, build_model, count_parameters, model_config
 from dancegenre.scoring import batches, evaluate_rows
 from dancegenre.splits import grouped_split, resolve_split_column
 
@@ -112,11 +115,31 @@ def augment_batch(x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, fill: torc
         s = (torch.rand(b, generator=gen) * (m - w)).long()
         mask = (torch.arange(m)[None, :] >= s[:, None]) & (torch.arange(m)[None, :] < (s + w)[:, None])
         x = torch.where(mask[:, :, None].to(x.device), fill[None, :, None], x)
-    if cfg.mixup_alpha > 0:
-        lam = float(torch.distributions.Beta(cfg.mixup_alpha, cfg.mixup_alpha).sample())
-        perm = torch.randperm(b, generator=gen).to(x.device)
-        return lam * x + (1 - lam) * x[perm], y, y[perm], lam
-    return x, y, y, 1.0
+    return mixup(x, y, cfg.mixup_alpha, gen)
+
+
+def mixup(x: torch.Tensor, y: torch.Tensor, alpha: float,
+          gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float]:
+    """Mix each example with another of the batch: (x, y_a, y_b, lam); alpha 0 mixes nothing."""
+    if alpha <= 0:
+        return x, y, y, 1.0
+    lam = float(torch.distributions.Beta(alpha, alpha).sample())
+    perm = torch.randperm(x.shape[0], generator=gen).to(x.device)
+    return lam * x + (1 - lam) * x[perm], y, y[perm], lam
+
+
+class FeatureHead(nn.Module):
+    """A network seen from its features: ``forward(f) = net.from_features(f)``.
+
+    What trains and scores when the backbone is frozen (``net.trains_on_features``)."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+        self.config = net.config
+
+    def forward(self, f: torch.Tensor) -> torch.Tensor:
+        return self.net.from_features(f)
 
 
 def _plot_curves(history: pd.DataFrame, path: Path) -> None:
@@ -193,6 +216,10 @@ def fit(
         payload = None
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
+    needs = MODELS[model_cfg.name].FRONTEND if model_cfg.name in MODELS else None
+    if needs and not store.config.same_frontend(FeatureConfig.preset(needs)):
+        raise ConfigError(f"{model_cfg.name} takes the {needs} front end, but {store_path} was prepared with "
+                          f"the {store.config.frontend or 'a custom'} one; prepare it again with --frontend {needs}")
     labels, items = _select_labels(store, config.labels)
     if model_cfg.n_classes != len(labels):
         raise CheckpointError(f"the run in {out} has {model_cfg.n_classes} classes, the store {len(labels)}")
@@ -224,21 +251,37 @@ def fit(
     net = build_model(model_cfg)
     label_of = store.index["label"].map({lab: i for i, lab in enumerate(labels)}).fillna(-1).astype(int).to_numpy()
     if payload is None:
-        mean, std = band_statistics(store.segments, rows["train"])
-        net.norm.set_stats(torch.from_numpy(mean), torch.from_numpy(std))
+        if net.NORMALISES_INPUT:
+            mean, std = band_statistics(store.segments, rows["train"])
+            net.norm.set_stats(torch.from_numpy(mean), torch.from_numpy(std))
+        if model_cfg.name in PRETRAINED:
+            net.backbone.load_state_dict(load_backbone_state(model_cfg.name, log=say))
     else:
         net.load_state_dict(payload["state_dict"])
     net.to(device)
-    fill = net.norm.mean.detach().clone()
-    opt = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    # A frozen backbone runs once per store (cached); the head then trains on its features.
+    inputs: np.ndarray = store.segments
+    if net.trains_on_features or (payload is None and hasattr(net, "feature_norm")):
+        feats = store_features(store, net, device=device, progress=progress and rank == 0, log=say)
+        if payload is None and hasattr(net, "feature_norm"):
+            f = feats[np.sort(rows["train"])]
+            net.feature_norm.set_stats(torch.from_numpy(f.mean(0)), torch.from_numpy(f.std(0)))
+        if net.trains_on_features:
+            inputs = feats
+    scorer: nn.Module = FeatureHead(net) if net.trains_on_features else net
+    if config.augment and not net.trains_on_features:
+        fill = (net.norm.mean.detach().clone() if net.NORMALISES_INPUT
+                else torch.from_numpy(band_statistics(store.segments, rows["train"])[0]).to(device))
+    opt = torch.optim.AdamW([p for p in net.parameters() if p.requires_grad], lr=config.lr,
+                            weight_decay=config.weight_decay)
     weights = None
     if config.class_weights:
         counts = np.bincount(label_of[rows["train"]], minlength=len(labels)).astype(np.float64)
         weights = torch.tensor(counts.sum() / (len(labels) * np.maximum(counts, 1)), dtype=torch.float32, device=device)
     criterion = nn.CrossEntropyLoss(weight=weights)
-    train_model: nn.Module = net
+    train_model: nn.Module = scorer
     if world > 1:
-        train_model = nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
+        train_model = nn.parallel.DistributedDataParallel(scorer, device_ids=[device.index] if device.type == "cuda" else None)
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
 
     history: list[dict[str, Any]] = []
@@ -252,8 +295,8 @@ def fit(
         say(f"resuming {out} after epoch {state['epoch']}")
 
     train_rows = rows["train"]
-    in_ram = store.segments.nbytes / max(len(store), 1) * len(train_rows) < RAM_BUDGET_BYTES
-    source = np.asarray(store.segments[np.sort(train_rows)]) if in_ram else store.segments
+    in_ram = inputs.nbytes / max(len(store), 1) * len(train_rows) < RAM_BUDGET_BYTES
+    source = np.asarray(inputs[np.sort(train_rows)]) if in_ram else inputs
     local_rows = np.searchsorted(np.sort(train_rows), train_rows) if in_ram else train_rows
     row_labels = label_of[train_rows]
     extra_common = {"store": str(Path(store_path).resolve()), "split_column": split_col,
@@ -281,7 +324,9 @@ def fit(
                     continue  # batch norm needs two examples
                 x = torch.from_numpy(next(batches(source, local_rows[sel], len(sel)))).to(device)
                 y = torch.from_numpy(row_labels[sel]).to(device)
-                if config.augment:
+                if config.augment and net.trains_on_features:  # features: mixup is what applies
+                    x, ya, yb, lam = mixup(x, y, config.mixup_alpha, gen)
+                elif config.augment:
                     x, ya, yb, lam = augment_batch(x, y, config, fill, gen)
                 else:
                     ya, yb, lam = y, y, 1.0
@@ -294,7 +339,7 @@ def fit(
                 correct += int((logits.argmax(1) == y).sum())
                 bar.set_postfix(loss=f"{total / seen:.3f}")
             bar.close()
-            val = evaluate_rows(net, store, rows["val"], labels, device=device)
+            val = evaluate_rows(scorer, store, rows["val"], labels, device=device, inputs=inputs)
             row = {"epoch": epoch, "train_loss": total / max(seen, 1), "train_acc": correct / max(seen, 1),
                    "val_loss": val["loss"], "val_acc": val["segment"]["accuracy"],
                    "val_item_acc": val["item"]["accuracy"], "val_item_macro_f1": val["item"]["macro_f1"],
@@ -332,7 +377,7 @@ def fit(
     net.load_state_dict(best["state_dict"])
     test: dict[str, Any] = {}
     if len(rows["test"]):
-        res = evaluate_rows(net, store, rows["test"], labels, device=device)
+        res = evaluate_rows(scorer, store, rows["test"], labels, device=device, inputs=inputs)
         test = {"segment": res["segment"], "item": res["item"], "loss": res["loss"]}
     hist = pd.DataFrame(history)
     seconds = time.perf_counter() - t0
