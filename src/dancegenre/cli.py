@@ -137,12 +137,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_feature_options(p)
 
     from dancegenre import (  # the later stages register their own parsers
+        cli_pretrained,
         cli_research,
         cli_stages,
     )
 
     cli_stages.add_parsers(sub)
     cli_research.add_parsers(sub)
+    cli_pretrained.add_parsers(sub)
     return parser
 
 

@@ -34,6 +34,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     m.add_argument("--pool-sizes", type=_int_tuple, default=None, help="max pooling per block, e.g. 4,2,2")
     m.add_argument("--dense", type=positive_int, default=None, help="hidden dense units (default 128)")
     m.add_argument("--rnn", choices=["gru", "lstm"], default=None, help="crnn only (default gru)")
+    m.add_argument("--head", choices=["linear", "mlp"], default=None,
+                   help="classifier on the pooled features (default: mlp; musicnn-*: linear)")
+    m.add_argument("--finetune", type=int, default=None,
+                   help="musicnn-*: train the last N backbone blocks too (backend, mid3, mid2, mid1, frontend); "
+                        "default 0: frozen, a head on cached features")
     t = p.add_argument_group("training")
     t.add_argument("--epochs", type=positive_int, default=d.epochs, help="maximum epochs (default %(default)s)")
     t.add_argument("--batch-size", type=positive_int, default=d.batch_size, help="default %(default)s")
@@ -76,7 +81,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     )
     options = {"pooling": args.pooling, "activation": args.activation, "dropout": args.dropout,
                "filters": args.filters, "kernel_size": args.kernel_size, "pool_sizes": args.pool_sizes,
-               "dense": args.dense, "rnn": args.rnn}
+               "dense": args.dense, "rnn": args.rnn, "head": args.head, "finetune": args.finetune}
     if args.folds >= 2 and args.fold is None:
         from dancegenre.train import cross_validate
 

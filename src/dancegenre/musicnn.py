@@ -57,6 +57,23 @@ def _bn(channels: int) -> nn.Module:
     return nn.BatchNorm1d(channels, eps=TF_BN_EPS)
 
 
+def _conv_relu_bn_freqmax(conv: nn.Conv2d, bn: nn.BatchNorm2d, x: torch.Tensor) -> torch.Tensor:
+    """max over frequency of bn(relu(conv(x))): (B, 1, T', F) -> (B, C, T).
+
+    In eval mode batch norm is ``a * v + b`` per channel, so the maximum over frequency
+    is taken before it: of the conv output where ``a >= 0``, of its negation (the
+    minimum) where ``a < 0``.  The result is the same, without ReLU and batch norm over
+    the full (C, T, F) map (most of the block's time besides the convolution).
+    """
+    if bn.training:
+        return bn(F.relu(conv(x))).amax(dim=3)
+    a = bn.weight / torch.sqrt(bn.running_var + bn.eps)  # (C,)
+    sign = torch.where(a >= 0, 1.0, -1.0)
+    z = F.conv2d(x, conv.weight * sign[:, None, None, None], conv.bias * sign)  # (B, C, T, F)
+    v = z.amax(dim=3) * sign[None, :, None]  # max of z, or min where a < 0
+    return F.relu(v) * a[None, :, None] + (bn.bias - bn.running_mean * a)[None, :, None]
+
+
 class _Timbral(nn.Module):
     """(B, 1, T+6, 96) padded -> (B, filters, T): conv over (7 frames x bands), ReLU, BN, max over frequency."""
 
@@ -66,7 +83,7 @@ class _Timbral(nn.Module):
         self.bn = nn.BatchNorm2d(filters, eps=TF_BN_EPS)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.bn(F.relu(self.conv(x))).amax(dim=3)
+        return _conv_relu_bn_freqmax(self.conv, self.bn, x)
 
 
 class _Temporal(nn.Module):
@@ -79,8 +96,7 @@ class _Temporal(nn.Module):
         self.pad = ((length - 1) // 2, length // 2)  # TF puts the odd frame at the end
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.pad(x, (0, 0, *self.pad))
-        return self.bn(F.relu(self.conv(x))).amax(dim=3)
+        return _conv_relu_bn_freqmax(self.conv, self.bn, F.pad(x, (0, 0, *self.pad)))
 
 
 class _Mid(nn.Module):

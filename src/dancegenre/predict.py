@@ -151,45 +151,59 @@ class Classifier:
         network; long files (over 30 MB) are streamed block by block here.  A path that
         appears twice is predicted twice.
         """
-        from dancegenre.scheduler import IN_FLIGHT_PER_WORKER, open_scheduler
-
-        paths = [str(p) for p in paths]
-        workers = workers or os.cpu_count() or 1
-        sizes = {p: (os.path.getsize(p) if os.path.isfile(p) else 0) for p in paths}
-        if scheduler == "processes" and (workers == 1 or len(paths) < 2):
-            for p in paths:
-                yield self._safe(p)
-            return
-        threads = torch.get_num_threads()
-        if scheduler == "processes":
-            # The workers keep every core busy decoding; one thread is plenty for the network.
-            torch.set_num_threads(1)
-        running: dict[int, Any] = {}
-        queue = [(i, p) for i, p in enumerate(paths) if sizes[p] <= LONG_FILE_BYTES][::-1]
-        try:
-            with open_scheduler(scheduler, workers) as pool:
-                for i, p in enumerate(paths):
-                    while queue and len(running) < IN_FLIGHT_PER_WORKER * pool.workers:  # bounded in flight
-                        k, q = queue.pop()
-                        running[k] = pool.submit(_segments_worker, (q, self.config))
-                    if sizes[p] > LONG_FILE_BYTES:
-                        yield self._safe(p)  # streamed block by block in this process
-                        continue
-                    _, segs, err = running.pop(i).result()
-                    if err is not None:
-                        yield Prediction(p, None, {}, pd.DataFrame(), error=err)
-                    else:
-                        yield self._result(p, self._probs(segs), np.arange(len(segs)))
-        finally:
-            for fut in running.values():
-                fut.cancel()
-            torch.set_num_threads(threads)
+        for p, segs, err in decode_many(paths, self.config, workers=workers, scheduler=scheduler):
+            if err is not None:
+                yield Prediction(p, None, {}, pd.DataFrame(), error=err)
+            elif segs is None:
+                yield self._safe(p)  # a long file: streamed block by block in this process
+            else:
+                yield self._result(p, self._probs(segs), np.arange(len(segs)))
 
     def _safe(self, path: str) -> Prediction:
         try:
             return self.predict(path)
         except DanceGenreError as exc:
             return Prediction(path, None, {}, pd.DataFrame(), error=str(exc))
+
+
+def decode_many(paths: Iterable[str | os.PathLike[str]], config: FeatureConfig, *, workers: int | None = None,
+                scheduler: str = "processes", network_threads: int = 1,
+                ) -> Iterator[tuple[str, np.ndarray | None, str | None]]:
+    """``(path, segments, error)`` for every file, in order, decoded on ``scheduler``.
+
+    ``segments`` is float16 (k, n_mels, segment_frames).  A file over 30 MB comes back
+    as ``(path, None, None)``: the caller streams it block by block (``iter_segments``)
+    so that a long mix never sits in memory whole.  While the pool decodes, this
+    process runs the network on ``network_threads`` threads (0 keeps torch's setting).
+    """
+    from dancegenre.scheduler import IN_FLIGHT_PER_WORKER, open_scheduler
+
+    paths = [str(p) for p in paths]
+    workers = workers or os.cpu_count() or 1
+    sizes = {p: (os.path.getsize(p) if os.path.isfile(p) else 0) for p in paths}
+    if scheduler == "processes" and (workers == 1 and network_threads == 1 or len(paths) < 2):
+        for p in paths:
+            yield p, None, None
+        return
+    threads = torch.get_num_threads()
+    if scheduler == "processes" and network_threads:
+        torch.set_num_threads(network_threads)
+    running: dict[int, Any] = {}
+    queue = [(i, p) for i, p in enumerate(paths) if sizes[p] <= LONG_FILE_BYTES][::-1]
+    try:
+        with open_scheduler(scheduler, workers) as pool:
+            for i, p in enumerate(paths):
+                while queue and len(running) < IN_FLIGHT_PER_WORKER * pool.workers:  # bounded in flight
+                    k, q = queue.pop()
+                    running[k] = pool.submit(_segments_worker, (q, config))
+                if sizes[p] > LONG_FILE_BYTES:
+                    yield p, None, None
+                    continue
+                yield running.pop(i).result()
+    finally:
+        for fut in running.values():
+            fut.cancel()
+        torch.set_num_threads(threads)
 
 
 def expand_paths(inputs: Iterable[str | os.PathLike[str]]) -> list[Path]:
