@@ -52,8 +52,21 @@ def test_head_on_frozen_musicnn_end_to_end(weights_cache, corpus, musicnn_store,
     assert main(["predict", "-q", str(run), *map(str, files), "--out", str(out)]) == 0
     table = pd.read_csv(out)
     assert table["error"].isna().all() and set(table["genre"]) <= {"techno", "edm"}
-    # evaluate works on the run as on any other
+    # JSON lines and the web API carry the pretrained tags beside the verdict
+    jsonl = tmp_path / "verdicts.jsonl"
+    assert main(["predict", "-q", str(run), str(files[0]), "--out", str(jsonl)]) == 0
+    row = json.loads(jsonl.read_text().splitlines()[0])
+    assert len(row["tags"]) == 5 and all(0 <= v <= 1 for v in row["tags"].values())
+    from dancegenre.serve import create_app
+
+    client = create_app(run).test_client()
+    with open(files[0], "rb") as fh:
+        answer = client.post("/api/predict", data={"file": (fh, "a.flac")}, content_type="multipart/form-data")
+    assert answer.status_code == 200 and answer.get_json()["tags"] == row["tags"]
+    # evaluate and explain (saliency and Grad-CAM over musicnn's front end) work as on any run
     assert main(["evaluate", "-q", str(run)]) == 0
+    assert main(["explain", "-q", str(run), str(files[0]), "--out", str(tmp_path / "explain")]) == 0
+    assert (tmp_path / "explain" / "explain.html").exists()
     assert _snapshot(corpus) == before  # the user's audio is only read
 
 

@@ -32,7 +32,7 @@ from torch import nn
 from dancegenre.checkpoint import Checkpoint, load_checkpoint
 from dancegenre.config import FeatureConfig
 from dancegenre.dataset import SegmentStore
-from dancegenre.errors import EmptyInputError, StoreError
+from dancegenre.errors import ConfigError, EmptyInputError, StoreError
 from dancegenre.features import iter_segments
 from dancegenre.scoring import batches
 
@@ -61,19 +61,6 @@ class TrackExplanation:
     files: dict[str, Path] = field(default_factory=dict)
 
 
-def _conv_blocks(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    """(name, activation module) after each convolution of ``model.convs``, in order."""
-    blocks, seen_conv = [], 0
-    layers = list(model.convs)
-    for i, layer in enumerate(layers):
-        if isinstance(layer, (nn.Conv1d, nn.Conv2d)):
-            seen_conv += 1
-            # the block's output is its activation: conv -> batch norm -> activation
-            act = next(m for m in layers[i + 1:] if not isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)))
-            blocks.append((f"conv{seen_conv}", act))
-    return blocks
-
-
 def band_edges(config: FeatureConfig) -> np.ndarray:
     """(n_mels + 2,) Hz: the mel filters' edge frequencies (band i spans edges[i]..edges[i+2])."""
     import librosa
@@ -99,7 +86,7 @@ def explain_track(checkpoint: str | os.PathLike[str] | Checkpoint, source: str |
         if sum(len(t) for t in tiles) >= limit:
             break
     segments = np.concatenate(tiles)[:limit]  # (S, n_mels, F)
-    blocks = _conv_blocks(model)
+    blocks = model.explain_blocks()
     captured: dict[str, torch.Tensor] = {}
     hooks = [act.register_forward_hook(lambda m, i, o, name=name: captured.__setitem__(name, o))
              for name, act in blocks]
@@ -212,7 +199,11 @@ def explain_store(checkpoint: str | os.PathLike[str] | Checkpoint, store: str | 
     if len(st) == 0:
         raise EmptyInputError(f"store {store} holds no segments")
     rows = np.unique(np.linspace(0, len(st) - 1, min(max_segments, len(st))).round().astype(int))
-    name, act = _conv_blocks(model)[0]
+    first_conv = model.first_conv()
+    if first_conv is None:
+        raise ConfigError(f"{ckpt.model_config.name}: first-layer filter analysis (explain --store) is for the "
+                          "networks trained here; its filters slide over frequency")
+    name, act = model.explain_blocks()[0]
     captured: dict[str, torch.Tensor] = {}
     hook = act.register_forward_hook(lambda m, i, o: captured.__setitem__("h", o))
     peaks, where, profiles = [], [], []
@@ -230,7 +221,6 @@ def explain_store(checkpoint: str | os.PathLike[str] | Checkpoint, store: str | 
         hook.remove()
     peak = np.concatenate(peaks)  # (N, C)
     at = np.concatenate(where)
-    first_conv = next(m for m in model.convs if isinstance(m, (nn.Conv1d, nn.Conv2d)))
     if isinstance(first_conv, nn.Conv1d):
         w = first_conv.weight.detach().numpy()  # (C, n_mels, k)
         response = np.sqrt((w**2).sum(2))

@@ -65,7 +65,6 @@ class Network(nn.Module):
 
     DEFAULTS: dict = {}
     FRONTEND: str | None = None  # a FeatureConfig preset the network needs; None: any
-    NORMALISES_INPUT = True  # BandNorm statistics come from the training split
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
@@ -96,6 +95,23 @@ class Network(nn.Module):
     def from_features(self, f: torch.Tensor) -> torch.Tensor:
         """(B, D) -> (B, n_classes) logits."""
         return self.head(f)
+
+    def explain_blocks(self) -> list[tuple[str, nn.Module]]:
+        """(name, module) whose outputs are the feature maps ``explain`` shows, in order;
+        the last one's gets Grad-CAM.  Here: the activation after each convolution of
+        ``self.convs`` (conv -> batch norm -> activation)."""
+        blocks, seen = [], 0
+        layers = list(self.convs)
+        for i, layer in enumerate(layers):
+            if isinstance(layer, (nn.Conv1d, nn.Conv2d)):
+                seen += 1
+                act = next(m for m in layers[i + 1:] if not isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)))
+                blocks.append((f"conv{seen}", act))
+        return blocks
+
+    def first_conv(self) -> nn.Module | None:
+        """The first convolution, whose filters ``explain --store`` analyses (None: not meaningful)."""
+        return next(m for m in self.convs if isinstance(m, (nn.Conv1d, nn.Conv2d)))
 
     def penultimate(self, x: torch.Tensor) -> torch.Tensor:
         """(B, n_mels, T) -> (B, D'): the input of the last linear layer (an embedding)."""
@@ -197,13 +213,13 @@ class MusiCNN(Network):
     (``musicnn.BLOCKS``: backend, mid3, mid2, mid1, frontend).  Its features (max and
     mean pool, penultimate layer, taggram: 1,756 values a segment) are standardised
     with training statistics and fed to a ``linear`` or ``mlp`` head.  The input is the
-    ``musicnn`` front end (``FeatureConfig.preset("musicnn")``), not dB: the backbone's
-    own input batch norm replaces ``BandNorm``.
+    ``musicnn`` front end (``FeatureConfig.preset("musicnn")``), not dB.  The backbone's
+    own input batch norm normalises it: ``norm`` holds the training bands' statistics
+    (for augmentation masks and ``explain``'s band occlusion) but is not applied.
     """
 
     DEFAULTS = {"head": "linear", "dropout": 0.5, "dense": 256}
     FRONTEND = "musicnn"
-    NORMALISES_INPUT = False
 
     def __init__(self, config: ModelConfig) -> None:
         from dancegenre.musicnn import FEATURES, FeatureNorm, MusiCNNBackbone, check_finetune
@@ -243,6 +259,15 @@ class MusiCNN(Network):
     @property
     def trains_on_features(self) -> bool:
         return self.config.finetune == 0
+
+    def explain_blocks(self) -> list[tuple[str, nn.Module]]:
+        b = self.backbone
+        return [("timbral-38", b.timbral[0]), ("timbral-67", b.timbral[1]), ("temporal-128", b.temporal[0]),
+                ("temporal-64", b.temporal[1]), ("temporal-32", b.temporal[2]), ("mid1", b.mid[0]),
+                ("mid2", b.mid[1]), ("mid3", b.mid[2])]
+
+    def first_conv(self) -> nn.Module | None:
+        return None  # its filters slide over frequency: no fixed band response to show
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         from dancegenre.musicnn import backbone_features

@@ -44,6 +44,7 @@ class Prediction:
     duration: float = 0.0  # seconds covered by the scored segments
     error: str | None = None
     sections: list[dict[str, Any]] = field(default_factory=list)
+    tags: dict[str, float] = field(default_factory=dict)  # a musicnn run: its pretrained tags, top 5
 
     @property
     def confidence(self) -> float:
@@ -54,6 +55,8 @@ class Prediction:
                              "probabilities": {k: round(v, 4) for k, v in self.probabilities.items()},
                              "segments": len(self.timeline), "seconds_scored": round(self.duration, 2),
                              "error": self.error}
+        if self.tags:
+            d["tags"] = {k: round(v, 4) for k, v in self.tags.items()}
         if timeline:
             d["timeline"] = self.timeline.round(4).to_dict(orient="records")
             d["sections"] = self.sections
@@ -100,6 +103,10 @@ class Classifier:
         self.config = checkpoint.feature_config
         self.batch_size = batch_size
         self.device = device
+        from dancegenre.musicnn import PRETRAINED
+
+        name = checkpoint.model_config.name
+        self.tag_names: list[str] = PRETRAINED[name][1] if name in PRETRAINED else []
 
     @classmethod
     def load(cls, path: str | os.PathLike[str], *, device: str = "cpu", batch_size: int = 256) -> Classifier:
@@ -107,14 +114,26 @@ class Classifier:
         return cls(load_checkpoint(path, device=device), batch_size=batch_size, device=device)
 
     @torch.no_grad()
-    def _probs(self, segments: np.ndarray) -> np.ndarray:
-        out = []
+    def _probs(self, segments: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """(genre probabilities (k, n_classes), pretrained tag probabilities (k, 50) or None)."""
+        out, tags = [], []
         for s in range(0, len(segments), self.batch_size):
             x = torch.from_numpy(np.ascontiguousarray(segments[s : s + self.batch_size], dtype=np.float32))
-            out.append(torch.softmax(self.model(x.to(self.device)).float(), 1).cpu().numpy())
-        return np.concatenate(out) if out else np.zeros((0, len(self.labels)), np.float32)
+            x = x.to(self.device)
+            if self.tag_names:  # one backbone pass gives the verdict and the tags
+                from dancegenre.musicnn import backbone_features
 
-    def _result(self, source: str, probs: np.ndarray, numbers: np.ndarray) -> Prediction:
+                named = self.model.backbone(x)
+                logits = self.model.from_features(backbone_features(named))
+                tags.append(named["taggram"].float().cpu().numpy())
+            else:
+                logits = self.model(x)
+            out.append(torch.softmax(logits.float(), 1).cpu().numpy())
+        probs = np.concatenate(out) if out else np.zeros((0, len(self.labels)), np.float32)
+        return probs, (np.concatenate(tags) if tags else None)
+
+    def _result(self, source: str, scored: tuple[np.ndarray, np.ndarray | None], numbers: np.ndarray) -> Prediction:
+        probs, taggram = scored
         c = self.config
         start = numbers * c.segment_hop_seconds
         timeline = pd.DataFrame({"segment": numbers, "start": start.round(3),
@@ -126,7 +145,13 @@ class Classifier:
         return Prediction(source=source, genre=self.labels[int(mean.argmax())],
                           probabilities={lab: float(mean[i]) for i, lab in enumerate(self.labels)},
                           timeline=timeline, duration=float(timeline["end"].iloc[-1]) if len(timeline) else 0.0,
-                          sections=sections_of(timeline, self.labels))
+                          sections=sections_of(timeline, self.labels), tags=self._top_tags(taggram))
+
+    def _top_tags(self, taggram: np.ndarray | None, top: int = 5) -> dict[str, float]:
+        if taggram is None or not len(taggram):
+            return {}
+        mean = taggram.mean(0)
+        return {self.tag_names[j]: float(mean[j]) for j in np.argsort(-mean)[:top]}
 
     def predict(self, source: str | os.PathLike[str] | np.ndarray, sr: int | None = None) -> Prediction:
         """Genre of one file, or of a waveform (``(n,)`` or ``(n, channels)``) at ``sr`` Hz.
@@ -136,11 +161,14 @@ class Classifier:
         AudioDecodeError (and subclasses) for a file that cannot be used.
         """
         name = "<waveform>" if isinstance(source, np.ndarray) else str(source)
-        probs, numbers = [], []
+        probs, tags, numbers = [], [], []
         for block in iter_segments(source, self.config, sr=sr):
-            probs.append(self._probs(block.segments))
+            p, t = self._probs(block.segments)
+            probs.append(p)
+            tags.append(t)
             numbers.append(block.index)
-        return self._result(name, np.concatenate(probs), np.concatenate(numbers))
+        taggram = np.concatenate(tags) if tags and tags[0] is not None else None
+        return self._result(name, (np.concatenate(probs), taggram), np.concatenate(numbers))
 
     def predict_many(self, paths: Iterable[str | os.PathLike[str]], *, workers: int | None = None,
                      scheduler: str = "processes") -> Iterator[Prediction]:

@@ -74,6 +74,8 @@ def openapi_spec() -> dict[str, Any]:
         "probabilities": {"type": "object", "additionalProperties": {"type": "number"}},
         "timeline": {"type": "array", "items": {"type": "object"}},
         "sections": {"type": "array", "items": {"type": "object"}},
+        "tags": {"type": "object", "additionalProperties": {"type": "number"},
+                 "description": "runs on a pretrained musicnn: its 5 most likely MSD/MTT tags"},
         "spectrogram": {"type": "string", "description": "PNG data URI of the first 30 s"}}}
     error = {"type": "object", "properties": {"error": {"type": "string"}}}
     return {
@@ -240,6 +242,10 @@ function upload(file) {
       bar.style.width = `${(100 * body.probabilities[g]).toFixed(1)}%`; wrap.appendChild(bar); row.appendChild(wrap);
       row.appendChild(el("span", {}, `${(100 * body.probabilities[g]).toFixed(1)}%`)); card.appendChild(row);
     });
+    if (body.tags) {  // a run on the pretrained musicnn: its own tags, beside the verdict
+      const t = Object.entries(body.tags).map(([k, v]) => `${k} ${(100 * v).toFixed(0)}%`).join(", ");
+      card.appendChild(el("p", {className: "tags"}, `pretrained tags: ${t}`));
+    }
     card.appendChild(timelineSvg(body.timeline, genres));
     card.appendChild(el("img", {className: "spectrogram", src: body.spectrogram, alt: "mel spectrogram"}));
   };

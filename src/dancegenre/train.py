@@ -251,9 +251,8 @@ def fit(
     net = build_model(model_cfg)
     label_of = store.index["label"].map({lab: i for i, lab in enumerate(labels)}).fillna(-1).astype(int).to_numpy()
     if payload is None:
-        if net.NORMALISES_INPUT:
-            mean, std = band_statistics(store.segments, rows["train"])
-            net.norm.set_stats(torch.from_numpy(mean), torch.from_numpy(std))
+        mean, std = band_statistics(store.segments, rows["train"])
+        net.norm.set_stats(torch.from_numpy(mean), torch.from_numpy(std))
         if model_cfg.name in PRETRAINED:
             net.backbone.load_state_dict(load_backbone_state(model_cfg.name, log=say))
     else:
@@ -269,9 +268,7 @@ def fit(
         if net.trains_on_features:
             inputs = feats
     scorer: nn.Module = FeatureHead(net) if net.trains_on_features else net
-    if config.augment and not net.trains_on_features:
-        fill = (net.norm.mean.detach().clone() if net.NORMALISES_INPUT
-                else torch.from_numpy(band_statistics(store.segments, rows["train"])[0]).to(device))
+    fill = net.norm.mean.detach().clone()
     opt = torch.optim.AdamW([p for p in net.parameters() if p.requires_grad], lr=config.lr,
                             weight_decay=config.weight_decay)
     weights = None
