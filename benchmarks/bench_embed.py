@@ -1,0 +1,95 @@
+"""`dancegenre embed` on 30-second mp3 clips, and a head trained on cached embeddings.
+
+    DANCEGENRE_MUSICNN_WHEEL=... python -m benchmarks.bench_embed [N_CLIPS]
+
+(1) ``dancegenre embed CLIPS --model musicnn-msd --out X.npy`` in a fresh process, timed
+    as a user runs it (start-up, weights from the cache, decoding, musicnn on 10
+    non-overlapping 3-s patches a clip), against the baseline in the same run: the
+    original musicnn's per-patch cost as its issue states it (the TF1 graph, built
+    once, about 20 ms a patch on one core; its ``top_tags`` took 2.3 s a clip here)
+    and decoding alone.  Target: >= 10 tracks/s on 2 cores.
+(2) The network alone, in this process: ms per 3-s patch at batch sizes 1 and 16.
+(3) ``dancegenre train STORE --model musicnn-msd`` on a store whose embeddings are
+    cached (the hard-techno clips with the musicnn front end, if ../shared/data is
+    there): seconds for the whole command.  Target: under a minute.
+Prints a JSON summary; writes it to bench-out/embed.json.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import soundfile as sf
+import torch
+
+from benchmarks.common import BENCH_DIR, audio_files, mp3_corpus
+
+REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "hardtechno" / "catalog.csv"
+EXE = str(Path(sys.executable).with_name("dancegenre"))
+
+
+def _timed(cmd: list[str]) -> float:
+    t = time.perf_counter()
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    return time.perf_counter() - t
+
+
+def main() -> None:
+    n = int(sys.argv[1]) if len(sys.argv) > 1 else 100
+    files = audio_files(mp3_corpus())[:n]
+    out = BENCH_DIR / "embed"
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    subprocess.run([EXE, "pretrained", "fetch", "-q", "--model", "musicnn-msd"], check=True, stdout=subprocess.DEVNULL)
+    summary: dict = {"clips": len(files), "cores": os.cpu_count()}
+
+    t = time.perf_counter()
+    for f in files:
+        sf.read(str(f), dtype="float32")
+    summary["decode_alone_s"] = round(time.perf_counter() - t, 2)
+    seconds = _timed([EXE, "embed", "-q", *map(str, files), "--out", str(out / "x.npy")])
+    summary["embed_s"] = round(seconds, 2)
+    summary["embed_tracks_per_s"] = round(len(files) / seconds, 2)
+    patches = len(files) * 10
+    summary["original_musicnn_network_s_estimate"] = round(patches * 0.020 / 2, 1)  # 20 ms/patch/core, 2 cores
+    summary["original_top_tags_s_estimate"] = round(len(files) * 2.3, 1)
+    summary["speedup_vs_original_top_tags"] = round(summary["original_top_tags_s_estimate"] / seconds, 1)
+
+    from dancegenre.musicnn import MusiCNNBackbone
+
+    net = MusiCNNBackbone().eval()
+    with torch.no_grad():
+        for batch in (1, 16):
+            x = torch.randn(batch, 96, 187)
+            net(x)
+            t = time.perf_counter()
+            reps = max(1, 32 // batch)
+            for _ in range(reps):
+                net(x)
+            summary[f"network_ms_per_patch_batch{batch}"] = round((time.perf_counter() - t) / (reps * batch) * 1000, 1)
+
+    if REAL.exists():
+        store = BENCH_DIR / "ht-musicnn"
+        if not (store / "store.json").exists():
+            subprocess.run([EXE, "prepare", "-q", str(REAL), str(store), "--frontend", "musicnn", "--segment-hop", "62"],
+                           check=True, stdout=subprocess.DEVNULL)
+        warm = out / "warm"
+        _timed([EXE, "train", "-q", str(store), "--model", "musicnn-msd", "--out", str(warm), "--epochs", "1"])
+        summary["head_train_s_cached"] = round(_timed([EXE, "train", "-q", str(store), "--model", "musicnn-msd",
+                                                        "--out", str(out / "head"), "--epochs", "60",
+                                                        "--patience", "60"]), 1)
+        summary["head_train_items"] = int(json.loads((store / "store.json").read_text())["n_items"])
+    print(json.dumps(summary, indent=2))
+    (BENCH_DIR / "embed.json").write_text(json.dumps(summary, indent=2))
+    print(f"embed: {summary['embed_tracks_per_s']} tracks/s (target >= 10); "
+          f"{summary['speedup_vs_original_top_tags']}x the original's top_tags")
+
+
+if __name__ == "__main__":
+    main()
