@@ -173,3 +173,24 @@ def test_tag_files_and_timeline(weights_cache, corpus, tmp_path, capsys):
     assert len(lines) == 2 and len(lines[0]["timeline"]) == 10 and len(lines[0]["tags"]) == 50
     printed = capsys.readouterr().out
     assert str(files[0]) in printed
+
+
+def test_folds_ensemble(weights_cache, musicnn_store, tmp_path, capsys):
+    from dancegenre.checkpoint import load_checkpoint
+    from dancegenre.predict import Classifier
+
+    out = tmp_path / "cv"
+    assert main(["train", "-q", str(musicnn_store), "--model", "musicnn-msd", "--out", str(out), "--folds", "2",
+                 "--epochs", "3", "--ensemble"]) == 0
+    ens = load_checkpoint(out / "ensemble.pt")
+    assert ens.model_config.members == 2 and len(ens.model.members) == 2
+    folds = [Classifier.load(out / f"fold-{k}") for k in range(2)]
+    clf = Classifier.load(out / "ensemble.pt")
+    store_audio = sorted(Path(p) for p in __import__("pandas").read_csv(musicnn_store / "items.csv")["path"])[:1]
+    r = clf.predict(store_audio[0])
+    expected = np.mean([[f.predict(store_audio[0]).probabilities[g] for g in clf.labels] for f in folds], axis=0)
+    assert np.allclose([r.probabilities[g] for g in clf.labels], expected, atol=1e-5)
+    # an ensemble needs folds, and a frozen backbone
+    assert main(["train", "-q", str(musicnn_store), "--model", "musicnn-msd", "--out", str(tmp_path / "x"),
+                 "--ensemble"]) == 2
+    assert "--folds" in capsys.readouterr().err

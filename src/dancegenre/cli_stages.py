@@ -7,6 +7,7 @@ from pathlib import Path
 
 from dancegenre.cli import add_scheduler_option, command, existing_path, positive_int, probability
 from dancegenre.config import TrainConfig
+from dancegenre.errors import ConfigError
 from dancegenre.models import ACTIVATIONS, MODELS, POOLINGS
 
 
@@ -57,6 +58,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                    help="train on these genres only, e.g. bouncy,tekno,warzone")
     t.add_argument("--class-weights", action="store_true", help="weight the loss by inverse class frequency")
     t.add_argument("--augment", action="store_true", help="time shift, SpecAugment masks and mixup")
+    t.add_argument("--ensemble", action="store_true",
+                   help="with --folds and a frozen musicnn-*: also write OUT/ensemble.pt, the folds' heads averaged")
     t.add_argument("--seed", type=int, default=d.seed, help="default %(default)s")
     t.add_argument("--device", default=d.device, help="auto, cpu, cuda, cuda:1 ... (default %(default)s)")
     _add_evaluate_predict(sub)
@@ -82,11 +85,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
     options = {"pooling": args.pooling, "activation": args.activation, "dropout": args.dropout,
                "filters": args.filters, "kernel_size": args.kernel_size, "pool_sizes": args.pool_sizes,
                "dense": args.dense, "rnn": args.rnn, "head": args.head, "finetune": args.finetune}
+    if args.ensemble and (args.folds < 2 or args.fold is not None):
+        raise ConfigError("--ensemble averages the models of --folds K (K >= 2, without --fold)")
     if args.folds >= 2 and args.fold is None:
         from dancegenre.train import cross_validate
 
         cross_validate(args.store, out=args.out, folds=args.folds, model=args.model, model_options=options,
-                       config=config, progress=not args.quiet)
+                       config=config, progress=not args.quiet, ensemble=args.ensemble)
         print(f"cross-validation results in {args.out / 'cv.json'} and {args.out / 'cv.csv'}")
         return 0
     result = fit(args.store, out=args.out, model=args.model, model_options=options, config=config,

@@ -231,6 +231,10 @@ class MusiCNN(Network):
         self.backbone = MusiCNNBackbone()
         self.feature_norm = FeatureNorm(FEATURES)
         self.head = self._head(FEATURES)
+        # An ensemble (train --folds K --ensemble): K more standardise-and-head pairs on the
+        # one frozen backbone; the verdict is their mean probability.
+        self.members = nn.ModuleList(nn.Sequential(FeatureNorm(FEATURES), self._head(FEATURES))
+                                     for _ in range(config.members if config.members > 1 else 0))
         self._frozen: list[nn.Module] = []
         self.set_finetune(config.finetune)
 
@@ -278,7 +282,28 @@ class MusiCNN(Network):
         return self.feature_norm(self.features(x))
 
     def from_features(self, f: torch.Tensor) -> torch.Tensor:
+        if len(self.members):  # log of the members' mean probability: softmax gives it back
+            probs = torch.stack([torch.softmax(m(f), dim=1) for m in self.members]).mean(0)
+            return torch.log(probs.clamp_min(1e-12))
         return self.head(self.feature_norm(f))
+
+
+def ensemble_of(models: list[Network]) -> Network:
+    """One network averaging frozen-backbone runs of the same model and labels (fold models)."""
+    first = models[0]
+    if not all(getattr(m, "trains_on_features", False) and m.config == first.config for m in models):
+        raise ConfigError("--ensemble averages runs of one frozen pretrained model (finetune 0) with the same settings")
+    import dataclasses
+
+    net = build_model(dataclasses.replace(first.config, members=len(models)))
+    net.backbone.load_state_dict(first.backbone.state_dict())
+    net.norm.load_state_dict(first.norm.state_dict())
+    for member, m in zip(net.members, models):
+        member[0].load_state_dict(m.feature_norm.state_dict())
+        member[1].load_state_dict(m.head.state_dict())
+    net.feature_norm.load_state_dict(first.feature_norm.state_dict())
+    net.head.load_state_dict(first.head.state_dict())
+    return net
 
 
 MODELS: dict[str, type[Network]] = {"cnn1d": CNN1D, "crnn": CRNN, "cnn2d": CNN2D,

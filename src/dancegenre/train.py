@@ -415,8 +415,13 @@ def _select_labels(store: SegmentStore, wanted: tuple[str, ...] | None) -> tuple
 
 def cross_validate(store_path: str | os.PathLike[str], *, out: str | os.PathLike[str], folds: int = 5,
                    model: str = "cnn1d", model_options: dict[str, Any] | None = None,
-                   config: TrainConfig | None = None, progress: bool = True, log: Any = print) -> dict[str, Any]:
+                   config: TrainConfig | None = None, progress: bool = True, log: Any = print,
+                   ensemble: bool = False) -> dict[str, Any]:
     """Grouped k-fold cross-validation: one ``fit`` per fold in ``out/fold-<i>``.
+
+    ``ensemble`` also writes ``out/ensemble.pt``: one checkpoint averaging the folds'
+    models (frozen pretrained models only: one backbone, K heads), the model to use on
+    new tracks.  It has no held-out side of its own: every item trained some fold.
 
     Each fold's test side is never seen by its training or early stopping (validation
     is carved from the other folds).  Finished folds are skipped on a rerun.  Writes
@@ -455,6 +460,21 @@ def cross_validate(store_path: str | os.PathLike[str], *, out: str | os.PathLike
                **{f"{c}_mean": float(table[c].mean()) for c in table.columns if c not in ("fold", "items")},
                **{f"{c}_std": float(table[c].std(ddof=1)) for c in table.columns if c not in ("fold", "items")}}
     (out / "cv.json").write_text(json.dumps(summary, indent=2))
+    if ensemble:
+        from dancegenre.checkpoint import load_checkpoint
+        from dancegenre.models import ensemble_of
+
+        members = [load_checkpoint(out / f"fold-{k}") for k in range(folds)]
+        net = ensemble_of([m.model for m in members])
+        first = members[0]
+        items = sorted({i for m in members for side in m.split["sides"].values() for i in side})
+        split = {"column": first.split["column"], "seed": config.seed, "folds": folds, "fold": None,
+                 "sides": {"train": items, "val": [], "test": []}}
+        save_checkpoint(out / "ensemble.pt", net, feature_config=first.feature_config, train_config=config,
+                        labels=first.labels, split=split,
+                        extra={"ensemble_of": [str(m.path) for m in members], "cv": {
+                            k: v for k, v in summary.items() if k.endswith(("_mean", "_std"))}})
+        log(f"ensemble of the {folds} fold models: {out / 'ensemble.pt'}")
     log(f"{folds}-fold CV, held-out folds: item accuracy {summary['item_accuracy_mean']:.3f} "
         f"± {summary['item_accuracy_std']:.3f}, macro-F1 {summary['item_macro_f1_mean']:.3f} "
         f"± {summary['item_macro_f1_std']:.3f}")
