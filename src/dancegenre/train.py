@@ -33,9 +33,9 @@ from dancegenre.config import FeatureConfig, ModelConfig, TrainConfig
 from dancegenre.dataset import SegmentStore
 from dancegenre.embedding import store_features
 from dancegenre.errors import CheckpointError, ConfigError, EmptyInputError, Interrupted, StoreError
+from dancegenre.models import MODELS, build_model, count_parameters, model_config
 from dancegenre.musicnn import PRETRAINED
 from dancegenre.pretrained import load_backbone_state
-from dancegenre.models import MODELS, build_model, count_parameters, model_config
 from dancegenre.scoring import batches, evaluate_rows
 from dancegenre.splits import grouped_split, resolve_split_column
 
@@ -214,12 +214,12 @@ def fit(
         n_classes = len(config.labels) if config.labels else len(store.labels)
         model_cfg = model_config(model, n_classes=n_classes, n_mels=store.config.n_mels, **(model_options or {}))
         payload = None
-    if rank == 0:
-        out.mkdir(parents=True, exist_ok=True)
     needs = MODELS[model_cfg.name].FRONTEND if model_cfg.name in MODELS else None
     if needs and not store.config.same_frontend(FeatureConfig.preset(needs)):
         raise ConfigError(f"{model_cfg.name} takes the {needs} front end, but {store_path} was prepared with "
                           f"the {store.config.frontend or 'a custom'} one; prepare it again with --frontend {needs}")
+    if rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
     labels, items = _select_labels(store, config.labels)
     if model_cfg.n_classes != len(labels):
         raise CheckpointError(f"the run in {out} has {model_cfg.n_classes} classes, the store {len(labels)}")
