@@ -143,7 +143,17 @@ class MusiCNNBackbone(nn.Module):
         padded = F.pad(h, (0, 0, 3, 3))
         return torch.cat([b(padded) for b in self.timbral] + [b(h) for b in self.temporal], dim=1)
 
+    # Inference runs two patches at a time: the timbral convolutions' working set then
+    # stays in cache (on a 2-core AVX2 CPU: 33 ms a patch at 2, 57 at 16, 90 at 64).
+    INFERENCE_CHUNK = 2
+
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        if not torch.is_grad_enabled() and not self.training and x.shape[0] > self.INFERENCE_CHUNK:
+            parts = [self._forward(c) for c in torch.split(x, self.INFERENCE_CHUNK)]
+            return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+        return self._forward(x)
+
+    def _forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         front = self.frontend(x)  # (B, 561, T)
         m1 = self.mid[0](front)
         m2 = self.mid[1](m1) + m1
