@@ -194,3 +194,17 @@ def test_folds_ensemble(weights_cache, musicnn_store, tmp_path, capsys):
     assert main(["train", "-q", str(musicnn_store), "--model", "musicnn-msd", "--out", str(tmp_path / "x"),
                  "--ensemble"]) == 2
     assert "--folds" in capsys.readouterr().err
+
+
+def test_embed_parquet(weights_cache, corpus, tmp_path, capsys):
+    audio = sorted((corpus / "edm").glob("*.flac"))[0]
+    out = tmp_path / "emb.parquet"
+    code = main(["embed", "-q", str(audio), "--out", str(out), "--layer", "penultimate"])
+    try:
+        import pyarrow  # noqa: F401
+    except ImportError:  # one clear line, nothing written
+        assert code == 2 and "needs pyarrow" in capsys.readouterr().err and not out.exists()
+        return
+    assert code == 0
+    table = pd.read_parquet(out)
+    assert list(table.columns[:3]) == ["row", "path", "item"] and table.shape[1] == 5 + 200
