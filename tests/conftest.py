@@ -115,3 +115,29 @@ def weights_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
         os.environ.pop(pretrained.CACHE_ENV, None)
     else:
         os.environ[pretrained.CACHE_ENV] = old
+
+
+def write_m4a(path: Path, y: np.ndarray, sr: int, codec: str = "aac") -> Path:
+    """Encode ``y`` ((n,) or (n, channels) float32) into an MP4 container with PyAV's
+    ``aac`` or ``alac`` encoder: the files iTunes, Apple Music and Beatport give DJs."""
+    import av
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = y[:, None] if y.ndim == 1 else y
+    layout = "mono" if data.shape[1] == 1 else "stereo"
+    with av.open(str(path), "w", format="mp4") as out:
+        stream = out.add_stream(codec, rate=sr, layout=layout)
+        fmt = "fltp" if codec == "aac" else "s16p"
+        planar = np.ascontiguousarray(data.T)
+        if fmt == "s16p":
+            planar = (np.clip(planar, -1, 1) * 32767).astype(np.int16)
+        step = 1024 if codec == "aac" else 4096
+        for start in range(0, planar.shape[1], step):
+            frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(planar[:, start:start + step]), format=fmt,
+                                               layout=layout)
+            frame.sample_rate = sr
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode(None):
+            out.mux(packet)
+    return path

@@ -1,8 +1,10 @@
 """Decoding, downmixing and resampling, in bounded-memory blocks.
 
-Every stage reads audio through :func:`stream_mono`: ``prepare``, ``predict``, the
-demo and the tests.  libsndfile (through soundfile) decodes mp3, ogg/vorbis, opus,
-flac and wav without ffmpeg; soxr resamples.
+Every stage reads audio through :func:`stream_mono`: ``prepare``, ``predict``,
+``features``, ``serve``, ``explain``, ``embed``, ``tag``, the demo and the tests.
+libsndfile (through soundfile) decodes mp3, ogg/vorbis, opus, flac, wav and aiff; what
+it cannot read (m4a/AAC and ALAC, mp4, wma, webm, ...) is decoded by FFmpeg through
+PyAV.  soxr resamples.
 """
 
 from __future__ import annotations
@@ -18,7 +20,9 @@ import soxr
 
 from dancegenre.errors import AudioDecodeError
 
-AUDIO_EXTENSIONS = (".mp3", ".wav", ".flac", ".ogg", ".oga", ".opus", ".aif", ".aiff")
+AUDIO_EXTENSIONS = (".mp3", ".wav", ".flac", ".ogg", ".oga", ".opus", ".aif", ".aiff",
+                    # through PyAV (FFmpeg): what DJs' and listeners' libraries hold besides
+                    ".m4a", ".mp4", ".aac", ".alac", ".m4b", ".wma", ".webm", ".mka")
 DEFAULT_BLOCK_SECONDS = 30.0  # decode this much at a time: ~5 MB of float32 stereo
 
 
@@ -39,7 +43,7 @@ def is_audio_path(path: str | os.PathLike[str]) -> bool:
     return str(path).lower().endswith(AUDIO_EXTENSIONS)
 
 
-def _open(path: str | os.PathLike[str]) -> sf.SoundFile:
+def _check_file(path: str | os.PathLike[str]) -> Path:
     p = Path(path)
     if not p.exists():
         raise AudioDecodeError(f"no such file: {p}")
@@ -49,10 +53,105 @@ def _open(path: str | os.PathLike[str]) -> sf.SoundFile:
         raise AudioDecodeError(f"cannot read (permission denied): {p}")
     if p.stat().st_size == 0:
         raise AudioDecodeError(f"empty file (0 bytes): {p}")
+    return p
+
+
+class _Unreadable(Exception):
+    """libsndfile cannot open the file: PyAV gets a try."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def _open(path: str | os.PathLike[str]) -> sf.SoundFile:
+    p = _check_file(path)
     try:
         return sf.SoundFile(str(p))
     except (sf.LibsndfileError, RuntimeError, OSError) as exc:
-        raise AudioDecodeError(f"not a readable audio file ({_short(exc)}): {p}") from None
+        raise _Unreadable(_short(exc)) from None
+
+
+class _AVFile:
+    """The part of ``soundfile.SoundFile`` that this module uses, over PyAV (FFmpeg).
+
+    ``read(n)`` returns up to ``n`` frames as float32 (n, channels); decoding errors part
+    way raise :class:`AudioDecodeError`."""
+
+    def __init__(self, path: Path, libsndfile_reason: str) -> None:
+        import av
+
+        self.path = path
+        try:
+            self._container = av.open(str(path))
+        except (av.FFmpegError, OSError, ValueError) as exc:
+            reason = getattr(exc, "strerror", None) or _short(exc)  # without the path FFmpeg repeats
+            raise AudioDecodeError(f"not a readable audio file ({libsndfile_reason}; FFmpeg: {reason}): "
+                                   f"{path}") from None
+        stream = next((st for st in self._container.streams if st.type == "audio"), None)
+        if stream is None or not stream.rate:
+            self._container.close()
+            raise AudioDecodeError(f"no audio stream in the file: {path}")
+        self._stream = stream
+        self.samplerate = int(stream.rate)
+        self.channels = int(stream.channels or 1)
+        duration = (float(stream.duration * stream.time_base) if stream.duration is not None
+                    else (self._container.duration or 0) / 1_000_000)
+        self.frames = int(round(duration * self.samplerate))
+        self.format = f"{(self._container.format.name or '?').split(',')[0].upper()}/{stream.codec_context.name}"
+        self._frames = self._container.decode(stream)
+        self._resampler = av.AudioResampler(format="fltp", layout=stream.layout.name if stream.layout else None,
+                                            rate=self.samplerate)
+        self._pending: list[np.ndarray] = []
+        self._have = 0
+        self._done = False
+
+    def read(self, n: int, dtype: str = "float32", always_2d: bool = True) -> np.ndarray:
+        import av
+
+        while self._have < n and not self._done:
+            try:
+                frame = next(self._frames)
+            except StopIteration:
+                self._done = True
+                frames = self._resampler.resample(None)
+            except (av.FFmpegError, ValueError) as exc:
+                reason = getattr(exc, "strerror", None) or _short(exc)
+                raise AudioDecodeError(f"decoding failed part way ({reason}): {self.path}") from None
+            else:
+                frames = self._resampler.resample(frame)
+            for f in frames:
+                data = f.to_ndarray().T.astype(np.float32, copy=False)  # (samples, channels)
+                self._pending.append(data)
+                self._have += len(data)
+        data = (np.concatenate(self._pending) if self._pending
+                else np.zeros((0, self.channels), np.float32))
+        out, rest = data[:n], data[n:]
+        self._pending, self._have = ([rest] if len(rest) else []), len(rest)
+        return out
+
+    def close(self) -> None:
+        self._container.close()
+
+    def __enter__(self) -> _AVFile:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+
+def open_audio(path: str | os.PathLike[str]) -> sf.SoundFile | _AVFile:
+    """The file opened by libsndfile, or by PyAV where libsndfile cannot read it.
+
+    Raises
+    ------
+    AudioDecodeError
+        The file is missing, unreadable, empty, or neither decoder reads it.
+    """
+    try:
+        return _open(path)
+    except _Unreadable as exc:
+        return _AVFile(Path(path), exc.reason)
 
 
 def _short(exc: BaseException) -> str:
@@ -73,7 +172,7 @@ def probe(path: str | os.PathLike[str]) -> AudioInfo:
     AudioDecodeError
         The file is missing, unreadable, empty or not audio.
     """
-    with _open(path) as f:
+    with open_audio(path) as f:
         return AudioInfo(
             path=str(path),
             sample_rate=int(f.samplerate),
@@ -111,7 +210,7 @@ def stream_mono(
     AudioDecodeError
         The file cannot be opened, or decoding fails part way through.
     """
-    with _open(path) as f:
+    with open_audio(path) as f:
         native = int(f.samplerate)
         block = max(1024, int(block_seconds * native))
         resampler = None if native == sr else soxr.ResampleStream(
@@ -123,6 +222,8 @@ def stream_mono(
             except (sf.LibsndfileError, RuntimeError) as exc:
                 raise AudioDecodeError(f"decoding failed part way ({_short(exc)}): {path}") from None
             last = len(data) < block
+            if not np.isfinite(data).all():  # a float file can hold NaN or inf; nothing downstream can
+                raise AudioDecodeError(f"the file holds NaN or infinite samples: {path}")
             mono = downmix(data)
             if resampler is not None:
                 mono = resampler.resample_chunk(mono, last=last)
