@@ -190,7 +190,7 @@ td,th{border:1px solid #ddd;padding:.3em .6em;text-align:left;vertical-align:top
 
 INDEX_HTML = """<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>dancegenre</title>
 <style>""" + PAGE_CSS + """</style></head><body>
-<h1>dancegenre</h1><p>Drop audio files (mp3, wav, flac, ogg, opus; up to __MAX_MB__ MB each) to see what the
+<h1>dancegenre</h1><p>Drop audio files (mp3, m4a, wav, flac, ogg, opus; up to __MAX_MB__ MB each) to see what the
 model hears. <a href="/model">About the model</a> &middot; <a href="/openapi.json">API</a></p>
 <div id="drop">Drop files here, or <input id="files" type="file" multiple accept="audio/*,.mp3,.wav,.flac,.ogg,.opus"></div>
 <div id="results"></div>
