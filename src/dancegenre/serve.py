@@ -192,7 +192,7 @@ INDEX_HTML = """<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><titl
 <style>""" + PAGE_CSS + """</style></head><body>
 <h1>dancegenre</h1><p>Drop audio files (mp3, m4a, wav, flac, ogg, opus; up to __MAX_MB__ MB each) to see what the
 model hears. <a href="/model">About the model</a> &middot; <a href="/openapi.json">API</a></p>
-<div id="drop">Drop files here, or <input id="files" type="file" multiple accept="audio/*,.mp3,.wav,.flac,.ogg,.opus"></div>
+<div id="drop">Drop files here, or <input id="files" type="file" multiple accept="audio/*,.mp3,.m4a,.wav,.flac,.ogg,.opus,.aiff"></div>
 <div id="results"></div>
 <script>
 const COLORS = ["#36c", "#e63", "#393", "#c3c", "#fa0", "#0aa", "#666", "#a52"];

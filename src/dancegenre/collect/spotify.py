@@ -44,6 +44,25 @@ def parse_spotify_playlist(text: str) -> str:
     return m.group(1)
 
 
+FORBIDDEN_PLAYLIST = (
+    "Spotify answered 403 for this playlist: since February 2026 (new apps) and March 2026 (every app in "
+    "Development Mode) an app may read the items only of playlists the signed-in user owns or collaborates "
+    "on, and client credentials have no user. Ways out: copy the playlist into your own account (Spotify "
+    "app: select all, 'Add to playlist') and collect that with an Extended Quota app, or collect the genre "
+    "from Deezer (dancegenre collect deezer PLAYLIST)")
+
+
+def _entry_track(entry: Any) -> dict[str, Any] | None:
+    """The track object of a playlist entry, in either shape (``item`` or ``track``)."""
+    if not isinstance(entry, dict):
+        return None
+    for key in ("item", "track"):  # in the 2026 shape "track" is only a boolean flag
+        value = entry.get(key)
+        if isinstance(value, dict):
+            return value
+    return None
+
+
 class Spotify:
     """Playlist items and audio features.  The access token lives in this object only:
     never on disk (spotipy's default .cache file), never in messages, never sent to any
@@ -70,7 +89,9 @@ class Spotify:
                                       backoff_factor=0.5)
         self.client.prefix = api
 
-    def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+    def _call(self, fn: Any, *args: Any, forbidden: str | None = None, **kwargs: Any) -> Any:
+        """``fn(*args, **kwargs)`` with Spotify's errors as one-line CollectErrors;
+        ``forbidden`` is the message for a 403."""
         import spotipy
 
         try:
@@ -80,6 +101,8 @@ class Spotify:
         except spotipy.SpotifyException as exc:
             if exc.http_status == 404:
                 raise CollectError("Spotify playlist not found (unknown id, or private)") from None
+            if exc.http_status == 403 and forbidden:
+                raise CollectError(forbidden) from None
             if exc.http_status in (401, 403):
                 raise CollectError(f"Spotify answered {exc.http_status}: not allowed for this app") from None
             raise CollectError(f"Spotify answered HTTP {exc.http_status}") from None
@@ -87,13 +110,18 @@ class Spotify:
             raise CollectError(f"cannot reach Spotify ({type(exc).__name__}); is the network up?") from None
 
     def playlist_items(self, playlist: str) -> list[dict[str, Any]]:
-        """Every track object of the playlist (episodes and local files left out)."""
+        """Every track object of the playlist (episodes and local files left out).
+
+        Reads both shapes of a playlist entry: ``{"item": {track}, "track": true}``, what
+        Development Mode apps get since 2026, and ``{"track": {track}}``, what Extended
+        Quota apps and older answers have."""
         pid = parse_spotify_playlist(playlist)
-        page = self._call(self.client.playlist_items, pid, limit=100, additional_types=("track",))
+        page = self._call(self.client.playlist_items, pid, limit=100, additional_types=("track",),
+                          forbidden=FORBIDDEN_PLAYLIST)
         tracks = []
         while page:
-            for item in page.get("items", []):
-                track = item.get("track") if isinstance(item, dict) else None
+            for entry in page.get("items", []):
+                track = _entry_track(entry)
                 if track and track.get("type", "track") == "track" and not track.get("is_local"):
                     tracks.append(track)
             nxt = page.get("next")
