@@ -14,7 +14,9 @@ import numpy as np
 import pandas as pd
 import pytest
 import soundfile as sf
+from conftest import tone, write_m4a
 
+from dancegenre.audio import probe
 from dancegenre.cli import main
 from dancegenre.collect import CollectError, collect_deezer, collect_spotify
 from dancegenre.dataset import SegmentStore, prepare
@@ -28,6 +30,14 @@ def mp3_bytes(seed: int) -> bytes:
     buf = io.BytesIO()
     sf.write(buf, y, 44100, format="MP3")
     return buf.getvalue()
+
+
+def m4a_bytes(seed: int) -> bytes:
+    """A 6-s AAC preview in an MP4 container, as the iTunes Search API serves."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        return write_m4a(Path(tmp) / "p.m4a", tone(6.0, 44100, seed=seed), 44100).read_bytes()
 
 
 def sp_track(i: int, preview: bool, isrc: str | None) -> dict:
@@ -44,6 +54,7 @@ class Api:
         self.requests: list[tuple[str, dict]] = []
         self.hits: dict[str, int] = {}
         self.audio = {name: mp3_bytes(k) for k, name in enumerate(["sp0", "dzA", "dzB", "dz1", "dz2", "slow", "cut", "dz3"])}
+        self.audio["it3"] = m4a_bytes(9)
         self.tracks = [sp_track(0, True, "USAAA0000001"), sp_track(1, False, "USAAA0000002"),
                        sp_track(2, False, None), sp_track(3, False, "USAAA0000004"), sp_track(4, False, None)]
         self.tracks[2]["name"], self.tracks[2]["artists"][0]["name"] = "Found By Search (Original Mix)", "Search Artist"
@@ -129,6 +140,16 @@ class Api:
                     body["next"] = f"{base}/deezer/playlist/777/tracks?index={idx + 3}"
                 return self.json(h, 200, body)
             return self.json(h, 200, {"error": {"type": "DataException", "message": "no data", "code": 800}})
+        if url.path == "/itunes/search":
+            # the iTunes Search API: only "Song 3" by "Artist 1" has a preview (an AAC .m4a);
+            # a decoy with the wrong duration comes first
+            if q.get("entity") == "song" and q.get("term") == "Artist 1 Song 3":
+                return self.json(h, 200, {"resultCount": 2, "results": [
+                    {"wrapperType": "track", "kind": "song", "artistName": "Artist 1", "trackName": "Song 3",
+                     "trackTimeMillis": 95000, "previewUrl": f"{base}/audio/itX.m4a"},
+                    {"wrapperType": "track", "kind": "song", "artistName": "Artist 1", "trackName": "Song 3",
+                     "trackTimeMillis": 30500, "previewUrl": f"{base}/audio/it3.m4a"}]})
+            return self.json(h, 200, {"resultCount": 0, "results": []})
         if url.path.startswith("/audio/"):
             name = url.path[len("/audio/"):-4]
             if name == "page":
@@ -186,6 +207,7 @@ def api(monkeypatch):
     monkeypatch.setenv("DANCEGENRE_SPOTIFY_API_URL", f"{base}/v1/")
     monkeypatch.setenv("DANCEGENRE_SPOTIFY_AUTH_URL", f"{base}/api/token")
     monkeypatch.setenv("DANCEGENRE_DEEZER_API_URL", f"{base}/deezer/")
+    monkeypatch.setenv("DANCEGENRE_ITUNES_API_URL", f"{base}/itunes/")
     monkeypatch.setenv("SPOTIPY_CLIENT_ID", CLIENT_ID)
     monkeypatch.setenv("SPOTIPY_CLIENT_SECRET", SECRET)
     yield state
@@ -206,13 +228,16 @@ def test_spotify_playlist_with_deezer_fallback(api, tmp_path, monkeypatch, capsy
     assert cat.loc["spTrack0000xx", "preview_source"] == "spotify"
     assert cat.loc["spTrack0001xx", "preview_source"] == "deezer-isrc"
     assert cat.loc["spTrack0002xx", "preview_source"] == "deezer-search"  # artist, title and duration agree
-    assert cat.loc["spTrack0003xx", "path"] == "" and cat.loc["spTrack0004xx", "path"] == ""
+    # Deezer knows the ISRC but has no preview: iTunes' search (artist, title, duration agree)
+    assert cat.loc["spTrack0003xx", "preview_source"] == "itunes-search"
+    assert cat.loc["spTrack0003xx", "path"] == "techno/spTrack0003xx.m4a"
+    assert cat.loc["spTrack0004xx", "path"] == ""
     assert cat.loc["spTrack0001xx", "path"] == "techno/spTrack0001xx.mp3"
     assert {"track_name", "artist_name", "artist_id", "album_date", "track_length", "popularity", "isrc"} <= set(cat.columns)
     missing = pd.read_csv(tmp_path / "data" / "missing_previews_techno.csv")
-    assert sorted(missing["track_id"]) == ["spTrack0003xx", "spTrack0004xx"]
+    assert sorted(missing["track_id"]) == ["spTrack0004xx"]
     assert any("403" in n for n in notes)  # audio features: said once, carried on
-    assert s.downloaded == 3
+    assert s.downloaded == 4
     # the token went to the Spotify API only; the secret and token are nowhere
     for path, headers in api.requests:
         if not path.startswith("/v1/"):
@@ -224,10 +249,10 @@ def test_spotify_playlist_with_deezer_fallback(api, tmp_path, monkeypatch, capsy
     # a rerun downloads nothing new
     again = collect_spotify("spotify:playlist:goodplaylist000001", label="techno", out=tmp_path / "data",
                             progress=False, log=lambda *a: None)
-    assert again.downloaded == 0 and again.kept == 3
+    assert again.downloaded == 0 and again.kept == 4
     # the catalog feeds prepare, grouped by artist id
     summary = prepare(tmp_path / "data" / "catalog.csv", tmp_path / "store", workers=1, progress=False)
-    assert summary.items == 3 and SegmentStore(tmp_path / "store").group_columns == ["track_id", "artist_id"]
+    assert summary.items == 4 and SegmentStore(tmp_path / "store").group_columns == ["track_id", "artist_id"]
 
 
 def test_deezer_playlist(api, tmp_path):
@@ -277,9 +302,12 @@ def test_spotify_development_mode_shape_and_403(api, tmp_path, capsys):
     catalog = pd.read_csv(out / "catalog.csv", dtype=str, keep_default_na=False)
     assert sorted(catalog["track_id"]) == sorted(t["id"] for t in api.tracks[:4])
     source = dict(zip(catalog["track_id"], catalog["preview_source"]))
-    # by ISRC; by search (no ISRC at all); none found (ISRC unknown to Deezer; ISRC missing)
+    # Deezer by ISRC; Deezer's search (no ISRC at all); iTunes' search (ISRC missing, nothing on
+    # Deezer: an AAC .m4a); none found anywhere
     assert source == {"spTrack0001xx": "deezer-isrc", "spTrack0002xx": "deezer-search",
-                      "spTrack0000xx": "", "spTrack0003xx": ""}
+                      "spTrack0003xx": "itunes-search", "spTrack0000xx": ""}
+    m4a = out / catalog.loc[catalog["track_id"] == "spTrack0003xx", "path"].item()
+    assert m4a.name == "spTrack0003xx.m4a" and probe(m4a).format == "MOV/aac"
     assert (catalog["popularity"] == "").all() and catalog.loc[catalog["track_id"] == "spTrack0003xx", "isrc"].item() == ""
     assert main(["collect", "-q", "spotify", "notmyplaylist0001", "--label", "techno", "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip().splitlines()

@@ -18,6 +18,7 @@ import pandas as pd
 from dancegenre.collect.deezer import Deezer
 from dancegenre.collect.download import Download, download_all
 from dancegenre.collect.http import CollectError, is_http_url, safe_id
+from dancegenre.collect.itunes import ITunes
 from dancegenre.collect.spotify import AUDIO_FEATURES, Spotify, credentials
 
 CATALOG_COLUMNS = ["path", "label", "track_id", "track_name", "artist_name", "artist_id", "album_date",
@@ -81,7 +82,8 @@ def _finish(rows: list[dict[str, Any]], out: Path, label: str, summary: CollectS
             skipped.append({**row, "reason": "unusable track id"})
             continue
         if row["preview_url"] and is_http_url(row["preview_url"]):
-            jobs.append(Download(tid, row["preview_url"], out / label / f"{tid}.mp3"))
+            ext = ".m4a" if row["preview_source"].startswith("itunes") else ".mp3"
+            jobs.append(Download(tid, row["preview_url"], out / label / f"{tid}{ext}"))
         else:
             row["path"] = ""
             skipped.append({**row, "reason": "no preview found"})
@@ -136,7 +138,7 @@ def collect_spotify(playlist: str, *, label: str, out: str | os.PathLike[str], w
     for r in rows:
         for k in AUDIO_FEATURES if features else ():
             r[k] = features.get(r["track_id"], {}).get(k)
-    dz = Deezer()
+    dz, itunes = Deezer(), ITunes()
     from tqdm import tqdm
 
     for r in tqdm(rows, desc="previews", unit="track", disable=not progress):
@@ -150,6 +152,10 @@ def collect_spotify(playlist: str, *, label: str, out: str | os.PathLike[str], w
         hit = dz.search_match(first_artist, r["track_name"] or "", r["track_length"])
         if hit and hit.get("preview"):
             r["preview_url"], r["preview_source"] = hit["preview"], "deezer-search"
+            continue
+        hit = itunes.search_match(first_artist, r["track_name"] or "", r["track_length"])
+        if hit:  # an AAC .m4a, decoded through PyAV like any other file
+            r["preview_url"], r["preview_source"] = hit["previewUrl"], "itunes-search"
     return _finish(rows, out, label, summary, workers=workers, progress=progress)
 
 
