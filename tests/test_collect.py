@@ -123,6 +123,23 @@ class Api:
                          "artist": {"id": 5, "name": "Search Artist"}}], "total": 2})
                 return self.json(h, 200, {"data": [{"id": 9, "title": "Other", "duration": 30, "preview": f"{base}/audio/dzA.mp3",
                                                     "artist": {"id": 1, "name": "Someone"}}], "total": 1})
+            if path == "search/playlist":
+                # two pages of playlist hits; 888 shares a track with 777; 999 has gone private
+                if q.get("q") != "hard techno":
+                    return self.json(h, 200, {"data": [], "total": 0})
+                if q.get("index") == "2":
+                    return self.json(h, 200, {"data": [{"id": 999, "title": "Gone", "nb_tracks": 3}], "total": 3})
+                return self.json(h, 200, {"data": [{"id": 777, "title": "EDM hits", "nb_tracks": 4},
+                                                   {"id": 888, "title": "Hard techno 2026", "nb_tracks": 2}],
+                                          "total": 3, "next": f"{base}/deezer/search/playlist?q=hard+techno&index=2"})
+            if path == "playlist/888":
+                return self.json(h, 200, {"id": 888, "title": "Hard techno 2026", "nb_tracks": 2})
+            if path == "playlist/888/tracks":
+                return self.json(h, 200, {"data": [
+                    {"id": 101, "title": "Dz 1", "duration": 30, "preview": f"{base}/audio/dz2.mp3",
+                     "artist": {"id": 51, "name": "DzArtist 1"}},  # also in 777: kept once
+                    {"id": 301, "title": "Hard one", "duration": 30, "preview": f"{base}/audio/dzB.mp3",
+                     "artist": {"id": 61, "name": "Hard Artist"}}], "total": 2})
             if path == "playlist/777":
                 return self.json(h, 200, {"id": 777, "title": "EDM hits", "nb_tracks": 4})
             if path == "playlist/777/tracks":
@@ -312,3 +329,23 @@ def test_spotify_development_mode_shape_and_403(api, tmp_path, capsys):
     assert main(["collect", "-q", "spotify", "notmyplaylist0001", "--label", "techno", "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "owns or collaborates" in err[0] and "Deezer" in err[0]
+
+
+def test_deezer_playlist_search(api, tmp_path, capsys):
+    """The study's way: the playlists a search finds, duplicates kept once, up to --max-tracks."""
+    out = tmp_path / "data"
+    assert main(["collect", "-q", "deezer", "--search", "hard techno", "--label", "techno", "--out", str(out)]) == 0
+    catalog = pd.read_csv(out / "catalog.csv", dtype=str, keep_default_na=False)
+    ids = list(catalog["track_id"])
+    assert len(ids) == len(set(ids)) and "301" in ids and "101" in ids
+    assert set(catalog["playlist"]) == {"deezer-search:hard techno:EDM hits", "deezer-search:hard techno:Hard techno 2026"}
+    capped = tmp_path / "capped"
+    assert main(["collect", "-q", "deezer", "--search", "hard techno", "--max-tracks", "2", "--label", "techno",
+                 "--out", str(capped)]) == 0
+    assert len(pd.read_csv(capped / "catalog.csv")) == 2
+    for args in (["deezer", "--label", "x", "--out", str(tmp_path)],
+                 ["deezer", "777", "--search", "x", "--label", "x", "--out", str(tmp_path)],
+                 ["spotify", "--search", "x", "--label", "x", "--out", str(tmp_path)],
+                 ["deezer", "--search", "nothing at all", "--label", "x", "--out", str(tmp_path / "n")]):
+        assert main(["collect", "-q", *args]) == 2
+        assert len(capsys.readouterr().err.strip().splitlines()) == 1

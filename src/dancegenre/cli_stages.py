@@ -274,9 +274,13 @@ def _cmd_figure(args: argparse.Namespace) -> int:
 
 
 def add_collect_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("collect", help="tracks and 30-second previews from a Spotify or Deezer playlist")
+    p = sub.add_parser("collect", help="tracks and 30-second previews from a Spotify or Deezer playlist, or a Deezer search")
     p.add_argument("service", choices=["spotify", "deezer"])
-    p.add_argument("playlist", help="playlist URL, URI or id")
+    p.add_argument("playlist", nargs="?", default=None, help="playlist URL, URI or id")
+    p.add_argument("--search", default=None,
+                   help="deezer: collect from the playlists Deezer's playlist search finds for this text")
+    p.add_argument("--max-tracks", type=positive_int, default=1500,
+                   help="with --search: stop at this many distinct tracks (default %(default)s)")
     p.add_argument("--label", required=True, help="genre of this playlist's tracks (a folder name)")
     p.add_argument("--out", type=Path, required=True, help="data folder: OUT/catalog.csv, OUT/<label>/<id>.mp3")
     p.add_argument("--workers", type=positive_int, default=4, help="parallel downloads (default %(default)s)")
@@ -286,8 +290,16 @@ def add_collect_parser(sub: argparse._SubParsersAction) -> None:
 def _cmd_collect(args: argparse.Namespace) -> int:
     from dancegenre.collect import collect_deezer, collect_spotify
 
-    fn = collect_spotify if args.service == "spotify" else collect_deezer
-    s = fn(args.playlist, label=args.label, out=args.out, workers=args.workers, progress=not args.quiet)
+    if args.service == "spotify":
+        if args.search or not args.playlist:
+            raise ConfigError("collect spotify takes a PLAYLIST (--search is for deezer)")
+        s = collect_spotify(args.playlist, label=args.label, out=args.out, workers=args.workers,
+                            progress=not args.quiet)
+    else:
+        if bool(args.search) == bool(args.playlist):
+            raise ConfigError("collect deezer takes a PLAYLIST or --search TEXT (one of them)")
+        s = collect_deezer(args.playlist, label=args.label, out=args.out, workers=args.workers,
+                           progress=not args.quiet, search=args.search, max_tracks=args.max_tracks)
     sources = ", ".join(f"{k} {v}" for k, v in sorted(s.previews.items()))
     print(f"{s.tracks} tracks; previews by source: {sources}; {s.downloaded} downloaded, {s.kept} already there, "
           f"{s.failed} failed, {s.missing} without a preview (listed in {args.out}/missing_previews_{args.label}.csv); "

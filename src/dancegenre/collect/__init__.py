@@ -159,10 +159,26 @@ def collect_spotify(playlist: str, *, label: str, out: str | os.PathLike[str], w
     return _finish(rows, out, label, summary, workers=workers, progress=progress)
 
 
-def collect_deezer(playlist: str, *, label: str, out: str | os.PathLike[str], workers: int = 4,
-                   progress: bool = True, log: Any = print) -> CollectSummary:
-    """A public Deezer playlist into ``out/catalog.csv`` and ``out/<label>/<track_id>.mp3``."""
+def collect_deezer(playlist: str | None, *, label: str, out: str | os.PathLike[str], workers: int = 4,
+                   progress: bool = True, log: Any = print, search: str | None = None,
+                   max_tracks: int = 1500) -> CollectSummary:
+    """A public Deezer playlist into ``out/catalog.csv`` and ``out/<label>/<track_id>.mp3``.
+
+    With ``search``, the playlists Deezer's playlist search finds for it instead (the
+    study's way of finding its playlists), until ``max_tracks`` distinct tracks; a track
+    in several playlists is kept once."""
     label = _label(label)
+    if search:
+        found = Deezer().search_playlists(search, max_tracks=max_tracks)
+        if not found:
+            raise CollectError(f"Deezer's playlist search found no tracks for {search!r}")
+        rows = [_deezer_row(t, label, f"deezer-search:{search}:{title}") for title, tracks in found for t in tracks]
+        log(f"{len(found)} playlists found for {search!r}: " + ", ".join(repr(t) for t, _ in found[:5])
+            + (" ..." if len(found) > 5 else ""))
+        summary = CollectSummary(playlist=f"deezer search {search!r}", tracks=len(rows))
+        return _finish(rows, Path(out), label, summary, workers=workers, progress=progress)
+    if not playlist:
+        raise CollectError("name a Deezer playlist, or --search TEXT")
     title, tracks = Deezer().playlist_tracks(playlist)
     if not tracks:
         raise CollectError(f"the Deezer playlist {title!r} has no tracks")

@@ -65,6 +65,35 @@ class Deezer:
             page = self.get(nxt) if nxt else None
         return str(meta.get("title", pid)), tracks
 
+    def search_playlists(self, query: str, *, max_tracks: int) -> list[tuple[str, list[dict[str, Any]]]]:
+        """(playlist title, tracks) of the playlists Deezer's playlist search finds for
+        ``query``, in its order, until ``max_tracks`` distinct tracks are in hand.
+
+        Tracks met twice (in two playlists) are kept once: by ISRC where the track has
+        one, else by Deezer id."""
+        page = self.get("search/playlist", {"q": query, "limit": 25})
+        seen: set[str] = set()
+        out: list[tuple[str, list[dict[str, Any]]]] = []
+        while page and len(seen) < max_tracks:
+            for hit in page.get("data", []):
+                if len(seen) >= max_tracks:
+                    break
+                try:
+                    title, tracks = self.playlist_tracks(str(hit.get("id", "")))
+                except CollectError:
+                    continue  # a playlist gone private or removed since the search
+                fresh = []
+                for t in tracks:
+                    key = f"isrc:{t['isrc']}" if t.get("isrc") else f"id:{t.get('id')}"
+                    if key not in seen and len(seen) < max_tracks:
+                        seen.add(key)
+                        fresh.append(t)
+                if fresh:
+                    out.append((title, fresh))
+            nxt = page.get("next")
+            page = self.get(nxt) if nxt and len(seen) < max_tracks else None
+        return out
+
     def track_by_isrc(self, isrc: str) -> dict[str, Any] | None:
         if not re.fullmatch(r"[A-Za-z0-9]{12}", isrc or ""):
             return None
