@@ -1,9 +1,12 @@
-"""Embeddings: a network's feature vector for every segment of a store, cached.
+"""Embeddings and tags: a network's feature vectors, for training, for users, for tagging.
 
-``store_features`` is what lets a head on a frozen pretrained network train in
-seconds: the backbone runs once per store and weights, and the result is kept in
-``STORE/embeddings/`` beside a stamp that ties it to the store's manifest and the
-weights' digest (a stale or foreign cache is never used).
+- ``store_features`` is what lets a head on a frozen pretrained network train in
+  seconds: the backbone runs once per store and weights, and the result is kept in
+  ``STORE/embeddings/`` beside a stamp that ties it to the store's manifest and the
+  weights' digest (a stale or foreign cache is never used).
+- ``embed_files`` (``dancegenre embed``) writes one vector per file or per segment from
+  the pretrained musicnn or any trained run, resumably; ``tag_files`` (``dancegenre
+  tag``) gives the pretrained network's own tags and a tag timeline.
 """
 
 from __future__ import annotations
@@ -152,7 +155,7 @@ class Embedder:
 
     @torch.no_grad()
     def __call__(self, segments: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        """(k, n_mels, frames) -> (vectors (k, D) float32, taggram (k, 50) or None)."""
+        """(k, n_mels, frames) -> (vectors (k, D) float32, taggram (k, 50) of a pretrained model, else None)."""
         vecs, tags = [], []
         for s in range(0, len(segments), self.batch_size):
             x = torch.from_numpy(np.ascontiguousarray(segments[s : s + self.batch_size], dtype=np.float32))
@@ -164,8 +167,6 @@ class Embedder:
                 tags.append(out["taggram"].numpy())
             else:
                 v = self.model.penultimate(x)
-                if hasattr(self.model, "backbone"):
-                    tags.append(self.model.backbone(x)["taggram"].numpy())
             vecs.append(v.float().numpy())
         vectors = np.concatenate(vecs) if vecs else np.zeros((0, 0), np.float32)
         return vectors, (np.concatenate(tags) if tags else None)
