@@ -67,6 +67,9 @@ def test_head_on_frozen_musicnn_end_to_end(weights_cache, corpus, musicnn_store,
     assert main(["evaluate", "-q", str(run)]) == 0
     assert main(["explain", "-q", str(run), str(files[0]), "--out", str(tmp_path / "explain")]) == 0
     assert (tmp_path / "explain" / "explain.html").exists()
+    # any run is an embedding model too: the input of its last layer (a linear head: 1,756 values)
+    assert main(["embed", "-q", str(files[0]), "--model", str(run), "--out", str(tmp_path / "run-emb.npy")]) == 0
+    assert np.load(tmp_path / "run-emb.npy").shape == (1, 1756)
     assert _snapshot(corpus) == before  # the user's audio is only read
 
 
