@@ -22,6 +22,7 @@ from dancegenre.collect import CollectError, collect_deezer, collect_spotify
 from dancegenre.dataset import SegmentStore, prepare
 
 CLIENT_ID, SECRET, TOKEN = "client-abc", "s3cr3t-value-never-printed", "tok-ZZZ-secret-token"
+USER_CODE, USER_TOKEN, REFRESH = "code-PKCE-1234", "user-tok-YYY-secret", "refresh-XXX-secret"
 
 
 def mp3_bytes(seed: int) -> bytes:
@@ -55,6 +56,8 @@ class Api:
         self.hits: dict[str, int] = {}
         self.audio = {name: mp3_bytes(k) for k, name in enumerate(["sp0", "dzA", "dzB", "dz1", "dz2", "slow", "cut", "dz3"])}
         self.audio["it3"] = m4a_bytes(9)
+        self.challenge: str | None = None
+        self.grants: list[str | None] = []
         self.tracks = [sp_track(0, True, "USAAA0000001"), sp_track(1, False, "USAAA0000002"),
                        sp_track(2, False, None), sp_track(3, False, "USAAA0000004"), sp_track(4, False, None)]
         self.tracks[2]["name"], self.tracks[2]["artists"][0]["name"] = "Found By Search (Original Mix)", "Search Artist"
@@ -67,6 +70,31 @@ class Api:
         self.requests.append((url.path, dict(h.headers)))
         self.hits[url.path] = self.hits.get(url.path, 0) + 1
         base = f"http://127.0.0.1:{h.server.server_address[1]}"
+        if url.path == "/authorize":  # the accounts service's PKCE sign-in page, already agreed
+            if (q.get("client_id") != CLIENT_ID or q.get("response_type") != "code"
+                    or q.get("code_challenge_method") != "S256" or not q.get("redirect_uri", "").startswith("http://127.0.0.1:")):
+                return self.json(h, 400, {"error": "invalid_request"})
+            self.challenge = q["code_challenge"]
+            target = q["redirect_uri"] + "?code=" + USER_CODE + (f"&state={q['state']}" if q.get("state") else "")
+            return self.raw(h, 302, b"", "text/plain", {"Location": target})
+        if url.path == "/api/token" and method == "POST" and "grant_type=client_credentials" not in h.body:
+            form = {k: v[0] for k, v in parse_qs(h.body).items()}
+            self.grants.append(form.get("grant_type"))
+            if form.get("client_id") != CLIENT_ID or "Authorization" in h.headers:
+                return self.json(h, 400, {"error": "invalid_client"})
+            if form.get("grant_type") == "authorization_code":
+                import hashlib
+
+                verifier = form.get("code_verifier", "")
+                digest = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).decode().rstrip("=")
+                if form.get("code") != USER_CODE or (self.challenge and digest != self.challenge):
+                    return self.json(h, 400, {"error": "invalid_grant"})
+                return self.json(h, 200, {"access_token": USER_TOKEN, "token_type": "Bearer", "expires_in": 3600,
+                                          "refresh_token": REFRESH, "scope": "playlist-read-private playlist-read-collaborative"})
+            if form.get("grant_type") == "refresh_token" and form.get("refresh_token") == REFRESH:
+                return self.json(h, 200, {"access_token": USER_TOKEN, "token_type": "Bearer", "expires_in": 3600,
+                                          "scope": "playlist-read-private playlist-read-collaborative"})
+            return self.json(h, 400, {"error": "invalid_grant"})
         if url.path == "/api/token" and method == "POST":
             auth = h.headers.get("Authorization", "")
             ok = auth == "Basic " + base64.b64encode(f"{CLIENT_ID}:{SECRET}".encode()).decode()
@@ -74,7 +102,7 @@ class Api:
                 return self.json(h, 400, {"error": "invalid_client", "error_description": "Invalid client"})
             return self.json(h, 200, {"access_token": TOKEN, "token_type": "Bearer", "expires_in": 3600})
         if url.path.startswith("/v1/"):
-            if h.headers.get("Authorization") != f"Bearer {TOKEN}":
+            if h.headers.get("Authorization") not in (f"Bearer {TOKEN}", f"Bearer {USER_TOKEN}"):
                 return self.json(h, 401, {"error": {"status": 401, "message": "Invalid access token"}})
             # spotipy >= 2.26 asks /items (Spotify's new name), older ones /tracks
             kind = url.path.rsplit("/", 1)[-1]
@@ -100,6 +128,13 @@ class Api:
                     items.append({"added_at": "2026-03-01T00:00:00Z", "is_local": False, "item": t, "track": True})
                 return self.json(h, 200, {"href": "", "items": items, "limit": 100, "next": None, "offset": 0,
                                           "previous": None, "total": len(items)})
+            if url.path.startswith("/v1/playlists/ownplaylist000001/"):
+                # Development Mode: the signed-in owner gets the items; client credentials get 403
+                if h.headers.get("Authorization") != f"Bearer {USER_TOKEN}":
+                    return self.json(h, 403, {"error": {"status": 403, "message": "Forbidden"}})
+                t = json.loads(json.dumps(self.tracks[1]).replace("{base}", base))
+                return self.json(h, 200, {"href": "", "items": [{"item": t, "track": True}], "limit": 100,
+                                          "next": None, "offset": 0, "previous": None, "total": 1})
             if url.path.startswith("/v1/playlists/notmyplaylist0001/"):
                 return self.json(h, 403, {"error": {"status": 403, "message": "Forbidden"}})
             if url.path.startswith("/v1/playlists/emptyplaylist00001/"):
@@ -211,7 +246,7 @@ def api(monkeypatch):
             state.handle(self, "GET")
 
         def do_POST(self):
-            self.rfile.read(int(self.headers.get("Content-Length", 0) or 0))
+            self.body = self.rfile.read(int(self.headers.get("Content-Length", 0) or 0)).decode()
             state.handle(self, "POST")
 
         def log_message(self, *args):
@@ -349,3 +384,58 @@ def test_deezer_playlist_search(api, tmp_path, capsys):
                  ["deezer", "--search", "nothing at all", "--label", "x", "--out", str(tmp_path / "n")]):
         assert main(["collect", "-q", *args]) == 2
         assert len(capsys.readouterr().err.strip().splitlines()) == 1
+
+
+def test_spotify_login_pkce_end_to_end(api, tmp_path, monkeypatch, capsys):
+    """Sign in with BROWSER set to a script that follows the redirect; the login reads the
+    user's own playlist where client credentials get 403; refresh; logout."""
+    import os
+    import socket
+    import stat
+    import subprocess
+    import sys
+
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    monkeypatch.setenv("DANCEGENRE_CONFIG", str(tmp_path / "config"))
+    follow = tmp_path / "follow.py"
+    follow.write_text("import sys, urllib.request\nurllib.request.urlopen(sys.argv[1], timeout=20).read()\n")
+    monkeypatch.setenv("BROWSER", f"sh -c \"{sys.executable} {follow} '%s' >/dev/null 2>&1 &\"")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    monkeypatch.delenv("SPOTIPY_CLIENT_SECRET")  # PKCE: the client id alone
+    # before signing in, Development Mode answers 403 to client credentials: one line with the rule
+    done = subprocess.run([sys.executable, "-m", "dancegenre", "collect", "spotify", "login", "--port", str(port)],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    token = tmp_path / "config" / "spotify-login.json"
+    assert stat.S_IMODE(token.stat().st_mode) == 0o600 and api.grants == ["authorization_code"]
+    for secret in (USER_TOKEN, REFRESH, USER_CODE):
+        assert secret not in done.stdout + done.stderr
+    assert not list(work.iterdir())  # nothing in the working directory
+    assert main(["collect", "-q", "spotify", "ownplaylist000001", "--label", "techno", "--out", str(tmp_path / "d")]) == 0
+    assert pd.read_csv(tmp_path / "d" / "catalog.csv")["track_id"].tolist() == ["spTrack0001xx"]
+    # an expired access token is refreshed with the stored refresh token, and kept 0600
+    data = json.loads(token.read_text())
+    data["expires_at"] = 1
+    token.write_text(json.dumps(data))
+    assert main(["collect", "-q", "spotify", "ownplaylist000001", "--label", "techno", "--out", str(tmp_path / "d")]) == 0
+    assert api.grants[-1] == "refresh_token" and stat.S_IMODE(token.stat().st_mode) == 0o600
+    out = capsys.readouterr()
+    for secret in (USER_TOKEN, REFRESH):
+        assert secret not in out.out + out.err and secret not in all_text(tmp_path / "d")
+    assert main(["collect", "spotify", "logout"]) == 0 and not token.exists()
+    assert "signed out" in capsys.readouterr().out
+    # signed out, with no secret: one line, nothing collected
+    assert main(["collect", "-q", "spotify", "ownplaylist000001", "--label", "techno", "--out", str(tmp_path / "e")]) == 2
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1
+    # --no-browser: the URL is printed and the redirected URL read back (the user's own browser
+    # would show the sign-in page; here nobody does, so the server holds no challenge to check)
+    api.challenge = None
+    done = subprocess.run([sys.executable, "-m", "dancegenre", "collect", "spotify", "login", "--no-browser",
+                           "--port", str(port)], input=f"http://127.0.0.1:{port}/callback?code={USER_CODE}\n",
+                          capture_output=True, text=True, timeout=60, env={**os.environ, "BROWSER": "false"})
+    assert done.returncode == 0, done.stderr
+    assert "/authorize?" in done.stdout and "code_challenge=" in done.stdout and token.exists()

@@ -276,13 +276,18 @@ def _cmd_figure(args: argparse.Namespace) -> int:
 def add_collect_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("collect", help="tracks and 30-second previews from a Spotify or Deezer playlist, or a Deezer search")
     p.add_argument("service", choices=["spotify", "deezer"])
-    p.add_argument("playlist", nargs="?", default=None, help="playlist URL, URI or id")
+    p.add_argument("playlist", nargs="?", default=None,
+                   help="playlist URL, URI or id; for spotify also login (sign in as yourself) or logout")
     p.add_argument("--search", default=None,
                    help="deezer: collect from the playlists Deezer's playlist search finds for this text")
     p.add_argument("--max-tracks", type=positive_int, default=1500,
                    help="with --search: stop at this many distinct tracks (default %(default)s)")
-    p.add_argument("--label", required=True, help="genre of this playlist's tracks (a folder name)")
-    p.add_argument("--out", type=Path, required=True, help="data folder: OUT/catalog.csv, OUT/<label>/<id>.mp3")
+    p.add_argument("--label", default=None, help="genre of this playlist's tracks (a folder name)")
+    p.add_argument("--out", type=Path, default=None, help="data folder: OUT/catalog.csv, OUT/<label>/<id>.mp3")
+    p.add_argument("--port", type=positive_int, default=8888,
+                   help="login: the loopback redirect port, http://127.0.0.1:PORT/callback (default %(default)s)")
+    p.add_argument("--no-browser", action="store_true",
+                   help="login: print the sign-in URL and read the redirected URL pasted back")
     p.add_argument("--workers", type=positive_int, default=4, help="parallel downloads (default %(default)s)")
 
 
@@ -290,6 +295,19 @@ def add_collect_parser(sub: argparse._SubParsersAction) -> None:
 def _cmd_collect(args: argparse.Namespace) -> int:
     from dancegenre.collect import collect_deezer, collect_spotify
 
+    if args.service == "spotify" and args.playlist in ("login", "logout"):
+        from dancegenre.collect import login
+
+        if args.playlist == "logout":
+            print("signed out: the stored Spotify login is removed" if login.logout()
+                  else "no stored Spotify login")
+            return 0
+        path = login.login(port=args.port, open_browser=not args.no_browser)
+        print(f"signed in; the login is kept in {path} (readable by you only); "
+              "collect spotify now reads your own and collaborative playlists")
+        return 0
+    if not args.label or not args.out:
+        raise ConfigError("collect needs --label and --out")
     if args.service == "spotify":
         if args.search or not args.playlist:
             raise ConfigError("collect spotify takes a PLAYLIST (--search is for deezer)")

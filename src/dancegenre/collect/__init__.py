@@ -124,8 +124,14 @@ def collect_spotify(playlist: str, *, label: str, out: str | os.PathLike[str], w
     """A Spotify playlist into ``out/catalog.csv`` and ``out/<label>/<track_id>.mp3``."""
     label = _label(label)
     out = Path(out)
-    client_id, secret = credentials()
-    sp = Spotify(client_id, secret)
+    from dancegenre.collect.login import client_id as login_client_id
+    from dancegenre.collect.login import stored_login
+
+    if stored_login():  # signed in: the user's own and collaborative playlists, in any app mode
+        sp = Spotify(login_client_id(), None, user=True)
+    else:
+        client_id, secret = credentials()
+        sp = Spotify(client_id, secret)
     tracks = sp.playlist_items(playlist)
     if not tracks:
         raise CollectError("the Spotify playlist has no tracks")

@@ -1,4 +1,5 @@
-"""Spotify through spotipy: client-credentials auth, tokens kept in memory only."""
+"""Spotify through spotipy: the signed-in user's tokens (``login.py``) or the app's client
+credentials (kept in memory only)."""
 
 from __future__ import annotations
 
@@ -68,7 +69,9 @@ class Spotify:
     never on disk (spotipy's default .cache file), never in messages, never sent to any
     host but the API's."""
 
-    def __init__(self, client_id: str, client_secret: str) -> None:
+    def __init__(self, client_id: str, client_secret: str | None, *, user: bool = False) -> None:
+        """``user``: act as the signed-in user (``collect spotify login``'s tokens,
+        refreshed as needed) instead of the app's client credentials."""
         import spotipy
         from spotipy.cache_handler import MemoryCacheHandler
         from spotipy.oauth2 import SpotifyClientCredentials
@@ -84,7 +87,14 @@ class Spotify:
         # spotipy logs every HTTP error with its URL; our own one-line messages say enough
         logging.getLogger("spotipy").setLevel(logging.CRITICAL)
         self.api = api
-        self._auth = _Credentials(client_id, client_secret, cache_handler=MemoryCacheHandler(), requests_timeout=20)
+        self.user = user
+        if user:
+            from dancegenre.collect.login import auth_manager
+
+            self._auth = auth_manager(client_id, open_browser=False)
+        else:
+            self._auth = _Credentials(client_id, client_secret, cache_handler=MemoryCacheHandler(),
+                                      requests_timeout=20)
         self.client = spotipy.Spotify(auth_manager=self._auth, requests_timeout=20, retries=4, status_retries=4,
                                       backoff_factor=0.5)
         self.client.prefix = api
@@ -97,6 +107,9 @@ class Spotify:
         try:
             return fn(*args, **kwargs)
         except spotipy.oauth2.SpotifyOauthError:
+            if self.user:
+                raise CollectError("the stored Spotify login no longer works; sign in again: "
+                                   "dancegenre collect spotify login") from None
             raise CollectError("Spotify refused the credentials (SPOTIPY_CLIENT_ID / SPOTIPY_CLIENT_SECRET)") from None
         except spotipy.SpotifyException as exc:
             if exc.http_status == 404:
