@@ -363,7 +363,7 @@ def test_spotify_development_mode_shape_and_403(api, tmp_path, capsys):
     assert (catalog["popularity"] == "").all() and catalog.loc[catalog["track_id"] == "spTrack0003xx", "isrc"].item() == ""
     assert main(["collect", "-q", "spotify", "notmyplaylist0001", "--label", "techno", "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "owns or collaborates" in err[0] and "Deezer" in err[0]
+    assert len(err) == 1 and "owns or collaborates" in err[0] and "Deezer" in err[0] and "collect spotify login" in err[0]
 
 
 def test_deezer_playlist_search(api, tmp_path, capsys):

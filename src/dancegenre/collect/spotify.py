@@ -48,9 +48,9 @@ def parse_spotify_playlist(text: str) -> str:
 FORBIDDEN_PLAYLIST = (
     "Spotify answered 403 for this playlist: since February 2026 (new apps) and March 2026 (every app in "
     "Development Mode) an app may read the items only of playlists the signed-in user owns or collaborates "
-    "on, and client credentials have no user. Ways out: copy the playlist into your own account (Spotify "
-    "app: select all, 'Add to playlist') and collect that with an Extended Quota app, or collect the genre "
-    "from Deezer (dancegenre collect deezer PLAYLIST)")
+    "on, and client credentials have no user. Ways out: sign in (dancegenre collect spotify login) for your "
+    "own and collaborative playlists; copy this playlist into your account (Spotify app: select all, 'Add "
+    "to playlist'); or collect the genre from Deezer (dancegenre collect deezer PLAYLIST or --search TEXT)")
 
 
 def _entry_track(entry: Any) -> dict[str, Any] | None:
