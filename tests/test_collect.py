@@ -405,8 +405,11 @@ def test_spotify_login_pkce_end_to_end(api, tmp_path, monkeypatch, capsys):
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    monkeypatch.delenv("SPOTIPY_CLIENT_SECRET")  # PKCE: the client id alone
     # before signing in, Development Mode answers 403 to client credentials: one line with the rule
+    assert main(["collect", "-q", "spotify", "ownplaylist000001", "--label", "techno", "--out", str(tmp_path / "d")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "collect spotify login" in err[0] and SECRET not in err[0]
+    monkeypatch.delenv("SPOTIPY_CLIENT_SECRET")  # PKCE: the client id alone
     done = subprocess.run([sys.executable, "-m", "dancegenre", "collect", "spotify", "login", "--port", str(port)],
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
