@@ -31,6 +31,8 @@ def _activation(name: str) -> nn.Module:
 class BandNorm(nn.Module):
     """(B, n_mels, T) -> (B, n_mels, T): subtract each band's mean, divide by its std."""
 
+    MIN_STD = 1e-3  # dB: a constant band is not blown up
+
     def __init__(self, n_mels: int) -> None:
         super().__init__()
         self.register_buffer("mean", torch.zeros(n_mels))
@@ -38,7 +40,7 @@ class BandNorm(nn.Module):
 
     def set_stats(self, mean: torch.Tensor, std: torch.Tensor) -> None:
         self.mean.copy_(mean)
-        self.std.copy_(std.clamp_min(1e-3))
+        self.std.copy_(std.clamp_min(self.MIN_STD))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return (x - self.mean[:, None]) / self.std[:, None]
