@@ -163,6 +163,34 @@ def test_embed_and_tag_refuse_hostile_outputs(weights_cache, corpus, tmp_path, c
     assert "neither a pretrained model" in capsys.readouterr().err
 
 
+def test_tag_bad_file_and_bad_options_are_one_line(weights_cache, corpus, musicnn_store, tmp_path, capsys):
+    audio = sorted((corpus / "techno").glob("*.flac"))[0]
+    bad = tmp_path / "bad.mp3"
+    bad.write_bytes(b"not audio" * 100)
+    before = bad.read_bytes()
+    assert main(["tag", "-q", str(audio), str(bad), "--out", str(tmp_path / "t.csv")]) == 0  # the batch goes on
+    table = pd.read_csv(tmp_path / "t.csv", dtype={"error": str}, keep_default_na=False)
+    assert table["error"].iloc[0] == "" and "not a readable audio file" in table["error"].iloc[1]
+    assert main(["tag", "-q", str(bad)]) == 1 and bad.read_bytes() == before
+    for args in (["train", "-q", str(musicnn_store), "--model", "musicnn-msd", "--out", str(tmp_path / "r"),
+                  "--finetune", "9"],
+                 ["prepare", "-q", str(corpus), str(tmp_path / "s"), "--frontend", "nope"]):
+        with pytest.raises(SystemExit) if "nope" in args else _no_raise():
+            code = main(args)
+            assert code == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert err and "Traceback" not in "\n".join(err)
+    assert not (tmp_path / "r").exists() and not (tmp_path / "s").exists()
+
+
+class _no_raise:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
 def test_tag_files_and_timeline(weights_cache, corpus, tmp_path, capsys):
     files = sorted((corpus / "techno").glob("*.flac"))[:2]
     timeline = tmp_path / "tags.jsonl"

@@ -218,6 +218,8 @@ def fit(
     if needs and not store.config.same_frontend(FeatureConfig.preset(needs)):
         raise ConfigError(f"{model_cfg.name} takes the {needs} front end, but {store_path} was prepared with "
                           f"the {store.config.frontend or 'a custom'} one; prepare it again with --frontend {needs}")
+    torch.manual_seed(config.seed)
+    net = build_model(model_cfg)  # a bad model setting is refused before the run folder exists
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
     labels, items = _select_labels(store, config.labels)
@@ -246,9 +248,7 @@ def fit(
             table.loc[table.index[pos], "side"] = s
         table.to_csv(out / "split.csv", index=False)
 
-    # ---- model, normalisation, optimiser
-    torch.manual_seed(config.seed)
-    net = build_model(model_cfg)
+    # ---- normalisation, optimiser (the model was built before anything was written)
     label_of = store.index["label"].map({lab: i for i, lab in enumerate(labels)}).fillna(-1).astype(int).to_numpy()
     if payload is None:
         mean, std = band_statistics(store.segments, rows["train"])
