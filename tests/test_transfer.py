@@ -152,7 +152,7 @@ def test_embed_and_tag_refuse_hostile_outputs(weights_cache, corpus, tmp_path, c
     audio = sorted((corpus / "edm").glob("*.flac"))[0]
     csv_victim = audio.with_suffix(".csv")
     assert main(["embed", "-q", str(audio), "--out", str(audio)]) == 2
-    assert "--out must end in .npy" in capsys.readouterr().err
+    assert "must end in .npy or .parquet" in capsys.readouterr().err
     for args in (["embed", "-q", str(victim.with_suffix(".npy")), "--out", str(victim)],
                  ["tag", "-q", str(audio), "--out", str(audio)]):
         assert main(args) == 2

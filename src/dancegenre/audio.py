@@ -10,7 +10,10 @@ PyAV.  soxr resamples.
 from __future__ import annotations
 
 import os
+import sys
+import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +27,13 @@ AUDIO_EXTENSIONS = (".mp3", ".wav", ".flac", ".ogg", ".oga", ".opus", ".aif", ".
                     # through PyAV (FFmpeg): what DJs' and listeners' libraries hold besides
                     ".m4a", ".mp4", ".aac", ".alac", ".m4b", ".wma", ".webm", ".mka")
 DEFAULT_BLOCK_SECONDS = 30.0  # decode this much at a time: ~5 MB of float32 stereo
+# Whatever the rate and channel count, a block holds at most this many samples, before
+# and after resampling (16 MB of float32): a header claiming 1 Hz or 10,000 channels
+# cannot make a block of gigabytes.
+MAX_BLOCK_SAMPLES = 1 << 22
+MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 4_000, 768_000  # Hz: below, no music; above, no format
+_STDERR_QUIET = False  # True in pool workers, whose fd 2 is already /dev/null
+_FD2_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -64,10 +74,61 @@ class _Unreadable(Exception):
         self.reason = reason
 
 
-def _open(path: str | os.PathLike[str]) -> sf.SoundFile:
+@contextmanager
+def quiet_decoder() -> Iterator[None]:
+    """Silence fd 2 while libsndfile runs: its libmpg123 prints notes on every corrupt
+    mp3 frame straight to the process's stderr, between our own one-line messages.
+
+    A corrupt frame that still decodes is used (as every player does); one that does
+    not ends the file with an AudioDecodeError.  A lock keeps threads from swapping fd 2
+    under each other."""
+    if _STDERR_QUIET:
+        yield
+        return
+    with _FD2_LOCK:
+        try:
+            sys.stderr.flush()
+            saved = os.dup(2)
+        except (OSError, ValueError):  # no fd 2 at all
+            yield
+            return
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 2)
+        os.close(devnull)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
+class _SFFile:
+    """A ``soundfile.SoundFile`` whose C calls run with :func:`quiet_decoder`."""
+
+    def __init__(self, path: Path) -> None:
+        with quiet_decoder():
+            self._f = sf.SoundFile(str(path))
+        self.samplerate, self.channels, self.frames = self._f.samplerate, self._f.channels, self._f.frames
+        self.format = self._f.format
+
+    def read(self, n: int, dtype: str = "float32", always_2d: bool = True) -> np.ndarray:
+        with quiet_decoder():
+            return self._f.read(n, dtype=dtype, always_2d=always_2d)
+
+    def close(self) -> None:
+        self._f.close()
+
+    def __enter__(self) -> _SFFile:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+
+def _open(path: str | os.PathLike[str]) -> _SFFile:
     p = _check_file(path)
     try:
-        return sf.SoundFile(str(p))
+        return _SFFile(p)
     except (sf.LibsndfileError, RuntimeError, OSError) as exc:
         raise _Unreadable(_short(exc)) from None
 
@@ -140,18 +201,34 @@ class _AVFile:
         self.close()
 
 
-def open_audio(path: str | os.PathLike[str]) -> sf.SoundFile | _AVFile:
+def open_audio(path: str | os.PathLike[str]) -> _SFFile | _AVFile:
     """The file opened by libsndfile, or by PyAV where libsndfile cannot read it.
 
     Raises
     ------
     AudioDecodeError
-        The file is missing, unreadable, empty, or neither decoder reads it.
+        The file is missing, unreadable, empty, neither decoder reads it, or its header
+        gives a sample rate outside 4 kHz-768 kHz or no channels.
     """
     try:
-        return _open(path)
+        f: _SFFile | _AVFile = _open(path)
     except _Unreadable as exc:
-        return _AVFile(Path(path), exc.reason)
+        f = _AVFile(Path(path), exc.reason)
+    if not MIN_SAMPLE_RATE <= int(f.samplerate) <= MAX_SAMPLE_RATE or int(f.channels) < 1:
+        f.close()
+        raise AudioDecodeError(f"the header gives {int(f.samplerate)} Hz and {int(f.channels)} channel(s); "
+                               f"audio needs {MIN_SAMPLE_RATE:,}-{MAX_SAMPLE_RATE:,} Hz and at least one channel: "
+                               f"{path}")
+    return f
+
+
+def block_frames(native: int, sr: int, channels: int, block_seconds: float) -> int:
+    """Frames of ``native`` Hz audio per block: ``block_seconds`` of it, but never more
+    than :data:`MAX_BLOCK_SAMPLES` samples over all channels, nor after resampling to
+    ``sr``."""
+    frames = int(block_seconds * native)
+    frames = min(frames, MAX_BLOCK_SAMPLES // max(channels, 1), int(MAX_BLOCK_SAMPLES * native / sr))
+    return max(1024, frames)
 
 
 def _short(exc: BaseException) -> str:
@@ -212,7 +289,7 @@ def stream_mono(
     """
     with open_audio(path) as f:
         native = int(f.samplerate)
-        block = max(1024, int(block_seconds * native))
+        block = block_frames(native, sr, int(f.channels), block_seconds)
         resampler = None if native == sr else soxr.ResampleStream(
             native, sr, 1, dtype="float32", quality=quality
         )
@@ -246,6 +323,8 @@ def stream_array(
     ``y`` has shape (n,) or (n, channels) (soundfile's layout) or (channels, n) when
     channels <= 8 < n (librosa's layout); it is downmixed and resampled in blocks.
     """
+    if not MIN_SAMPLE_RATE <= int(sr_in) <= MAX_SAMPLE_RATE:
+        raise AudioDecodeError(f"sample rate {sr_in} Hz is outside {MIN_SAMPLE_RATE:,}-{MAX_SAMPLE_RATE:,} Hz")
     y = np.asarray(y, dtype=np.float32)
     if y.ndim == 2 and y.shape[0] <= 8 < y.shape[1]:
         y = y.T
@@ -254,7 +333,7 @@ def stream_array(
     if not np.all(np.isfinite(y)):
         raise AudioDecodeError("the waveform holds NaN or infinite samples")
     mono = downmix(y if y.ndim == 2 else y[:, None])
-    block = max(1024, int(block_seconds * sr_in))
+    block = block_frames(sr_in, sr, 1, block_seconds)
     resampler = None if sr_in == sr else soxr.ResampleStream(sr_in, sr, 1, dtype="float32", quality=quality)
     for start in range(0, len(mono), block):
         chunk = mono[start : start + block]

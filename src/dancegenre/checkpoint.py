@@ -17,8 +17,9 @@ import torch
 
 from dancegenre import __version__
 from dancegenre.config import FeatureConfig, ModelConfig, TrainConfig
-from dancegenre.errors import CheckpointError, DanceGenreError
+from dancegenre.errors import CheckpointError, DanceGenreError, LabelError
 from dancegenre.models import Network, build_model
+from dancegenre.safety import check_labels
 
 FORMAT = "dancegenre-checkpoint"
 VERSION = 1
@@ -81,17 +82,31 @@ def read_payload(path: str | os.PathLike[str]) -> dict[str, Any]:
 def load_checkpoint(path: str | os.PathLike[str], *, device: str | torch.device = "cpu") -> Checkpoint:
     """Rebuild the model and configs from ``path`` (a ``.pt`` file or a run folder)."""
     payload = read_payload(path)
+    where = f"checkpoint {payload['path']}"
+    missing = [k for k in ("model_config", "feature_config", "train_config", "labels", "state_dict")
+               if not isinstance(payload.get(k), dict if k != "labels" else list)]
+    if missing:
+        raise CheckpointError(f"{where} lacks {', '.join(missing)} (or holds the wrong type); it cannot be used")
     try:
         model_config = ModelConfig.from_dict(payload["model_config"])
+        feature_config = FeatureConfig.from_dict(payload["feature_config"])
+        train_config = TrainConfig.from_dict(payload["train_config"])
+        labels = check_labels(payload["labels"], where)
+        if len(labels) != model_config.n_classes or len(set(labels)) != len(labels):
+            raise CheckpointError(f"{where} names {len(labels)} label(s) ({len(set(labels))} distinct) for a "
+                                  f"head of {model_config.n_classes} classes; it cannot be used")
         model = build_model(model_config)
         model.load_state_dict(payload["state_dict"])
-    except (DanceGenreError, KeyError, RuntimeError) as exc:
-        raise CheckpointError(f"checkpoint {payload['path']} does not rebuild: {exc}") from None
+    except CheckpointError:
+        raise
+    except LabelError as exc:
+        raise CheckpointError(str(exc)) from None
+    except (DanceGenreError, KeyError, TypeError, ValueError, RuntimeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"{where} does not rebuild: {first[:200]}") from None
+    split = payload.get("split") if isinstance(payload.get("split"), dict) else {}
+    extra = payload.get("extra") if isinstance(payload.get("extra"), dict) else {}
     model.to(device).eval()
-    return Checkpoint(
-        model=model, model_config=model_config,
-        feature_config=FeatureConfig.from_dict(payload["feature_config"]),
-        train_config=TrainConfig.from_dict(payload["train_config"]),
-        labels=list(payload["labels"]), split=payload["split"], extra=payload.get("extra", {}),
-        path=Path(payload["path"]),
-    )
+    return Checkpoint(model=model, model_config=model_config, feature_config=feature_config,
+                      train_config=train_config, labels=labels, split=split, extra=extra,
+                      path=Path(payload["path"]))

@@ -187,8 +187,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     except DanceGenreError as exc:
         from dancegenre.errors import Interrupted
 
-        print(f"dancegenre {args.command}: error: {exc}", file=sys.stderr)
+        print(f"dancegenre {args.command}: error: {one_line(str(exc))}", file=sys.stderr)
         return EXIT_INTERRUPTED if isinstance(exc, Interrupted) else EXIT_USAGE
+    except OSError as exc:
+        # The file system said no (permission, disk full, a file where a folder should
+        # be): the user's environment, not a bug.  One line, as for any input error.
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"dancegenre {args.command}: error: {exc.strerror or type(exc).__name__}{where}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+def one_line(text: str) -> str:
+    """``text`` on one line: a message may quote input that holds line breaks."""
+    return " ".join(text.split("\n")).replace("\r", " ")
 
 
 __all__ = ["command", "main"]

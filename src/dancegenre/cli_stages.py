@@ -150,25 +150,36 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
     from dancegenre.predict import Classifier, expand_paths, results_table, sort_into, timeline_table
 
-    if args.out is not None and args.out.suffix not in (".csv", ".jsonl"):
-        from dancegenre.errors import ConfigError
+    from dancegenre.safety import Inputs, check_distinct, check_output_file, check_target_folder
 
-        raise ConfigError("--out must end in .csv or .jsonl")
+    for what, path, suffixes in (("--out", args.out, (".csv", ".jsonl")), ("--timeline", args.timeline, (".csv",))):
+        if path is not None:
+            check_output_file(path, suffixes=suffixes, what=what)
+    check_distinct({"--out": args.out, "--timeline": args.timeline})
+    if args.sort_into is not None:
+        check_target_folder(args.sort_into, what="--sort-into")
     clf = Classifier.load(args.checkpoint, device=args.device)
-    paths = expand_paths(args.paths)
+    paths = expand_paths(args.paths, exclude=[args.sort_into] if args.sort_into is not None else [])
+    inputs = Inputs([*paths, clf.checkpoint.path])
+    for what, path in (("--out", args.out), ("--timeline", args.timeline)):
+        if path is not None:
+            check_output_file(path, inputs=inputs, what=what)
     from tqdm import tqdm
 
     preds = list(tqdm(clf.predict_many(paths, workers=args.workers, scheduler=args.scheduler), total=len(paths), desc="predict",
                       unit="file", disable=args.quiet))
     table = results_table(preds, clf.labels)
+    from dancegenre.safety import atomic_write
+
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        if args.out.suffix == ".csv":
-            table.to_csv(args.out, index=False)
+        if args.out.suffix.lower() == ".csv":
+            atomic_write(args.out, table.to_csv(index=False))
         else:
-            args.out.write_text("".join(json.dumps(p.to_dict()) + "\n" for p in preds))
+            atomic_write(args.out, "".join(json.dumps(p.to_dict()) + "\n" for p in preds))
     if args.timeline is not None:
-        timeline_table(preds).to_csv(args.timeline, index=False)
+        args.timeline.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(args.timeline, timeline_table(preds).to_csv(index=False))
     if not args.quiet or args.out is None:
         show = table[["path", "genre", "confidence", "segments", "error"]].copy()
         show["path"] = show["path"].map(lambda s: s if len(s) < 60 else "..." + s[-57:])

@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import time
 from dataclasses import asdict, dataclass
@@ -41,6 +42,7 @@ from dancegenre.errors import (
     StoreError,
 )
 from dancegenre.features import LogMelStream, iter_segments
+from dancegenre.safety import atomic_write, check_label, check_labels, claim_folder
 from dancegenre.scheduler import parallel_map
 
 GROUP_COLUMNS = ("track_id", "artist", "artist_id", "album_id")  # recognised grouping columns
@@ -74,7 +76,7 @@ def list_items(source: str | os.PathLike[str]) -> tuple[pd.DataFrame, list[str]]
             for f in sorted(label_dir.rglob("*")):
                 if f.is_file() and not any(part.startswith(".") for part in f.relative_to(src).parts):
                     rows.append({"item": f.relative_to(src).as_posix(), "path": str(f.resolve()),
-                                 "label": label_dir.name})
+                                 "label": check_label(label_dir.name, f"folder {src}")})
         if not rows:
             raise EmptyInputError(
                 f"no files in {src}: expected one sub-folder per genre, e.g. {src}/techno/x.mp3"
@@ -82,7 +84,14 @@ def list_items(source: str | os.PathLike[str]) -> tuple[pd.DataFrame, list[str]]
         return pd.DataFrame(rows), []
     try:
         table = pd.read_csv(src, dtype=str, keep_default_na=False)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+    except pd.errors.ParserError as exc:
+        fields = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", str(exc))
+        if fields:
+            want, line, got = fields.groups()
+            raise CatalogError(f"catalog {src} line {line} has {got} fields where its header has {want}; "
+                               "put a value that holds a comma in double quotes") from None
+        raise CatalogError(f"cannot read catalog {src}: {str(exc).splitlines()[0]}") from None
+    except (pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise CatalogError(f"cannot read catalog {src}: {str(exc).splitlines()[0]}") from None
     missing = [c for c in ("path", "label") if c not in table.columns]
     if missing:
@@ -95,8 +104,16 @@ def list_items(source: str | os.PathLike[str]) -> tuple[pd.DataFrame, list[str]]
     if (table["label"].str.strip() == "").any():
         bad = int((table["label"].str.strip() == "").sum())
         raise CatalogError(f"catalog {src}: {bad} row(s) have an empty label")
+    check_labels(table["label"].unique(), f"catalog {src}")
     base = src.resolve().parent
-    table = table.drop_duplicates("path").reset_index(drop=True)
+    table = table.assign(_real=[os.path.realpath(p if Path(p).is_absolute() else base / p) for p in table["path"]])
+    twice = table.groupby("_real")["label"].nunique()
+    if (twice > 1).any():
+        real = twice[twice > 1].index[0]
+        labels = sorted(table.loc[table["_real"] == real, "label"].unique())
+        raise CatalogError(f"catalog {src} lists {real} under {len(labels)} labels ({', '.join(labels)}); "
+                           "give each file one label")
+    table = table.drop_duplicates("_real").drop(columns="_real").reset_index(drop=True)
     paths = [str(p if Path(p).is_absolute() else (base / p)) for p in table["path"]]
     items = pd.DataFrame({"item": table["path"].tolist(), "path": paths, "label": table["label"].tolist()})
     extra = [c for c in table.columns if c not in ("path", "label")]
@@ -166,7 +183,7 @@ def prepare_shard(items: list[tuple[str, str]], pending: str, config: FeatureCon
                 offset += len(segments)
             metas.append(meta)
     os.replace(part, folder / f"{name}.f16")
-    _atomic_write(folder / f"{name}.json", json.dumps({"shard": name, "items": metas}))
+    atomic_write(folder / f"{name}.json", json.dumps({"shard": name, "items": metas}))
     return {"shard": name, "items": metas}
 
 
@@ -238,12 +255,9 @@ def prepare(
     config = config or FeatureConfig()
     t0 = time.perf_counter()
     items, groups = list_items(source)
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise StoreError(f"output exists and is not a folder: {out}")
-    if Path(source).resolve() == out.resolve():
-        raise StoreError("the output folder must differ from the input")
-    out.mkdir(parents=True, exist_ok=True)
+    # A store inside an input folder would be read as a genre folder on the next run.
+    out = claim_folder(out, "store", legacy=("store.json",), what="store folder",
+                       inputs=[source] if Path(source).is_dir() else [])
     _check_config(out, config)
     pending = out / "pending"
     pending.mkdir(exist_ok=True)
@@ -273,7 +287,7 @@ def prepare(
     summary.prepared = sum(1 for m in results.values() if "error" not in m)
     summary.reused = reused
     summary.seconds = round(time.perf_counter() - t0, 3)
-    (out / "summary.json").write_text(json.dumps(summary.to_dict(), indent=2))
+    atomic_write(out / "summary.json", json.dumps(summary.to_dict(), indent=2))
     if summary.segments == 0:
         raise EmptyInputError(
             f"none of the {len(items)} file(s) could be prepared; reasons in {out / 'failures.csv'}"
@@ -294,7 +308,7 @@ def _check_config(out: Path, config: FeatureConfig) -> None:
                 "choose a new output folder (or delete that one)"
             )
     else:
-        _atomic_write(path, json.dumps(config.to_dict(), indent=2))
+        atomic_write(path, json.dumps(config.to_dict(), indent=2))
 
 
 def _previous_items(out: Path) -> dict[str, dict[str, Any]]:
@@ -391,9 +405,9 @@ def _finalize(out: Path, items: pd.DataFrame, groups: list[str], config: Feature
                   "label": items.at[i, "label"], **f} for i, f in sorted(failures.items())]
     fail_table = pd.DataFrame(fail_rows, columns=["item", "path", "label", "error", "reason"])
     os.replace(tmp, out / "segments.npy")
-    _atomic_write(out / "index.csv", index.to_csv(index=False))
-    _atomic_write(out / "items.csv", items_table.to_csv(index=False))
-    _atomic_write(out / "failures.csv", fail_table.to_csv(index=False))
+    atomic_write(out / "index.csv", index.to_csv(index=False))
+    atomic_write(out / "items.csv", items_table.to_csv(index=False))
+    atomic_write(out / "failures.csv", fail_table.to_csv(index=False))
     st = os.stat(out / "segments.npy")
     labels = items_table["label"].value_counts().sort_index().to_dict() if len(items_table) else {}
     manifest = {
@@ -403,17 +417,11 @@ def _finalize(out: Path, items: pd.DataFrame, groups: list[str], config: Feature
         "segments_size": st.st_size, "segments_mtime_ns": st.st_mtime_ns,
     }
     # store.json is the commit point: written last, it vouches for the files above.
-    _atomic_write(out / "store.json", json.dumps(manifest, indent=2))
+    atomic_write(out / "store.json", json.dumps(manifest, indent=2))
     shutil.rmtree(out / "pending", ignore_errors=True)
     return PrepareSummary(out=str(out), items=len(items), prepared=0, reused=0,
                           skipped=len(fail_table), segments=total, seconds=0.0,
                           labels={str(k): int(v) for k, v in labels.items()})
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.part")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 class SegmentStore:
@@ -464,7 +472,8 @@ class SegmentStore:
         for g in self.group_columns:
             self.index[g] = self.index[g].astype(str)
             self.items[g] = self.items[g].astype(str)
-        self.labels: list[str] = sorted(self.items["label"].unique().tolist())
+        self.labels: list[str] = check_labels(sorted(self.items["label"].astype(str).unique().tolist()),
+                                              f"store {self.path}")
 
     def __len__(self) -> int:
         return len(self.segments)

@@ -30,8 +30,9 @@ def run_demo(out: str | os.PathLike[str] = "demo-out", *, per_genre: int = 40, e
 
     A rerun reuses the corpus and the store, and trains a fresh run.
     """
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    from dancegenre.safety import claim_folder, is_ours
+
+    out = claim_folder(out, "demo", legacy=("report.html",), what="demo folder")
     t0 = time.perf_counter()
     log(f"1/6 synthesising {per_genre} techno and {per_genre} EDM clips ({fmt}) and "
         f"{heldout_per_genre} held-back clips per genre")
@@ -42,7 +43,8 @@ def run_demo(out: str | os.PathLike[str] = "demo-out", *, per_genre: int = 40, e
     summary = prepare(catalog, out / "store", progress=progress)
     log("3/6 training cnn1d (split by artist)")
     run = out / "run"
-    shutil.rmtree(run, ignore_errors=True)
+    if is_ours(run, "run") or (run / "results.json").exists():  # only a run an earlier demo made
+        shutil.rmtree(run)
     result = fit(out / "store", out=run, model="cnn1d", config=TrainConfig(epochs=epochs, patience=4, seed=seed),
                  progress=progress, log=log)
     log("4/6 evaluating on the run's test split")

@@ -203,7 +203,6 @@ def describe_files(source: str | os.PathLike[str], out: str | os.PathLike[str], 
     Returns (table, failures) as DataFrames.
     """
     import json
-    import shutil
     from pathlib import Path
 
     import pandas as pd
@@ -219,10 +218,24 @@ def describe_files(source: str | os.PathLike[str], out: str | os.PathLike[str], 
                                                       "n_segments", "offset") if c in store.items.columns])
     else:
         items, _ = list_items(src)
+    from dancegenre.errors import OutputError
+    from dancegenre.safety import MARKER, Inputs, atomic_write, check_output_file, claim_folder, remove_ours
+
     out = Path(out)
+    failures_path = out.with_name(out.stem + ".failures.csv")
+    inputs = Inputs([src, *(src.glob("*.csv") if src.is_dir() else []), *items["path"]])
+    check_output_file(out, inputs=inputs, suffixes=(".csv",))
+    check_output_file(failures_path, inputs=inputs, what="the failures file")
+    if out.exists():
+        try:
+            header = pd.read_csv(out, nrows=0).columns
+        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError):
+            header = []
+        if "cache_key" not in header:
+            raise OutputError(f"--out {out} exists and is not a features table made by dancegenre; "
+                              "choose another name")
     out.parent.mkdir(parents=True, exist_ok=True)
-    pending = out.with_name(out.name + ".pending")
-    pending.mkdir(exist_ok=True)
+    pending = claim_folder(out.with_name(out.name + ".pending"), "features-journal", what="journal folder")
     config = FeatureConfig(sample_rate=SR)  # keys change when the file does
     keys, failures = [], {}
     for i, path in enumerate(items["path"]):
@@ -267,11 +280,9 @@ def describe_files(source: str | os.PathLike[str], out: str | os.PathLike[str], 
     table = pd.DataFrame(rows)
     fail = pd.DataFrame([{"item": items.at[i, "item"], "path": items.at[i, "path"], **f} for i, f in sorted(failures.items())],
                         columns=["item", "path", "error", "reason"])
-    tmp = out.with_name(f".{out.name}.part")
-    table.to_csv(tmp, index=False)
-    os.replace(tmp, out)
-    fail.to_csv(out.with_name(out.stem + ".failures.csv"), index=False)
-    shutil.rmtree(pending, ignore_errors=True)
+    atomic_write(out, table.to_csv(index=False))
+    atomic_write(failures_path, fail.to_csv(index=False))
+    remove_ours(pending, ["rows.jsonl", MARKER])  # only what this job wrote
     if table.empty:
         raise EmptyInputError(f"no file of {source} could be described; reasons in {out.stem}.failures.csv")
     return table, fail

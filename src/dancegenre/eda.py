@@ -125,10 +125,11 @@ def histogram_grid(table: pd.DataFrame, columns: list[str], label_column: str, p
 def run_eda(paths: list[str | os.PathLike[str]], out: str | os.PathLike[str], *, label_column: str = "label",
             max_plots: int = 40) -> pd.DataFrame:
     """Statistics, histograms and one HTML page for the tables at ``paths`` into ``out``."""
+    from dancegenre.safety import claim_folder
+
     table = load_tables(paths, label_column)
     stats_table = column_statistics(table, label_column)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = claim_folder(out, "eda", legacy=("statistics.csv",), inputs=paths, what="report folder")
     stats_table.to_csv(out / "statistics.csv", index=False)
     shown = stats_table["column"].tolist()[:max_plots]
     histogram_grid(table, shown, label_column, out / "histograms.png")

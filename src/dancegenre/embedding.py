@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 from pathlib import Path
 from typing import Any, Callable
 
@@ -231,23 +230,22 @@ def embed_files(inputs: list[str | os.PathLike[str]], out: str | os.PathLike[str
 
     Raises
     ------
-    ConfigError : ``out`` has another suffix, or is one of the inputs.
+    OutputError : ``out`` has another suffix, or is one of the inputs.
     EmptyInputError : nothing to embed, or no file could be embedded.
     """
     from dancegenre.dataset import item_key
     from dancegenre.errors import AudioDecodeError, ConfigError, EmptyInputError
     from dancegenre.predict import decode_many
 
-    out = Path(out)
-    if out.suffix.lower() not in (".npy", ".parquet"):
-        raise ConfigError(f"--out must end in .npy or .parquet, not {out.name!r}")
+    from dancegenre.safety import MARKER, Inputs, check_output_file, claim_folder, remove_ours
+
+    out = check_output_file(out, suffixes=(".npy", ".parquet"))
     table_path = out.with_suffix(".csv") if out.suffix.lower() == ".npy" else out
     failures_path = out.with_name(out.stem + ".failures.csv")
     sources = list_sources(inputs)
-    given = {Path(i).resolve() for i in inputs} | {Path(p).resolve() for p in sources["path"]}
-    for target in (out, table_path, failures_path):
-        if target.resolve() in given:
-            raise ConfigError(f"--out would overwrite an input: {target}")
+    given = Inputs([*inputs, *sources["path"]])
+    for target, what in ((out, "--out"), (table_path, "the table beside --out"), (failures_path, "the failures file")):
+        check_output_file(target, inputs=given, what=what)
     if out.suffix.lower() == ".parquet":
         try:
             import pyarrow  # noqa: F401
@@ -258,8 +256,7 @@ def embed_files(inputs: list[str | os.PathLike[str]], out: str | os.PathLike[str
 
     # ---- the journal of an interrupted run: rows.jsonl + vectors.f32, appended per file
     out.parent.mkdir(parents=True, exist_ok=True)
-    pending = out.with_name(out.name + ".pending")
-    pending.mkdir(exist_ok=True)
+    pending = claim_folder(out.with_name(out.name + ".pending"), "embed-journal", what="journal folder")
     journal, blob = pending / "rows.jsonl", pending / "vectors.f32"
     done: dict[str, dict[str, Any]] = {}
     dim = None
@@ -366,7 +363,7 @@ def embed_files(inputs: list[str | os.PathLike[str]], out: str | os.PathLike[str
         part = out.with_name(f".{out.name}.part")
         full.to_parquet(part, index=False)
         os.replace(part, out)
-    shutil.rmtree(pending, ignore_errors=True)  # ours: the journal of this job
+    remove_ours(pending, [journal.name, blob.name, MARKER])  # only what this job wrote
     log(f"{len(table)} vectors of {vectors.shape[1]} values ({embedder.name}"
         + (f", {layer}" if embedder.kind == "pretrained" else ", penultimate layer") + f") in {out}"
         + (f" and {table_path}" if table_path != out else "")
@@ -392,11 +389,17 @@ def tag_files(inputs: list[str | os.PathLike[str]], *, model: str = "musicnn-msd
 
     if model not in PRETRAINED:
         raise ConfigError(f"--model must be one of {', '.join(PRETRAINED)} (the tags are theirs), not {model!r}")
+    from dancegenre.safety import Inputs, atomic_write, check_distinct, check_output_file
+
+    for target, what, suffixes in ((out, "--out", (".csv",)), (timeline, "--timeline", (".jsonl", ".json"))):
+        if target is not None:
+            check_output_file(target, suffixes=suffixes, what=what)
+    check_distinct({"--out": Path(out) if out else None, "--timeline": Path(timeline) if timeline else None})
     sources = list_sources(inputs)
-    given = {Path(p).resolve() for p in sources["path"]}
-    for target in (out, timeline):
-        if target is not None and Path(target).resolve() in given:
-            raise ConfigError(f"output would overwrite an input: {target}")
+    given = Inputs([*inputs, *sources["path"]])
+    for target, what in ((out, "--out"), (timeline, "--timeline")):
+        if target is not None:
+            check_output_file(target, inputs=given, what=what)
     embedder = Embedder.load(model, log=log)
     cfg = embedder.config
     rows, lines = [], []
@@ -431,14 +434,11 @@ def tag_files(inputs: list[str | os.PathLike[str]], *, model: str = "musicnn-msd
     table = pd.DataFrame(rows)
     ranked = [c for r in range(1, top + 1) for c in (f"tag{r}", f"p{r}") if c in table.columns]
     table = table[["path", *ranked, "patches", "error"]]
-    for target, write in ((out, lambda p: table.to_csv(p, index=False)),
-                          (timeline, lambda p: Path(p).write_text("\n".join(lines) + ("\n" if lines else "")))):
+    for target, text in ((out, lambda: table.to_csv(index=False)),
+                         (timeline, lambda: "\n".join(lines) + ("\n" if lines else ""))):
         if target is not None:
-            target = Path(target)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            part = target.with_name(f".{target.name}.part")
-            write(part)
-            os.replace(part, target)
+            Path(target).parent.mkdir(parents=True, exist_ok=True)
+            atomic_write(target, text())
     return table
 
 

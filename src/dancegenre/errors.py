@@ -44,3 +44,12 @@ class CheckpointError(DanceGenreError):
 
 class Interrupted(DanceGenreError):
     """The user stopped a job (Ctrl-C); what was finished is kept for the next run."""
+
+
+class OutputError(DanceGenreError):
+    """An output would replace an input, land among someone else's files, or cannot be
+    written where it was asked for."""
+
+
+class LabelError(DanceGenreError):
+    """A label (genre name) that could act as a path or markup, or is otherwise unusable."""

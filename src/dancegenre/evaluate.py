@@ -86,6 +86,10 @@ def evaluate(checkpoint: str | os.PathLike[str], store: str | os.PathLike[str] |
     if out is None:
         base = ckpt.path.parent
         out = base / ("evaluation" if store is None else f"evaluation-{Path(store).name}")
+    from dancegenre.safety import claim_folder
+
+    # before the figures: a folder of someone else's files is refused, not written into
+    out = claim_folder(out, "evaluation", legacy=("metrics.json",), what="evaluation folder")
     ev = Evaluation(split=split, grouping=grouping, segment=res["segment"], item=res["item"], labels=labels,
                     items=table, out=Path(out))
     write_report(ev, res["segment_probs"], st.index.loc[mask, "label"].to_numpy())

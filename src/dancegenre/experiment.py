@@ -57,6 +57,7 @@ from dancegenre.config import ModelConfig, TrainConfig
 from dancegenre.dataset import SegmentStore
 from dancegenre.errors import ConfigError, Interrupted, StoreError
 from dancegenre.models import model_config
+from dancegenre.safety import atomic_write, claim_folder
 
 MODEL_KEYS = frozenset(f.name for f in dataclasses.fields(ModelConfig)) - {"name", "n_classes", "n_mels"}
 TRAIN_KEYS = frozenset(f.name for f in dataclasses.fields(TrainConfig)) - {"folds", "fold", "seed", "device"}
@@ -271,8 +272,8 @@ def run_experiment(spec_path: str | os.PathLike[str], *, store: str | os.PathLik
         old = json.loads(meta_path.read_text())
         if old.get("feature_digest") != meta["feature_digest"]:
             raise StoreError(f"{out} holds an experiment on a store with other features; choose another --out")
-    out.mkdir(parents=True, exist_ok=True)
-    meta_path.write_text(json.dumps(meta, indent=2))
+    claim_folder(out, "experiment", legacy=("experiment.json",), what="experiment folder")
+    atomic_write(meta_path, json.dumps(meta, indent=2))
     configs_table.to_csv(out / "configs.csv", index=False)
 
     todo = [t for t in tasks if t not in done]
@@ -335,8 +336,9 @@ def train_one(store: str, run_dir: str, model: str, options: dict[str, Any], tra
     from dancegenre.train import fit
 
     torch.set_num_threads(threads)
-    run = Path(run_dir)
-    run.mkdir(parents=True, exist_ok=True)
+    from dancegenre.train import RUN_FILES
+
+    run = claim_folder(run_dir, "run", legacy=(*RUN_FILES, "train.log"), what="run folder")
     with open(run / "train.log", "a") as logfile:
         fit(store, out=run, model=model, model_options=options, config=TrainConfig.from_dict(train_config),
             resume=(run / "last.pt").exists(), progress=False, log=lambda *a: print(*a, file=logfile, flush=True))

@@ -213,10 +213,11 @@ def explain_to(checkpoint: str | os.PathLike[str], out: str | os.PathLike[str], 
     from dancegenre.explain import explain_store, explain_track
     from dancegenre.predict import Classifier
 
+    from dancegenre.safety import claim_folder
+
     if not audio and store is None:
         raise EmptyInputError("nothing to explain: give audio files and/or --store")
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = claim_folder(out, "explanation", legacy=("index.html",), inputs=list(audio), what="explanation folder")
     ckpt = load_checkpoint(checkpoint)
     clf = Classifier(ckpt)
     sections, failures = [], []

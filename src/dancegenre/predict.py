@@ -142,6 +142,9 @@ class Classifier:
             timeline[lab] = probs[:, i]
         timeline["genre"] = [self.labels[i] for i in probs.argmax(1)]
         mean = probs.mean(0)
+        if not np.isfinite(mean).all():  # weights that overflow, or a crafted checkpoint
+            raise DanceGenreError(f"the model gave non-finite probabilities for {source}; "
+                                  "its checkpoint may be damaged")
         return Prediction(source=source, genre=self.labels[int(mean.argmax())],
                           probabilities={lab: float(mean[i]) for i, lab in enumerate(self.labels)},
                           timeline=timeline, duration=float(timeline["end"].iloc[-1]) if len(timeline) else 0.0,
@@ -185,7 +188,10 @@ class Classifier:
             elif segs is None:
                 yield self._safe(p)  # a long file: streamed block by block in this process
             else:
-                yield self._result(p, self._probs(segs), np.arange(len(segs)))
+                try:
+                    yield self._result(p, self._probs(segs), np.arange(len(segs)))
+                except DanceGenreError as exc:
+                    yield Prediction(p, None, {}, pd.DataFrame(), error=str(exc))
 
     def _safe(self, path: str) -> Prediction:
         try:
@@ -234,16 +240,34 @@ def decode_many(paths: Iterable[str | os.PathLike[str]], config: FeatureConfig, 
         torch.set_num_threads(threads)
 
 
-def expand_paths(inputs: Iterable[str | os.PathLike[str]]) -> list[Path]:
-    """Files as given, and the audio files under folders (recursive, sorted)."""
+def expand_paths(inputs: Iterable[str | os.PathLike[str]], *,
+                 exclude: Iterable[str | os.PathLike[str]] = ()) -> list[Path]:
+    """Files as given, and the audio files under folders (recursive, sorted).
+
+    A file reached twice (listed and inside a listed folder, or through a link) is
+    kept once, at its first place.  Folders in ``exclude`` (a ``--sort-into`` target
+    inside an input folder, say) are not searched: a rerun does not sort its own copies.
+    """
+    skip = [Path(os.path.realpath(e)) for e in exclude]
     out: list[Path] = []
+    seen: set[str] = set()
+
+    def keep(f: Path) -> None:
+        real = os.path.realpath(f)
+        if real not in seen:
+            seen.add(real)
+            out.append(f)
+
     for item in inputs:
         p = Path(item)
         if p.is_dir():
-            out += sorted(f for f in p.rglob("*") if f.is_file() and is_audio_path(f)
-                          and not any(part.startswith(".") for part in f.relative_to(p).parts))
+            for f in sorted(p.rglob("*")):
+                if (f.is_file() and is_audio_path(f)
+                        and not any(part.startswith(".") for part in f.relative_to(p).parts)
+                        and not any(Path(os.path.realpath(f)).is_relative_to(e) for e in skip)):
+                    keep(f)
         else:
-            out.append(p)  # a missing or bad file gets its own error row
+            keep(p)  # a missing or bad file gets its own error row
     if not out:
         raise EmptyInputError("no audio files in " + ", ".join(str(i) for i in inputs))
     return out
@@ -292,29 +316,61 @@ def sort_into(predictions: list[Prediction], target: str | os.PathLike[str], *, 
     """Copy (or move) each predicted file into ``target/<genre>/``.
 
     Never overwrites: a name already taken gets a ``-1``, ``-2``... suffix.  A move
-    copies first, checks the copy's size, and only then removes the source.  Files
+    copies first, checks the copy's size, and only then removes the source; a source
+    that cannot be removed (a read-only folder) is not copied at all, and a copy whose
+    source then stays is removed again, so a rerun never adds a second copy.  Files
     below ``min_confidence`` go to ``target/_unsure/``; files with errors stay where
-    they are.  ``dry_run`` only returns the plan.
+    they are.  A genre that is not a safe folder name is refused (LabelError).  A file
+    that cannot be copied is skipped with its reason; the others go on.  ``dry_run``
+    only returns the plan.
+
+    Raises
+    ------
+    OutputError
+        ``target`` is a file, or a file stands where one of its parents should be.
     """
-    target = Path(target)
+    from dancegenre.safety import check_target_folder, label_folder
+
+    target = check_target_folder(target, what="--sort-into")
     actions: list[SortAction] = []
     taken: set[Path] = set()
     for p in predictions:
         if p.error or p.genre is None:
             actions.append(SortAction(p.source, None, "skip", p.error or "no verdict"))
             continue
-        folder = p.genre if p.confidence >= min_confidence else UNSURE
-        dest = _free_name(target / folder, Path(p.source).name, taken)
-        taken.add(dest)
-        actions.append(SortAction(p.source, str(dest), "move" if move else "copy"))
-        if dry_run:
+        if move and not os.access(Path(p.source).parent, os.W_OK):
+            actions.append(SortAction(p.source, None, "skip", "cannot move: its folder is read-only; nothing copied"))
             continue
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        with open(p.source, "rb") as src, open(dest, "xb") as dst:  # "x": never overwrite
-            shutil.copyfileobj(src, dst)
-        shutil.copystat(p.source, dest)
-        if move:
-            if os.path.getsize(dest) != os.path.getsize(p.source):
-                raise OSError(f"copy of {p.source} is incomplete; the source was kept")
-            os.remove(p.source)
+        folder = label_folder(target, p.genre) if p.confidence >= min_confidence else target / UNSURE
+        dest = _free_name(folder, Path(p.source).name, taken)
+        taken.add(dest)
+        if dry_run:
+            actions.append(SortAction(p.source, str(dest), "move" if move else "copy"))
+            continue
+        try:
+            _copy_or_move(Path(p.source), dest, move=move)
+        except OSError as exc:
+            actions.append(SortAction(p.source, None, "skip", f"{exc.strerror or exc}; the source was kept"))
+            continue
+        actions.append(SortAction(p.source, str(dest), "move" if move else "copy"))
     return actions
+
+
+def _copy_or_move(source: Path, dest: Path, *, move: bool) -> None:
+    """Copy ``source`` to the new file ``dest`` (never over one); for a move, check the
+    copy and remove the source.  On any failure our partial copy is removed again."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    created = False
+    try:
+        with open(source, "rb") as src, open(dest, "xb") as dst:  # "x": never overwrite
+            created = True
+            shutil.copyfileobj(src, dst)
+        shutil.copystat(source, dest)
+        if move:
+            if os.path.getsize(dest) != os.path.getsize(source):
+                raise OSError(f"the copy of {source} is incomplete")
+            os.remove(source)
+    except OSError:
+        if created:
+            dest.unlink(missing_ok=True)
+        raise

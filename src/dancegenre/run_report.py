@@ -52,7 +52,12 @@ def build_report(target: str | os.PathLike[str], out: str | os.PathLike[str], *,
     ------
     EmptyInputError, StoreError, CheckpointError
     """
+    from dancegenre.safety import Inputs, atomic_write, check_output_file
+
     target, out = Path(target), Path(out)
+    check_output_file(out, suffixes=(".html", ".htm"),
+                      inputs=Inputs([*(p for p in target.rglob("*") if p.is_file()),
+                                     *([features] if features else []), *explain_audio]))
     kind = kind_of(target)
     with tempfile.TemporaryDirectory(prefix="dancegenre-report-") as tmp:
         work = Path(tmp)
@@ -93,7 +98,7 @@ def build_report(target: str | os.PathLike[str], out: str | os.PathLike[str], *,
                                   "(track, or artist where known) is on two sides.</p>")))
         text = page(title, sections)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text)
+    atomic_write(out, text)
     return out
 
 

@@ -38,8 +38,28 @@ def worker_init(quiet_stderr: bool = True) -> None:
 
     threadpool_limits(1)
     if quiet_stderr:
+        from dancegenre import audio
+
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, 2)
+        audio._STDERR_QUIET = True
+    _exit_with_parent()
+
+
+def _exit_with_parent(every: float = 0.5) -> None:
+    """End this worker when the process that started it is gone (killed with -9, say):
+    a worker blocked on its task queue would otherwise live on as an orphan."""
+    import threading
+    import time
+
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(every)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
 def check_scheduler(text: str) -> str:

@@ -410,7 +410,9 @@ def synthesize(
     """
     if fmt not in FORMATS:
         raise ConfigError(f"--format must be one of {', '.join(FORMATS)}")
-    out = Path(out)
+    from dancegenre.safety import claim_folder
+
+    out = claim_folder(out, "corpus", what="corpus folder")  # its catalog.csv must never replace a user's
     for g in GENRES:
         (out / g).mkdir(parents=True, exist_ok=True)
     specs = clip_specs(per_genre, seed, artists_per_genre)

@@ -36,6 +36,7 @@ from dancegenre.errors import CheckpointError, ConfigError, EmptyInputError, Int
 from dancegenre.models import MODELS, build_model, count_parameters, model_config
 from dancegenre.musicnn import PRETRAINED
 from dancegenre.pretrained import load_backbone_state
+from dancegenre.safety import claim_folder
 from dancegenre.scoring import batches, evaluate_rows
 from dancegenre.splits import grouped_split, resolve_split_column
 
@@ -221,7 +222,7 @@ def fit(
     torch.manual_seed(config.seed)
     net = build_model(model_cfg)  # a bad model setting is refused before the run folder exists
     if rank == 0:
-        out.mkdir(parents=True, exist_ok=True)
+        claim_folder(out, "run", legacy=RUN_FILES, what="run folder")
     labels, items = _select_labels(store, config.labels)
     if model_cfg.n_classes != len(labels):
         raise CheckpointError(f"the run in {out} has {model_cfg.n_classes} classes, the store {len(labels)}")
@@ -413,6 +414,9 @@ def _select_labels(store: SegmentStore, wanted: tuple[str, ...] | None) -> tuple
     return labels, items
 
 
+RUN_FILES = ("results.json", "best.pt", "last.pt", "metrics.csv")  # a run folder made before the marker
+
+
 def cross_validate(store_path: str | os.PathLike[str], *, out: str | os.PathLike[str], folds: int = 5,
                    model: str = "cnn1d", model_options: dict[str, Any] | None = None,
                    config: TrainConfig | None = None, progress: bool = True, log: Any = print,
@@ -431,8 +435,7 @@ def cross_validate(store_path: str | os.PathLike[str], *, out: str | os.PathLike
     import dataclasses
 
     config = config or TrainConfig()
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = claim_folder(out, "cv", legacy=("cv.json", "fold-0"), what="cross-validation folder")
     rows = []
     for k in range(folds):
         fold_dir = out / f"fold-{k}"

@@ -41,9 +41,9 @@ class CollectSummary:
 
 
 def _label(label: str) -> str:
-    if not safe_id(label):
-        raise CollectError(f"--label must be letters, digits, - or _ (it becomes a folder name): {label!r}")
-    return label
+    from dancegenre.safety import check_label  # the one label rule: it becomes a folder name
+
+    return check_label(label, "--label")
 
 
 def _spotify_row(t: dict[str, Any], label: str, playlist: str) -> dict[str, Any]:
