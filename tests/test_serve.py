@@ -28,14 +28,15 @@ def app(trained_run):
 
 
 @pytest.fixture(scope="module")
-def server(app):
-    from werkzeug.serving import make_server
+def server(trained_run):
+    from dancegenre.serve import host_names, make_server
 
-    srv = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=srv.serve_forever, daemon=True)
+    app = create_app(trained_run, max_upload_mb=1, allowed_hosts=host_names("127.0.0.1"))
+    srv = make_server(app, host="127.0.0.1", port=0, max_upload_mb=1, request_timeout=2)
+    thread = threading.Thread(target=srv.run, daemon=True)
     thread.start()
-    yield f"http://127.0.0.1:{srv.server_port}"
-    srv.shutdown()
+    yield f"http://127.0.0.1:{srv.effective_port}"
+    srv.close()
 
 
 def post(client, name: str, data: bytes):

@@ -70,6 +70,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--host", default="127.0.0.1", help="default %(default)s (this machine only)")
     p.add_argument("--port", type=int, default=8000, help="default %(default)s (0: any free port)")
     p.add_argument("--max-upload-mb", type=float, default=100.0, help="largest upload (default %(default)s MB)")
+    p.add_argument("--allow-host", action="append", default=[], metavar="NAME",
+                   help="also answer to this Host name (a DNS name or reverse proxy in front); repeatable")
+    p.add_argument("--allow-origin", action="append", default=[], metavar="ORIGIN",
+                   help="let pages of this origin (https://example.org, or *) POST to /api/predict; repeatable")
+    p.add_argument("--request-timeout", type=positive_int, default=30,
+                   help="close a connection silent this many seconds (default %(default)s)")
 
 
 @command("train")
@@ -340,10 +346,6 @@ def _cmd_collect(args: argparse.Namespace) -> int:
 def _cmd_serve(args: argparse.Namespace) -> int:
     from dancegenre.serve import serve
 
-    try:
-        serve(args.checkpoint, host=args.host, port=args.port, max_upload_mb=args.max_upload_mb)
-    except OSError as exc:
-        from dancegenre.errors import ConfigError
-
-        raise ConfigError(f"cannot listen on {args.host}:{args.port}: {exc.strerror}") from None
+    serve(args.checkpoint, host=args.host, port=args.port, max_upload_mb=args.max_upload_mb,
+          allow_hosts=args.allow_host, allow_origins=args.allow_origin, request_timeout=args.request_timeout)
     return 0

@@ -18,7 +18,7 @@ from dancegenre.config import TrainConfig
 from dancegenre.dataset import SegmentStore, prepare
 from dancegenre.evaluate import evaluate
 from dancegenre.predict import Classifier, expand_paths, results_table
-from dancegenre.report import image_tag, page, spectrogram_grid, table_html, timeline_plot
+from dancegenre.report import fragment, image_tag, page, spectrogram_grid, table_html, timeline_plot
 from dancegenre.synth import synthesize
 from dancegenre.train import fit
 
@@ -84,20 +84,24 @@ def _report_html(summary, store, result, ev, predictions: pd.DataFrame, run: Pat
     ])
     right = int((predictions["genre"] == predictions["true genre"]).sum())
     sections = [
-        ("Corpus", f"<p>{summary.items - summary.skipped} synthetic 30-second clips, {summary.segments} segments "
-                   f"of 2.97 s. Tempo ranges overlap on purpose (techno 120-135 BPM, EDM 124-132).</p>"
+        ("Corpus", fragment("<p>{{ n }} synthetic 30-second clips, {{ segments }} segments of 2.97 s. Tempo ranges "
+                            "overlap on purpose (techno 120-135 BPM, EDM 124-132).</p>",
+                            n=summary.items - summary.skipped, segments=summary.segments)
                    + table_html(counts, floats="{:.1f}") + image_tag(out / "spectrograms.png", "mel-spectrograms")),
-        ("Training", f"<p>cnn1d, {result.parameters:,} parameters; split by <b>{result.split_column}</b> "
-                     f"(no artist on two sides); best epoch {result.best_epoch} of {result.epochs_run}; "
-                     f"{result.seconds:.0f} s on this machine.</p>" + image_tag(run / "curves.png", "curves")),
-        ("Evaluation", f"<p>Scored on {ev.split}.</p>" + table_html(metrics)
+        ("Training", fragment("<p>cnn1d, {{ params }} parameters; split by <b>{{ split }}</b> (no artist on two "
+                              "sides); best epoch {{ best }} of {{ epochs }}; {{ seconds }} s on this machine.</p>",
+                              params=f"{result.parameters:,}", split=result.split_column, best=result.best_epoch,
+                              epochs=result.epochs_run, seconds=f"{result.seconds:.0f}")
+                     + image_tag(run / "curves.png", "curves")),
+        ("Evaluation", fragment("<p>Scored on {{ split }}.</p>", split=ev.split) + table_html(metrics)
                        + image_tag(ev.out / "confusion.png", "confusion matrix")
                        + image_tag(ev.out / "reliability.png", "reliability")),
-        ("Predictions on held-back clips", f"<p>{right} of {len(predictions)} right. These clips come from another "
-                                           "seed: new artists, new tracks.</p>"
+        ("Predictions on held-back clips", fragment("<p>{{ right }} of {{ n }} right. These clips come from another "
+                                                    "seed: new artists, new tracks.</p>", right=right, n=len(predictions))
                                            + table_html(predictions.drop(columns=["error"]))
                                            + image_tag(out / "timeline.png", "timeline")),
-        ("About", f"<p class=note>Made by <code>dancegenre demo</code> in {seconds:.0f} s. Synthetic audio is "
-                  "easier than real music: see the README for results on real hard-techno clips.</p>"),
+        ("About", fragment("<p class=note>Made by <code>dancegenre demo</code> in {{ seconds }} s. Synthetic audio is "
+                           "easier than real music: see the README for results on real hard-techno clips.</p>",
+                           seconds=f"{seconds:.0f}")),
     ]
     return page("dancegenre demo: techno vs EDM", sections)

@@ -23,7 +23,8 @@ import pandas as pd
 from scipy import stats
 
 from dancegenre.errors import CatalogError, EmptyInputError
-from dancegenre.report import image_tag, page, table_html
+from dancegenre.report import fragment, image_tag, page, table_html
+from dancegenre.safety import atomic_write
 from dancegenre.splits import group_folds
 
 NOT_FEATURES = {"item", "path", "label", "track_id", "artist", "artist_id", "album_id", "cache_key", "segment",
@@ -137,11 +138,12 @@ def run_eda(paths: list[str | os.PathLike[str]], out: str | os.PathLike[str], *,
     brief = stats_table[["column", "rank", "test", "p_value", "effect_size"]
                         + [c for c in stats_table.columns if c.endswith("_mean")]]
     html_text = page("dancegenre eda", [
-        ("Tables", f"<p>{', '.join(map(str, paths))}: {len(table)} rows.</p>" + table_html(counts)),
+        ("Tables", fragment("<p>{{ paths }}: {{ n }} rows.</p>", paths=", ".join(map(str, paths)), n=len(table))
+         + table_html(counts)),
         ("Columns ranked by how well they separate the genres", table_html(brief, floats="{:.4g}")),
         (f"Histograms per genre (top {len(shown)} columns)", image_tag(out / "histograms.png", "histograms")),
     ])
-    (out / "index.html").write_text(html_text)
+    atomic_write(out / "index.html", html_text)
     return stats_table
 
 

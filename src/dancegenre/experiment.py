@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import html
 import itertools
 import json
 import os
@@ -440,13 +439,14 @@ def _split_column(meta: dict[str, Any]) -> str:
 
 def summary_html(summary: pd.DataFrame, spec: Spec, meta: dict[str, Any], varied: list[str],
                  plots: dict[str, Path]) -> str:
-    from dancegenre.report import image_tag, page, table_html
+    from dancegenre.report import fragment, image_tag, page, table_html
 
-    sections = [("Configurations", f"<p class=note>{_caption(spec, meta, _split_column(meta))}</p>"
+    sections = [("Configurations", fragment("<p class=note>{{ caption }}</p>",
+                                            caption=_caption(spec, meta, _split_column(meta)))
                  + table_html(display_table(summary, varied)))]
     for factor, path in plots.items():
         sections.append((f"Factor: {factor}", image_tag(path, f"held-out item accuracy by {factor}")))
-    sections.append(("Spec", f"<pre>{html.escape(spec.text)}</pre>"))
+    sections.append(("Spec", fragment("<pre>{{ text }}</pre>", text=spec.text)))
     return page(f"experiment: {spec.name}", sections)
 
 

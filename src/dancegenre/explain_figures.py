@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-import html
 import os
 import re
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from markupsafe import Markup
 
 from dancegenre.dataset import SegmentStore
 from dancegenre.explain import FilterAnalysis, TrackExplanation
-from dancegenre.report import image_tag, page, table_html, timeline_plot
+from dancegenre.report import fragment, image_tag, page, table_html, timeline_plot
+from dancegenre.safety import atomic_write
 
 
 def _plt():
@@ -114,20 +115,23 @@ def write_track(expl: TrackExplanation, out: str | os.PathLike[str], timeline: p
     return files
 
 
-def track_section(expl: TrackExplanation, base: Path) -> str:
+def track_section(expl: TrackExplanation, base: Path) -> Markup:
     """HTML for one track (images embedded)."""
     f = expl.files
     probs = ", ".join(f"{lab} {p:.2f}" for lab, p in sorted(expl.probabilities.items(), key=lambda kv: -kv[1]))
     top = expl.bands.sort_values("occlusion_drop", ascending=False).head(3)
     bands = "; ".join(f"{r.fmin_hz:.0f}-{r.fmax_hz:.0f} Hz (-{r.occlusion_drop:.3f})" for r in top.itertuples())
     seconds = expl.spectrogram.shape[1] * expl.seconds_per_frame
-    return (f"<p><b>{html.escape(expl.genre)}</b> ({html.escape(probs)}) over the first {seconds:.1f} s; "
-            f"the bands whose occlusion hurts the verdict most: {html.escape(bands)}. "
-            f"Arrays in <code>{html.escape(str(f['arrays'].relative_to(base)))}</code>.</p>"
-            + image_tag(f["saliency"], "spectrogram, saliency and Grad-CAM")
-            + "<h3>Per-segment probabilities</h3>" + image_tag(f["timeline"], "timeline")
-            + "<h3>Mel bands</h3>" + image_tag(f["bands"], "band importance") + table_html(expl.bands)
-            + "<h3>Feature maps</h3>" + image_tag(f["feature_maps"], "feature maps"))
+    return fragment(
+        "<p><b>{{ genre }}</b> ({{ probs }}) over the first {{ seconds }} s; the bands whose occlusion hurts the "
+        "verdict most: {{ bands }}. Arrays in <code>{{ arrays }}</code>.</p>{{ saliency }}"
+        "<h3>Per-segment probabilities</h3>{{ timeline }}<h3>Mel bands</h3>{{ band_image }}{{ band_table }}"
+        "<h3>Feature maps</h3>{{ maps }}",
+        genre=expl.genre, probs=probs, seconds=f"{seconds:.1f}", bands=bands,
+        arrays=str(f["arrays"].relative_to(base)),
+        saliency=image_tag(f["saliency"], "spectrogram, saliency and Grad-CAM"),
+        timeline=image_tag(f["timeline"], "timeline"), band_image=image_tag(f["bands"], "band importance"),
+        band_table=table_html(expl.bands), maps=image_tag(f["feature_maps"], "feature maps"))
 
 
 def write_store(analysis: FilterAnalysis, store: str | os.PathLike[str], out: str | os.PathLike[str], *,
@@ -186,11 +190,12 @@ def write_store(analysis: FilterAnalysis, store: str | os.PathLike[str], out: st
     return files
 
 
-def store_section(analysis: FilterAnalysis, files: dict[str, Path]) -> str:
+def store_section(analysis: FilterAnalysis, files: dict[str, Path]) -> Markup:
     counts = analysis.table["top_genre"].value_counts()
     summary = ", ".join(f"{g}: {n}" for g, n in counts.items())
-    return (f"<p>{len(analysis.table)} filters in {analysis.layer}. Filters per genre that activates them most: "
-            f"{html.escape(summary)}. Table in <code>filters.csv</code>.</p>"
+    return (fragment("<p>{{ n }} filters in {{ layer }}. Filters per genre that activates them most: {{ summary }}. "
+                     "Table in <code>filters.csv</code>.</p>", n=len(analysis.table), layer=analysis.layer,
+                     summary=summary)
             + image_tag(files["response"], "frequency responses") + image_tag(files["genres"], "filters by genre")
             + image_tag(files["top"], "top segments per filter"))
 
@@ -217,7 +222,7 @@ def explain_to(checkpoint: str | os.PathLike[str], out: str | os.PathLike[str], 
 
     if not audio and store is None:
         raise EmptyInputError("nothing to explain: give audio files and/or --store")
-    out = claim_folder(out, "explanation", legacy=("index.html",), inputs=list(audio), what="explanation folder")
+    out = claim_folder(out, "explanation", legacy=("explain.html",), inputs=list(audio), what="explanation folder")
     ckpt = load_checkpoint(checkpoint)
     clf = Classifier(ckpt)
     sections, failures = [], []
@@ -231,7 +236,7 @@ def explain_to(checkpoint: str | os.PathLike[str], out: str | os.PathLike[str], 
             timeline = clf.predict(head, sr=ckpt.feature_config.sample_rate).timeline
         except AudioDecodeError as exc:
             failures.append({"path": str(path), "error": str(exc)})
-            sections.append((Path(path).name, f"<p>not explained: {html.escape(str(exc))}</p>"))
+            sections.append((Path(path).name, fragment("<p>not explained: {{ why }}</p>", why=str(exc))))
             continue
         name = _slug(Path(path).stem)
         while name in used:
@@ -246,11 +251,12 @@ def explain_to(checkpoint: str | os.PathLike[str], out: str | os.PathLike[str], 
         analysis = explain_store(ckpt, store, max_segments=max_segments)
         files = write_store(analysis, store, out / "filters")
         sections.append(("What the first-layer filters listen to", store_section(analysis, files)))
-    about = (f"<p class=note>Checkpoint {html.escape(str(ckpt.path))}: {ckpt.model_config.name}, "
-             f"genres {html.escape(', '.join(ckpt.labels))}. Saliency is |gradient x (input - band mean)| of "
-             "the verdict's logit; Grad-CAM weights the last convolution block's activations by their mean "
-             "gradient; occlusion replaces a group of mel bands by its training mean.</p>")
+    about = fragment("<p class=note>Checkpoint {{ path }}: {{ model }}, genres {{ genres }}. Saliency is "
+                     "|gradient x (input - band mean)| of the verdict's logit; Grad-CAM weights the last convolution "
+                     "block's activations by their mean gradient; occlusion replaces a group of mel bands by its "
+                     "training mean.</p>", path=str(ckpt.path), model=ckpt.model_config.name,
+                     genres=", ".join(ckpt.labels))
     sections.append(("How to read this page", about))
     target = out / "explain.html"
-    target.write_text(page("dancegenre explain", sections))
+    atomic_write(target, page("dancegenre explain", sections))
     return target

@@ -1,10 +1,19 @@
-"""Self-contained HTML reports (images embedded, readable offline) and the figures they show."""
+"""Self-contained HTML reports (images embedded, readable offline) and the figures they show.
+
+All HTML comes from Jinja2 templates with autoescape on: a value (a file name, a label,
+an error message) is always escaped, and only :class:`markupsafe.Markup` made by
+:func:`fragment`, :func:`image_tag` or :func:`table_html` goes in as markup.  Building
+HTML from f-strings is how stored XSS gets in; do not.
+"""
 
 from __future__ import annotations
 
 import base64
-import html
+from functools import lru_cache
 from pathlib import Path
+from typing import Any
+
+from markupsafe import Markup
 
 import numpy as np
 import pandas as pd
@@ -16,20 +25,44 @@ th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}img{max-widt
 .note{color:#555;font-size:.92em}"""
 
 
-def image_tag(path: str | Path, alt: str) -> str:
+@lru_cache(maxsize=1)
+def environment() -> Any:
+    """The one Jinja2 environment: package templates, autoescape always on."""
+    from jinja2 import Environment, PackageLoader, StrictUndefined
+
+    return Environment(loader=PackageLoader("dancegenre", "templates"), autoescape=True,
+                       undefined=StrictUndefined, keep_trailing_newline=True)
+
+
+def fragment(template: str, **values: Any) -> Markup:
+    """A piece of HTML from an inline template; every ``{{ value }}`` is escaped.
+
+    >>> fragment("<p>{{ name }}</p>", name="<script>")
+    Markup('<p>&lt;script&gt;</p>')
+    """
+    return Markup(environment().from_string(template).render(**values))
+
+
+def render(name: str, **values: Any) -> str:
+    """The package template ``name`` (``templates/<name>``), values escaped."""
+    return environment().get_template(name).render(**values)
+
+
+def image_tag(path: str | Path, alt: str) -> Markup:
     """An <img> with the PNG embedded as base64, so the page needs no other file."""
     data = base64.b64encode(Path(path).read_bytes()).decode()
-    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
+    return fragment('<img alt="{{ alt }}" src="data:image/png;base64,{{ data }}">', alt=alt, data=data)
 
 
-def table_html(frame: pd.DataFrame, *, floats: str = "{:.3f}") -> str:
-    return frame.to_html(index=False, escape=True, float_format=lambda v: floats.format(v), border=0)
+def table_html(frame: pd.DataFrame, *, floats: str = "{:.3f}") -> Markup:
+    """``frame`` as an HTML table; pandas escapes every cell and header."""
+    return Markup(frame.to_html(index=False, escape=True, float_format=lambda v: floats.format(v), border=0))
 
 
-def page(title: str, sections: list[tuple[str, str]]) -> str:
-    body = "\n".join(f"<h2>{html.escape(h)}</h2>\n{content}" for h, content in sections)
-    return (f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
-            f"<style>{CSS}</style></head><body><h1>{html.escape(title)}</h1>\n{body}\n</body></html>\n")
+def page(title: str, sections: list[tuple[str, Markup | str]]) -> str:
+    """A whole report page: ``sections`` are (heading, content); content that is not
+    Markup is shown as text."""
+    return render("report.html", title=title, css=Markup(CSS), sections=sections)
 
 
 def spectrogram_grid(segments: np.ndarray, index: pd.DataFrame, labels: list[str], path: Path, *,

@@ -8,7 +8,6 @@ is never changed.
 
 from __future__ import annotations
 
-import html
 import json
 import os
 import tempfile
@@ -17,11 +16,12 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from markupsafe import Markup
 
 from dancegenre.dataset import SegmentStore
 from dancegenre.errors import EmptyInputError, StoreError
 from dancegenre.evaluate import plot_confusion
-from dancegenre.report import image_tag, page, spectrogram_grid, table_html
+from dancegenre.report import fragment, image_tag, page, spectrogram_grid, table_html
 
 
 def kind_of(path: Path) -> str:
@@ -76,7 +76,7 @@ def build_report(target: str | os.PathLike[str], out: str | os.PathLike[str], *,
             stats = run_eda([features], work / "eda")
             brief = stats[["column", "rank", "test", "p_value", "effect_size"]].head(15)
             sections.append(("Exploratory analysis of the descriptors",
-                             f"<p>{html.escape(str(features))}: the columns that separate the genres best.</p>"
+                             fragment("<p>{{ f }}: the columns that separate the genres best.</p>", f=str(features))
                              + table_html(brief, floats="{:.4g}")
                              + image_tag(work / "eda" / "histograms.png", "histograms")))
         if explain_audio:
@@ -89,22 +89,24 @@ def build_report(target: str | os.PathLike[str], out: str | os.PathLike[str], *,
                 try:
                     expl = explain_track(checkpoint, path, max_seconds=60)
                 except AudioDecodeError as exc:  # shown on the page; the report goes on
-                    sections.append((f"Explanation: {Path(path).name}", f"<p>not explained: {html.escape(str(exc))}</p>"))
+                    sections.append((f"Explanation: {Path(path).name}",
+                                     fragment("<p>not explained: {{ why }}</p>", why=str(exc))))
                     continue
                 write_track(expl, work / "tracks" / Path(path).stem)
                 sections.append((f"Explanation: {Path(path).name}", track_section(expl, work)))
-        sections.append(("About", (f"<p class=note>Made by <code>dancegenre report {html.escape(str(target))}</code>. "
-                                  "Every number names the split it comes from; splits are grouped, so no group "
-                                  "(track, or artist where known) is on two sides.</p>")))
+        sections.append(("About", fragment("<p class=note>Made by <code>dancegenre report {{ target }}</code>. "
+                                           "Every number names the split it comes from; splits are grouped, so no "
+                                           "group (track, or artist where known) is on two sides.</p>",
+                                           target=str(target))))
         text = page(title, sections)
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(out, text)
     return out
 
 
-def _data_section(store_path: Path, work: Path) -> str:
+def _data_section(store_path: Path, work: Path) -> Markup:
     if not Path(store_path).exists():
-        return f"<p>The store {html.escape(str(store_path))} is gone; no data summary.</p>"
+        return fragment("<p>The store {{ store }} is gone; no data summary.</p>", store=str(store_path))
     st = SegmentStore(store_path)
     agg = {"items": ("item", "count")}
     for col in st.group_columns:
@@ -114,9 +116,10 @@ def _data_section(store_path: Path, work: Path) -> str:
     counts = counts.merge(segs, on="label")
     spectrogram_grid(st.segments, st.index, st.labels, work / "grid.png", per_label=6)
     c = st.config
-    return (f"<p>Store {html.escape(str(store_path))}: {len(st.items)} items, {len(st)} segments of "
-            f"{c.segment_seconds:.2f} s ({c.n_mels} mel bands, {c.sample_rate} Hz, hop {c.hop_length}); "
-            f"{len(st.failures)} file(s) skipped at prepare.</p>" + table_html(counts)
+    return (fragment("<p>Store {{ store }}: {{ items }} items, {{ segments }} segments of {{ seconds }} s "
+                     "({{ c.n_mels }} mel bands, {{ c.sample_rate }} Hz, hop {{ c.hop_length }}); {{ skipped }} file(s) "
+                     "skipped at prepare.</p>", store=str(store_path), items=len(st.items), segments=len(st),
+                     seconds=f"{c.segment_seconds:.2f}", c=c, skipped=len(st.failures)) + table_html(counts)
             + image_tag(work / "grid.png", "log-mel segments per genre"))
 
 
@@ -134,14 +137,16 @@ def _per_class(test: dict[str, Any]) -> pd.DataFrame:
     return pd.DataFrame([{"genre": lab, **v} for lab, v in test["item"]["per_class"].items()])
 
 
-def _run_sections(run: Path, work: Path) -> tuple[str, list[tuple[str, str]], Path, Path | None]:
+def _run_sections(run: Path, work: Path) -> tuple[str, list[tuple[str, Markup]], Path, Path | None]:
     res = json.loads((run / "results.json").read_text())
     store = _store_of(run / "best.pt")
     model = res["model"]
-    sections = [("Training", f"<p>{model['name']}, {res['parameters']:,} parameters; split by "
-                             f"<b>{html.escape(res['split_column'])}</b>: "
-                             + ", ".join(f"{s} {v['items']} items" for s, v in res["sides"].items())
-                             + f"; best epoch {res['best_epoch']} of {res['epochs_run']}; {res['seconds']:.0f} s.</p>"
+    sides = ", ".join(f"{s} {v['items']} items" for s, v in res["sides"].items())
+    sections = [("Training", fragment("<p>{{ name }}, {{ params }} parameters; split by <b>{{ split }}</b>: {{ sides }}; "
+                                      "best epoch {{ best }} of {{ epochs }}; {{ seconds }} s.</p>",
+                                      name=model["name"], params=f"{res['parameters']:,}", split=res["split_column"],
+                                      sides=sides, best=res["best_epoch"], epochs=res["epochs_run"],
+                                      seconds=f"{res['seconds']:.0f}")
                              + image_tag(run / "curves.png", "training curves"))]
     if res["test"]:
         plot_confusion(np.asarray(res["test"]["item"]["confusion"]), res["labels"], work / "confusion.png",
@@ -158,7 +163,7 @@ def _store_of(checkpoint: Path) -> Path | None:
     return Path(store) if store else None
 
 
-def _folds_sections(folds: list[Path], labels: list[str], work: Path, name: str) -> list[tuple[str, str]]:
+def _folds_sections(folds: list[Path], labels: list[str], work: Path, name: str) -> list[tuple[str, Markup]]:
     """Per-fold table, the held-out confusion matrix summed over folds, and each fold's curves."""
     rows, confusion = [], None
     for f in folds:
@@ -176,26 +181,29 @@ def _folds_sections(folds: list[Path], labels: list[str], work: Path, name: str)
     shown = pd.concat([table.astype(object), pd.DataFrame([mean])], ignore_index=True).fillna("")
     path = work / f"confusion-{name}.png"
     plot_confusion(confusion, labels, path, title="held-out folds, items, summed")
-    curves = "".join(f"<h3>{f.name}</h3>" + image_tag(f / "curves.png", f"curves {f.name}")
-                     for f in folds if (f / "curves.png").exists())
-    return [("Held-out folds", "<p>Each fold's test side was never used for its training or early stopping.</p>"
+    curves = Markup("").join(fragment("<h3>{{ name }}</h3>", name=f.name) + image_tag(f / "curves.png", f"curves {f.name}")
+                             for f in folds if (f / "curves.png").exists())
+    return [("Held-out folds", fragment("<p>Each fold's test side was never used for its training or early "
+                                        "stopping.</p>")
              + table_html(shown) + image_tag(path, "confusion matrix over the held-out folds")),
             ("Training curves", curves)]
 
 
-def _cv_sections(cv: Path, work: Path) -> tuple[str, list[tuple[str, str]], Path, Path | None]:
+def _cv_sections(cv: Path, work: Path) -> tuple[str, list[tuple[str, Markup]], Path, Path | None]:
     summary = json.loads((cv / "cv.json").read_text())
     folds = sorted(p for p in cv.glob("fold-*") if (p / "results.json").exists())
     if not folds:
         raise EmptyInputError(f"no finished folds in {cv}")
     res = json.loads((folds[0] / "results.json").read_text())
-    sections = [("Cross-validation", (f"<p>{html.escape(summary['split'])}, grouped by "
-                 f"<b>{html.escape(res['split_column'])}</b>; {res['model']['name']}, {res['parameters']:,} parameters.</p>"))]
+    sections = [("Cross-validation", fragment("<p>{{ split }}, grouped by <b>{{ column }}</b>; {{ name }}, "
+                                              "{{ params }} parameters.</p>", split=summary["split"],
+                                              column=res["split_column"], name=res["model"]["name"],
+                                              params=f"{res['parameters']:,}"))]
     sections += _folds_sections(folds, res["labels"], work, "cv")
     return f"dancegenre cross-validation {cv.name}", sections, folds[0] / "best.pt", _store_of(folds[0] / "best.pt")
 
 
-def _experiment_sections(exp: Path, work: Path) -> tuple[str, list[tuple[str, str]], Path, Path | None]:
+def _experiment_sections(exp: Path, work: Path) -> tuple[str, list[tuple[str, Markup]], Path, Path | None]:
     from dancegenre.experiment import display_table, parse_spec, write_tables
 
     summary = write_tables(exp) if not (exp / "summary.csv").exists() else pd.read_csv(exp / "summary.csv", keep_default_na=False)
@@ -204,16 +212,18 @@ def _experiment_sections(exp: Path, work: Path) -> tuple[str, list[tuple[str, st
     varied = [k for k in spec.varied if k in summary.columns] or ["model"]
     summary["best"] = summary["best"].astype(str).str.lower() == "true"
     plots = [exp / "configurations.png"] + [exp / f"factor-{f}.png" for f in spec.factors]
-    images = "".join(image_tag(p, p.stem) for p in plots if p.exists())
+    images = Markup("").join(image_tag(p, p.stem) for p in plots if p.exists())
     best = summary[summary["best"]]
     if not len(best):
         raise StoreError(f"no configuration of {exp} has finished all its runs yet")
     b = best.iloc[0]
     folds = sorted(p for p in (exp / "runs" / b["config"]).glob("seed-*/fold-*") if (p / "results.json").exists())
     labels = json.loads((folds[0] / "results.json").read_text())["labels"]
-    sections = [("Configurations", f"<p>{spec.folds}-fold grouped cross-validation, seeds {list(spec.seeds)}; held-out "
-                 "columns are on the held-out folds; ★ marks the best complete configuration by mean validation "
-                 "item accuracy.</p>" + table_html(display_table(summary, varied)) + images)]
+    sections = [("Configurations", fragment("<p>{{ folds }}-fold grouped cross-validation, seeds {{ seeds }}; held-out "
+                                            "columns are on the held-out folds; ★ marks the best complete configuration "
+                                            "by mean validation item accuracy.</p>", folds=spec.folds,
+                                            seeds=str(list(spec.seeds)))
+                 + table_html(display_table(summary, varied)) + images)]
     sections += [(f"Best configuration ({b['name']}): {h}", c) for h, c in _folds_sections(folds, labels, work, "best")]
-    sections.append(("Spec", f"<pre>{html.escape(spec.text)}</pre>"))
+    sections.append(("Spec", fragment("<pre>{{ text }}</pre>", text=spec.text)))
     return f"dancegenre experiment: {spec.name}", sections, folds[0] / "best.pt", Path(meta["store"])

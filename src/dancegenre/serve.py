@@ -7,6 +7,12 @@ per-segment timeline and the mel-spectrogram.  ``POST /api/predict`` (multipart 
 Uploads are size-limited, must be audio (by extension and by decoding), live in a
 private temporary file under a random name only while the request runs, and a bad file
 gets a 4xx with a message while the server keeps going.
+
+The server is waitress (a production WSGI server, pure Python): a connection that sends
+nothing for ``request_timeout`` seconds (a body shorter than its Content-Length, say) is
+closed.  Only the Host names the server listens on are answered (no DNS rebinding), and
+a POST from a page of another origin is refused unless ``allow_origins`` names it.
+Pages come from Jinja2 templates with autoescape.
 """
 
 from __future__ import annotations
@@ -24,11 +30,14 @@ from typing import Any
 
 
 from dancegenre.audio import AUDIO_EXTENSIONS, load
-from dancegenre.errors import DanceGenreError
+from dancegenre.errors import ConfigError, DanceGenreError
 from dancegenre.features import log_mel
 from dancegenre.predict import Classifier
 
 DEFAULT_MAX_UPLOAD_MB = 100  # a 2-hour 128 kbps mix is ~115 MB; previews are < 1 MB
+DEFAULT_REQUEST_TIMEOUT = 30  # seconds a connection may stay silent (mid-upload too)
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
+ANY_ADDRESS = ("0.0.0.0", "::", "")
 SPECTROGRAM_SECONDS = 30.0  # the picture shows the first 30 s
 
 
@@ -100,11 +109,54 @@ def openapi_spec() -> dict[str, Any]:
     }
 
 
-def create_app(checkpoint: str | os.PathLike[str], *, max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB) -> Any:
-    """The Flask app for ``checkpoint`` (a run folder or .pt file)."""
+def host_names(host: str, extra: list[str] | tuple[str, ...] = ()) -> set[str]:
+    """The Host names (without port) a server listening on ``host`` answers to: the
+    address itself, the loopback names for a loopback or any-address server, this
+    machine's names and addresses for an any-address one, and ``extra`` (the names a
+    reverse proxy or DNS gives it)."""
+    import ipaddress
+    import socket
+
+    names = {host.strip("[]").lower()}
+    try:
+        loopback = ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        loopback = host.lower() == "localhost"
+    if loopback or host in ANY_ADDRESS:
+        names |= set(LOOPBACK_NAMES)
+    if host in ANY_ADDRESS:
+        names |= {socket.gethostname().lower(), socket.getfqdn().lower()}
+        try:
+            names |= {str(info[4][0]).lower() for info in socket.getaddrinfo(socket.gethostname(), None)}
+        except OSError:
+            pass
+    return (names | {e.lower() for e in extra}) - {""}
+
+
+def _hostname(host_header: str) -> str:
+    """``name`` of a Host header ``name:port`` or ``[v6]:port``, lower case."""
+    h = host_header.strip().lower()
+    if h.startswith("["):
+        return h[1:h.find("]")] if "]" in h else h
+    return h.rsplit(":", 1)[0] if h.count(":") == 1 else h
+
+
+def create_app(checkpoint: str | os.PathLike[str], *, max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB,
+               allowed_hosts: set[str] | None = None, allow_origins: list[str] | tuple[str, ...] = ()) -> Any:
+    """The Flask app for ``checkpoint`` (a run folder or .pt file).
+
+    ``allowed_hosts``: the Host names answered (see :func:`host_names`); None answers
+    any (the test client).  ``allow_origins``: origins (``https://example.org``) whose
+    pages may POST to ``/api/predict``; ``*`` allows any.
+    """
     from flask import Flask, Response, jsonify, request
+    from markupsafe import Markup
     from werkzeug.exceptions import RequestEntityTooLarge
 
+    from dancegenre.report import environment, render
+
+    css = Markup(environment().loader.get_source(environment(), "serve.css")[0])
+    origins = {o.rstrip("/").lower() for o in allow_origins}
     clf = Classifier.load(checkpoint)
     lock = threading.Lock()  # one inference at a time: the model is shared
     app = Flask("dancegenre")
@@ -119,17 +171,38 @@ def create_app(checkpoint: str | os.PathLike[str], *, max_upload_mb: float = DEF
     def too_large(_: Exception) -> Any:
         return fail(413, f"file too large: the limit is {max_upload_mb:g} MB")
 
+    def same_origin(origin: str) -> bool:
+        return origin == f"{request.scheme}://{request.host}".lower()
+
+    @app.before_request
+    def guard() -> Any:
+        if allowed_hosts is not None and _hostname(request.host) not in allowed_hosts:
+            # a page of another site reaching us through a rebound DNS name
+            return fail(421, f"this server does not answer to the host name {_hostname(request.host)!r}; "
+                             "start it with --allow-host for that name")
+        origin = (request.headers.get("Origin") or "").rstrip("/").lower()
+        if (request.method not in ("GET", "HEAD", "OPTIONS") and origin and not same_origin(origin)
+                and origin not in origins and "*" not in origins):
+            return fail(403, f"cross-origin request from {origin} refused; start serve with --allow-origin {origin} "
+                             "to accept it")
+        return None
+
+    @app.after_request
+    def headers(response: Response) -> Response:
+        origin = (request.headers.get("Origin") or "").rstrip("/").lower()
+        if origin and (origin in origins or "*" in origins) and request.path.startswith("/api/"):
+            response.headers["Access-Control-Allow-Origin"] = origin
+            response.headers["Vary"] = "Origin"
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        return response
+
     @app.get("/")
     def index() -> Response:
-        return Response(INDEX_HTML.replace("__MAX_MB__", f"{max_upload_mb:g}"), mimetype="text/html")
+        return Response(render("serve_index.html", css=css, max_mb=f"{max_upload_mb:g}"), mimetype="text/html")
 
     @app.get("/model")
     def model_page() -> Response:
-        s = model_summary(clf)
-        rows = "".join(f"<tr><th>{k}</th><td><pre>{json.dumps(v, indent=1)}</pre></td></tr>" for k, v in s.items())
-        return Response(f"<!DOCTYPE html><html><head><meta charset=utf-8><title>dancegenre model</title>"
-                        f"<style>{PAGE_CSS}</style></head><body><h1>Model</h1><p><a href='/'>back</a></p>"
-                        f"<table>{rows}</table></body></html>", mimetype="text/html")
+        return Response(render("serve_model.html", css=css, summary=model_summary(clf)), mimetype="text/html")
 
     @app.get("/api/model")
     def model_api() -> Any:
@@ -169,92 +242,43 @@ def create_app(checkpoint: str | os.PathLike[str], *, max_upload_mb: float = DEF
     return app
 
 
+def make_server(app: Any, *, host: str = "127.0.0.1", port: int = 8000, max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB,
+                request_timeout: float = DEFAULT_REQUEST_TIMEOUT, threads: int = 4) -> Any:
+    """A waitress server for ``app`` (``.run()`` serves; ``.effective_port`` is the port).
+
+    A connection silent for ``request_timeout`` seconds is closed; a body over the
+    upload limit is refused before it is read whole."""
+    from waitress.server import create_server
+
+    return create_server(app, host=host, port=port, threads=threads, channel_timeout=request_timeout,
+                         cleanup_interval=max(1, min(30, int(request_timeout / 2))),
+                         max_request_body_size=int(max_upload_mb * 1024 * 1024) + 64 * 1024,
+                         ident="dancegenre", clear_untrusted_proxy_headers=True)
+
+
 def serve(checkpoint: str | os.PathLike[str], *, host: str = "127.0.0.1", port: int = 8000,
-          max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB) -> None:
-    """Run the app with a threaded server until Ctrl-C."""
-    from werkzeug.serving import make_server
+          max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB, allow_hosts: list[str] | tuple[str, ...] = (),
+          allow_origins: list[str] | tuple[str, ...] = (), request_timeout: float = DEFAULT_REQUEST_TIMEOUT) -> None:
+    """Serve the app with waitress until Ctrl-C.
 
-    app = create_app(checkpoint, max_upload_mb=max_upload_mb)
-    server = make_server(host, port, app, threaded=True)
-    print(f"dancegenre serve: http://{host}:{server.server_port}/ (Ctrl-C stops)")
-    server.serve_forever()
+    Raises
+    ------
+    ConfigError
+        The address cannot be listened on.
+    """
+    app = create_app(checkpoint, max_upload_mb=max_upload_mb, allowed_hosts=host_names(host, allow_hosts),
+                     allow_origins=allow_origins)
+    try:
+        server = make_server(app, host=host, port=port, max_upload_mb=max_upload_mb, request_timeout=request_timeout)
+    except OSError as exc:
+        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    shown = f"[{host}]" if ":" in host else host
+    print(f"dancegenre serve: http://{shown}:{server.effective_port}/ (Ctrl-C stops)", flush=True)
+    try:
+        server.run()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.close()
 
 
-PAGE_CSS = """body{font-family:system-ui,sans-serif;max-width:980px;margin:2em auto;padding:0 1em;color:#222}
-#drop{border:2px dashed #888;border-radius:10px;padding:2.5em;text-align:center;background:#fafafa}
-#drop.over{background:#eef5ff;border-color:#36c}.card{border:1px solid #ddd;border-radius:8px;padding:1em;margin:1em 0}
-.bar{height:1.1em;background:#36c;border-radius:3px}.barrow{display:flex;align-items:center;gap:.6em;margin:.2em 0}
-.barrow span{width:9em}.barwrap{flex:1;background:#eee;border-radius:3px}.error{color:#b00}
-.verdict{font-size:1.3em;font-weight:600}img{max-width:100%}table{border-collapse:collapse}
-td,th{border:1px solid #ddd;padding:.3em .6em;text-align:left;vertical-align:top}pre{margin:0}"""
-
-INDEX_HTML = """<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>dancegenre</title>
-<style>""" + PAGE_CSS + """</style></head><body>
-<h1>dancegenre</h1><p>Drop audio files (mp3, m4a, wav, flac, ogg, opus; up to __MAX_MB__ MB each) to see what the
-model hears. <a href="/model">About the model</a> &middot; <a href="/openapi.json">API</a></p>
-<div id="drop">Drop files here, or <input id="files" type="file" multiple accept="audio/*,.mp3,.m4a,.wav,.flac,.ogg,.opus,.aiff"></div>
-<div id="results"></div>
-<script>
-const COLORS = ["#36c", "#e63", "#393", "#c3c", "#fa0", "#0aa", "#666", "#a52"];
-function el(tag, attrs, text) { const e = document.createElement(tag); Object.assign(e, attrs || {}); if (text !== undefined) e.textContent = text; return e; }
-function timelineSvg(timeline, genres) {
-  const w = 900, h = 160, pad = 30;
-  const ns = "http://www.w3.org/2000/svg";
-  const svg = document.createElementNS(ns, "svg");
-  svg.setAttribute("viewBox", `0 0 ${w} ${h}`); svg.setAttribute("class", "timeline"); svg.style.width = "100%";
-  const end = timeline.length ? timeline[timeline.length - 1].end : 1;
-  genres.forEach((g, k) => {
-    const pts = timeline.map(r => `${pad + (r.start / end) * (w - 2 * pad)},${h - pad - r[g] * (h - 2 * pad)}`).join(" ");
-    const line = document.createElementNS(ns, "polyline");
-    line.setAttribute("points", pts); line.setAttribute("fill", "none");
-    line.setAttribute("stroke", COLORS[k % COLORS.length]); line.setAttribute("stroke-width", "2");
-    svg.appendChild(line);
-    const label = document.createElementNS(ns, "text");
-    label.setAttribute("x", w - pad - 120); label.setAttribute("y", 14 + 14 * k); label.setAttribute("fill", COLORS[k % COLORS.length]);
-    label.textContent = g; svg.appendChild(label);
-  });
-  const axis = document.createElementNS(ns, "text");
-  axis.setAttribute("x", pad); axis.setAttribute("y", h - 8); axis.textContent = `0 s ... ${end.toFixed(0)} s (probability per 3-second segment)`;
-  svg.appendChild(axis);
-  return svg;
-}
-function upload(file) {
-  const card = el("div", {className: "card"});
-  card.appendChild(el("h3", {}, file.name));
-  const status = el("p", {className: "status"}, "uploading 0%");
-  card.appendChild(status);
-  document.getElementById("results").prepend(card);
-  const form = new FormData(); form.append("file", file);
-  const xhr = new XMLHttpRequest();
-  xhr.open("POST", "/api/predict");
-  xhr.upload.onprogress = e => { if (e.lengthComputable) status.textContent = `uploading ${Math.round(100 * e.loaded / e.total)}%`; };
-  xhr.upload.onload = () => { status.textContent = "analysing..."; };
-  xhr.onload = () => {
-    let body = {};
-    try { body = JSON.parse(xhr.responseText); } catch (e) { body = {error: `server answered ${xhr.status}`}; }
-    if (xhr.status !== 200) { status.className = "error"; status.textContent = body.error || `error ${xhr.status}`; return; }
-    status.remove();
-    card.appendChild(el("p", {className: "verdict"}, `${body.genre} (${(100 * body.confidence).toFixed(0)}%)`));
-    const genres = Object.keys(body.probabilities);
-    genres.forEach(g => {
-      const row = el("div", {className: "barrow"}); row.appendChild(el("span", {}, g));
-      const wrap = el("div", {className: "barwrap"}); const bar = el("div", {className: "bar"});
-      bar.style.width = `${(100 * body.probabilities[g]).toFixed(1)}%`; wrap.appendChild(bar); row.appendChild(wrap);
-      row.appendChild(el("span", {}, `${(100 * body.probabilities[g]).toFixed(1)}%`)); card.appendChild(row);
-    });
-    if (body.tags) {  // a run on the pretrained musicnn: its own tags, beside the verdict
-      const t = Object.entries(body.tags).map(([k, v]) => `${k} ${(100 * v).toFixed(0)}%`).join(", ");
-      card.appendChild(el("p", {className: "tags"}, `pretrained tags: ${t}`));
-    }
-    card.appendChild(timelineSvg(body.timeline, genres));
-    card.appendChild(el("img", {className: "spectrogram", src: body.spectrogram, alt: "mel spectrogram"}));
-  };
-  xhr.onerror = () => { status.className = "error"; status.textContent = "the upload failed (is the server running?)"; };
-  xhr.send(form);
-}
-const drop = document.getElementById("drop");
-drop.addEventListener("dragover", e => { e.preventDefault(); drop.classList.add("over"); });
-drop.addEventListener("dragleave", () => drop.classList.remove("over"));
-drop.addEventListener("drop", e => { e.preventDefault(); drop.classList.remove("over"); [...e.dataTransfer.files].forEach(upload); });
-document.getElementById("files").addEventListener("change", e => [...e.target.files].forEach(upload));
-</script></body></html>"""
