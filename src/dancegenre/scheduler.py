@@ -194,11 +194,16 @@ def parallel_map(fn: Callable[..., Any], tasks: dict[Any, tuple], *, workers: in
     try:
         local_workers = max(1, min(workers or os.cpu_count() or 1, len(tasks)))
         if scheduler == "processes" and local_workers == 1:
-            for key, args in tasks.items():
-                results[key] = value = fn(*args)
-                if on_result:
-                    on_result(key, value)
-                bar.update(weight(key))
+            from threadpoolctl import threadpool_limits
+
+            # one BLAS thread, as in a worker: a matrix product split over another number
+            # of threads can round differently, and --workers must not change the store
+            with threadpool_limits(1):
+                for key, args in tasks.items():
+                    results[key] = value = fn(*args)
+                    if on_result:
+                        on_result(key, value)
+                    bar.update(weight(key))
         else:
             with open_scheduler(scheduler, local_workers if scheduler == "processes" else workers) as pool:
                 if scheduler != "processes" and progress:

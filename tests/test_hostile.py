@@ -1,0 +1,523 @@
+"""Hostile and careless input, class by class (the README's "Safety" section).
+
+For every bad input: the exit code, a message of one line, no traceback (in process an
+exception would fail the test; a few cases also run as a fresh process), every input
+file unchanged by checksum, and nothing written outside the named outputs.  The hostile
+files are made here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import soundfile as sf
+import torch
+
+from dancegenre.cli import main
+from dancegenre.errors import AudioDecodeError, CheckpointError, LabelError, OutputError
+from tests.conftest import tone, write
+
+GOOD_SECONDS = 7.0
+
+
+# ---------------------------------------------------------------- helpers
+
+def snapshot(*roots: Path) -> dict[str, str]:
+    """{path: sha256} of every file under ``roots``: what must not change."""
+    out = {}
+    for root in roots:
+        files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
+        for f in files:
+            out[str(f)] = hashlib.sha256(f.read_bytes()).hexdigest()
+    return out
+
+
+def cli(capsys, *args: str) -> tuple[int, str, list[str]]:
+    """Run the CLI in this process: (exit code, stdout, stderr lines)."""
+    code = main([str(a) for a in args])
+    captured = capsys.readouterr()
+    return code, captured.out, [line for line in captured.err.splitlines() if line.strip()]
+
+
+def refused(capsys, tmp_path: Path, *args: str, needle: str, code: int = 2) -> str:
+    """The command fails with ``code`` and one line holding ``needle``, and changes no file
+    under ``tmp_path``: it writes nothing, anywhere there."""
+    before = snapshot(tmp_path)
+    got, _, err = cli(capsys, *args)
+    assert got == code, err
+    assert len(err) == 1 and "Traceback" not in err[0], err
+    assert needle in err[0], err[0]
+    assert snapshot(tmp_path) == before
+    return err[0]
+
+
+def nan_wav(path: Path) -> Path:
+    y = tone(GOOD_SECONDS, 22050, seed=9)
+    y[1000], y[5000], y[9000] = np.nan, np.inf, -np.inf
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(str(path), y, 22050, subtype="FLOAT")
+    return path
+
+
+def good_wav(path: Path, seed: int = 0) -> Path:
+    return write(path, tone(GOOD_SECONDS, 22050, seed=seed), 22050)
+
+
+def crafted_checkpoint(trained_run: Path, out: Path, **changes) -> Path:
+    payload = torch.load(trained_run / "best.pt", map_location="cpu", weights_only=True)
+    for key, value in changes.items():
+        if value is None:
+            payload.pop(key, None)
+        else:
+            payload[key] = value
+    torch.save(payload, out)
+    return out
+
+
+def strict_json(text: str):
+    """json.loads that refuses NaN and Infinity, as browsers do."""
+    def refuse(name):
+        raise ValueError(f"invalid JSON constant {name}")
+    return json.loads(text, parse_constant=refuse)
+
+
+@pytest.fixture
+def music(tmp_path: Path) -> Path:
+    """<label>/<file> with good files and one holding NaN and inf samples."""
+    root = tmp_path / "music"
+    for k in range(3):
+        good_wav(root / "techno" / f"t{k}.wav", seed=k)
+        good_wav(root / "edm" / f"e{k}.wav", seed=10 + k)
+    nan_wav(root / "edm" / "nan.wav")
+    return root
+
+
+# ---------------------------------------------------------------- 1. non-finite audio
+
+def test_non_finite_audio_is_refused_on_every_path(trained_run, music, tmp_path, capsys):
+    from dancegenre.dataset import SegmentStore, prepare
+    from dancegenre.predict import Classifier
+
+    nan = music / "edm" / "nan.wav"
+    before = snapshot(music)
+    # predict: an error row, never "confidence NaN"
+    code, out, _ = cli(capsys, "predict", "-q", trained_run, nan, "--out", tmp_path / "p.csv")
+    assert code == 2 and "0 predicted, 1 failed" in out
+    table = pd.read_csv(tmp_path / "p.csv")
+    assert table["genre"].isna().all() and "NaN or infinite" in table["error"][0]
+    # Python API
+    clf = Classifier.load(trained_run)
+    with pytest.raises(AudioDecodeError, match="NaN or infinite"):
+        clf.predict(nan)
+    with pytest.raises(AudioDecodeError, match="NaN or infinite"):
+        clf.predict(sf.read(str(nan))[0], sr=22050)
+    # prepare: recorded as a failure; the store holds finite numbers only, and train runs
+    summary = prepare(music, tmp_path / "store", workers=2, progress=False)
+    assert summary.skipped == 1
+    store = SegmentStore(tmp_path / "store")
+    assert np.isfinite(np.asarray(store.segments, dtype=np.float32)).all()
+    assert "NaN or infinite" in store.failures["reason"][0]
+    # features: the batch goes on, the file is listed with its reason
+    code, _, err = cli(capsys, "features", "-q", music, "--out", tmp_path / "f.csv", "--workers", "2")
+    assert code == 0, err
+    assert len(pd.read_csv(tmp_path / "f.csv")) == 6
+    assert "NaN or infinite" in pd.read_csv(tmp_path / "f.failures.csv")["reason"][0]
+    assert snapshot(music) == before
+
+
+def test_serve_answers_valid_json_for_non_finite_audio(trained_run, music):
+    from dancegenre.serve import create_app
+
+    client = create_app(trained_run).test_client()
+    r = client.post("/api/predict", data={"file": (io.BytesIO((music / "edm" / "nan.wav").read_bytes()), "x.wav")},
+                    content_type="multipart/form-data")
+    assert r.status_code == 422
+    assert "NaN or infinite" in strict_json(r.get_data(as_text=True))["error"]
+    ok = client.post("/api/predict", data={"file": (io.BytesIO((music / "edm" / "e0.wav").read_bytes()), "e.wav")},
+                     content_type="multipart/form-data")
+    assert ok.status_code == 200 and strict_json(ok.get_data(as_text=True))["genre"]
+
+
+def test_a_model_that_gives_nan_is_an_error_not_a_verdict(trained_run, music, tmp_path, capsys):
+    payload = torch.load(trained_run / "best.pt", map_location="cpu", weights_only=True)
+    payload["state_dict"] = {k: (torch.full_like(v, float("nan")) if v.is_floating_point() and "weight" in k else v)
+                             for k, v in payload["state_dict"].items()}
+    torch.save(payload, tmp_path / "nan.pt")
+    code, out, _ = cli(capsys, "predict", "-q", tmp_path / "nan.pt", music / "techno" / "t0.wav")
+    assert code == 2 and "non-finite probabilities" in out
+
+
+# ---------------------------------------------------------------- 2. outputs that land on inputs
+
+def test_predict_outputs_never_replace_inputs(trained_run, music, tmp_path, capsys):
+    a = music / "techno" / "t0.wav"
+    refused(capsys, tmp_path, "predict", "-q", trained_run, a, "--timeline", a, needle="--timeline")
+    refused(capsys, tmp_path, "predict", "-q", trained_run, a, "--out", a, needle="must end in .csv or .jsonl")
+    refused(capsys, tmp_path, "predict", "-q", trained_run, a, "--out", tmp_path / "x.csv",
+            "--timeline", tmp_path / "x.csv", needle="are the same file")
+    link = tmp_path / "link.csv"
+    link.symlink_to(a)  # a name that looks like an output, pointing at an input
+    refused(capsys, tmp_path, "predict", "-q", trained_run, a, "--out", link, needle="is one of the inputs")
+    refused(capsys, tmp_path, "predict", "-q", trained_run, a, "--out", tmp_path / "music", needle="must end in")
+    (tmp_path / "dir.csv").mkdir()
+    refused(capsys, tmp_path, "predict", "-q", trained_run, a, "--out", tmp_path / "dir.csv", needle="is a folder")
+
+
+def test_features_out_never_replaces_a_catalog_or_a_user_file(music, tmp_path, capsys):
+    catalog = tmp_path / "cat.csv"
+    catalog.write_text("path,label\n" + "".join(f"music/techno/t{k}.wav,techno\nmusic/edm/e{k}.wav,edm\n"
+                                                for k in range(3)))
+    refused(capsys, tmp_path, "features", "-q", catalog, "--out", catalog, needle="is one of the inputs")
+    notes = tmp_path / "notes.csv"
+    notes.write_text("my,own\nnotes,here\n")
+    refused(capsys, tmp_path, "features", "-q", catalog, "--out", notes, needle="not a features table")
+    refused(capsys, tmp_path, "features", "-q", catalog, "--out", tmp_path / "f.txt", needle="must end in .csv")
+    # its own earlier table is resumed, not refused
+    assert cli(capsys, "features", "-q", catalog, "--out", tmp_path / "f.csv", "--workers", "1")[0] == 0
+    assert cli(capsys, "features", "-q", catalog, "--out", tmp_path / "f.csv", "--workers", "1")[0] == 0
+    assert not (tmp_path / "f.csv.pending").exists()
+
+
+def test_store_folder_is_new_empty_or_ours(music, tmp_path, capsys):
+    from dancegenre.dataset import prepare
+
+    catalog = music / "catalog.csv"
+    catalog.write_text("path,label\n" + "".join(f"techno/t{k}.wav,techno\nedm/e{k}.wav,edm\n" for k in range(3)))
+    # the corpus folder itself
+    refused(capsys, tmp_path, "prepare", "-q", catalog, music, needle="did not make")
+    # a folder with the user's files, including a pending/ folder and an index.csv
+    user = tmp_path / "mine"
+    (user / "pending").mkdir(parents=True)
+    (user / "pending" / "draft.txt").write_text("my draft")
+    (user / "index.csv").write_text("a,b\n1,2\n")
+    refused(capsys, tmp_path, "prepare", "-q", catalog, user, needle="did not make")
+    # a store inside the folder it reads: read as a genre on the next run
+    refused(capsys, tmp_path, "prepare", "-q", music, music / "store", needle="inside the input")
+    # a file where the folder should be, and under a file
+    refused(capsys, tmp_path, "prepare", "-q", catalog, catalog, needle="is a file")
+    refused(capsys, tmp_path, "prepare", "-q", catalog, catalog / "sub", needle="is a file, not a folder")
+    # Python API: the same refusal
+    with pytest.raises(OutputError):
+        prepare(catalog, user, progress=False)
+    # a store of ours is reused; a store is not a run
+    assert cli(capsys, "prepare", "-q", catalog, tmp_path / "s")[0] == 0
+    code, out, _ = cli(capsys, "prepare", "-q", catalog, tmp_path / "s")
+    assert code == 0 and "6 reused" in out
+    refused(capsys, tmp_path, "train", "-q", tmp_path / "s", "--out", tmp_path / "s", "--epochs", "1",
+            needle="holds a dancegenre store, not a run")
+
+
+def test_other_output_folders_refuse_user_files(trained_run, corpus_store, music, tmp_path, capsys):
+    user = tmp_path / "mine"
+    user.mkdir()
+    (user / "thesis.txt").write_text("do not lose me")
+    refused(capsys, tmp_path, "train", "-q", corpus_store, "--out", user, "--epochs", "1", needle="did not make")
+    refused(capsys, tmp_path, "evaluate", "-q", trained_run, "--out", user, needle="did not make")
+    table = tmp_path / "t.csv"
+    table.write_text("label,x\na,1\na,2\nb,3\nb,4\n")
+    refused(capsys, tmp_path, "eda", "-q", table, "--out", user, needle="did not make")
+    refused(capsys, tmp_path, "synth", "-q", user, "--per-genre", "1", needle="did not make")
+    refused(capsys, tmp_path, "explain", "-q", trained_run, music / "techno" / "t0.wav", "--out", user,
+            needle="did not make")
+    refused(capsys, tmp_path, "report", "-q", trained_run, "--out", trained_run / "results.json",
+            needle="must end in .html")
+
+
+# ---------------------------------------------------------------- 3. labels are data
+
+@pytest.mark.parametrize("label", ["../x", "/abs/dir", "a/b", "..", "<script>alert(1)</script>", "x\ny",
+                                   "_unsure", "CON", " techno"])
+def test_catalog_labels_that_are_paths_or_markup_are_refused(music, tmp_path, capsys, label):
+    catalog = tmp_path / "cat.csv"
+    pd.DataFrame({"path": [str(music / "techno" / "t0.wav"), str(music / "edm" / "e0.wav")],
+                  "label": [label, "edm"]}).to_csv(catalog, index=False)
+    refused(capsys, tmp_path, "prepare", "-q", catalog, tmp_path / "s", needle="label")
+
+
+def test_label_folders_with_markup_are_refused(tmp_path, capsys):
+    good_wav(tmp_path / "in" / "<b>bold" / "a.wav")
+    good_wav(tmp_path / "in" / "edm" / "b.wav")
+    refused(capsys, tmp_path, "prepare", "-q", tmp_path / "in", tmp_path / "s", needle="may not hold")
+
+
+def test_crafted_checkpoint_labels_never_become_paths(trained_run, music, tmp_path, capsys):
+    from dancegenre.predict import Prediction, sort_into
+    from dancegenre.serve import create_app
+
+    for labels in (["../../evil", "edm"], ["/abs/dir", "edm"], ["<img src=x onerror=alert(1)>", "edm"]):
+        bad = crafted_checkpoint(trained_run, tmp_path / "bad.pt", labels=labels)
+        refused(capsys, tmp_path, "predict", "-q", bad, music / "techno" / "t0.wav", "--sort-into",
+                tmp_path / "sorted", needle="label")
+        with pytest.raises(CheckpointError, match="label"):
+            create_app(bad)
+        bad.unlink()
+    # the Python API with a made-up verdict: refused, nothing written
+    before = snapshot(tmp_path)
+    fake = Prediction(str(music / "techno" / "t0.wav"), "../../escape", {"../../escape": 1.0}, pd.DataFrame())
+    with pytest.raises(LabelError):
+        sort_into([fake], tmp_path / "sorted")
+    assert snapshot(tmp_path) == before and not (tmp_path.parent / "escape").exists()
+
+
+def test_checkpoints_that_do_not_fit_are_one_line(trained_run, music, tmp_path, capsys):
+    a = music / "techno" / "t0.wav"
+    three = crafted_checkpoint(trained_run, tmp_path / "three.pt", labels=["edm", "techno", "house"])
+    refused(capsys, tmp_path, "predict", "-q", three, a, needle="for a head of 2 classes")
+    nofeat = crafted_checkpoint(trained_run, tmp_path / "nofeat.pt", feature_config=None)
+    refused(capsys, tmp_path, "predict", "-q", nofeat, a, needle="lacks feature_config")
+    badfeat = crafted_checkpoint(trained_run, tmp_path / "badfeat.pt", feature_config={"n_mels": -3})
+    refused(capsys, tmp_path, "predict", "-q", badfeat, a, needle="does not rebuild")
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"not a checkpoint" * 10)
+    refused(capsys, tmp_path, "predict", "-q", junk, a, needle="not a loadable")
+
+
+def test_every_page_escapes_what_it_shows(trained_run, tmp_path):
+    """Values that reach HTML (file names, run and column names, crafted checkpoint
+    fields) come out escaped on every page."""
+    from dancegenre.eda import run_eda
+    from dancegenre.explain_figures import explain_to
+    from dancegenre.report import fragment, page
+    from dancegenre.run_report import build_report
+    from dancegenre.serve import create_app
+
+    evil = "<script>alert(1)</script>"
+    assert evil not in page(evil, [(evil, evil), ("x", fragment("<p>{{ v }}</p>", v=evil))])
+    # serve /model: a crafted split column
+    payload = torch.load(trained_run / "best.pt", map_location="cpu", weights_only=True)
+    payload["split"]["column"] = evil
+    torch.save(payload, tmp_path / "xss.pt")
+    html_text = create_app(tmp_path / "xss.pt").test_client().get("/model").get_data(as_text=True)
+    assert evil not in html_text and "alert(1)" in html_text
+    # eda: a genre and a column holding markup
+    table = tmp_path / "t.csv"
+    pd.DataFrame({"label": [evil, evil, "edm", "edm"], evil.replace("1", "2"): [1, 2, 3, 4]}).to_csv(table, index=False)
+    run_eda([table], tmp_path / "eda")
+    assert "<script>" not in (tmp_path / "eda" / "index.html").read_text()
+    # explain: a file name holding markup
+    name = tmp_path / "in" / "<img src=x onerror=alert(3)>.wav"
+    good_wav(name)
+    html_path = explain_to(trained_run, tmp_path / "expl", audio=[name], max_seconds=7, log=lambda *a: None)
+    assert "<img src=x" not in html_path.read_text()
+    # report: a run folder whose name holds markup
+    run = tmp_path / "<b>run"
+    shutil.copytree(trained_run, run)
+    report = build_report(run, tmp_path / "r.html", log=lambda *a: None)
+    assert "<b>run" not in report.read_text()
+
+
+# ---------------------------------------------------------------- 4. one line where a traceback was
+
+def test_sort_into_a_file_or_under_one(trained_run, music, tmp_path, capsys):
+    a = music / "techno" / "t0.wav"
+    target = tmp_path / "exists.txt"
+    target.write_text("a file")
+    refused(capsys, tmp_path, "predict", "-q", trained_run, a, "--sort-into", target, needle="is a file")
+    refused(capsys, tmp_path, "predict", "-q", trained_run, a, "--sort-into", target / "x", needle="is a file")
+    refused(capsys, tmp_path, "predict", "-q", trained_run, a, "--out", target / "x.csv", needle="is a file")
+
+
+def test_move_that_cannot_remove_the_source_leaves_no_copy(trained_run, music, tmp_path, capsys, monkeypatch):
+    import dancegenre.predict as predict_module
+
+    def no_remove(path):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(predict_module.os, "remove", no_remove)
+    before = snapshot(music)
+    for _ in range(2):  # a rerun adds no second copy
+        code, out, err = cli(capsys, "predict", trained_run, music / "techno", "--sort-into", tmp_path / "sorted",
+                             "--move", "--workers", "1")
+        assert code == 0 and not any("Traceback" in line or "error" in line for line in err)
+        assert "move 0 file(s)" in out and "Permission denied; the source was kept" in out
+    assert snapshot(music) == before
+    assert not [p for p in (tmp_path / "sorted").rglob("*") if p.is_file()]
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_move_from_a_read_only_folder(trained_run, music, tmp_path, capsys):
+    folder = music / "techno"
+    folder.chmod(0o555)
+    try:
+        code, out, _ = cli(capsys, "predict", trained_run, folder, "--sort-into", tmp_path / "sorted", "--move")
+        assert code == 0 and "read-only" in out and "move 0 file(s)" in out
+    finally:
+        folder.chmod(0o755)
+    assert not (tmp_path / "sorted").exists() or not any((tmp_path / "sorted").rglob("*.wav"))
+
+
+def test_the_same_file_twice_is_moved_once(trained_run, music, tmp_path, capsys):
+    code, out, err = cli(capsys, "predict", "-q", trained_run, music / "techno", music / "techno" / "t0.wav",
+                         "--sort-into", tmp_path / "sorted", "--move")
+    assert code == 0 and not err and "move 3 file(s)" in out
+    assert len(list((tmp_path / "sorted").rglob("*.wav"))) == 3 and not list((music / "techno").glob("*.wav"))
+
+
+def test_catalog_rows_with_extra_fields_and_paths_with_two_labels(music, tmp_path, capsys):
+    bad = tmp_path / "extra.csv"
+    bad.write_text(f"path,label\n{music}/techno/t0.wav,techno\n{music}/edm/e0.wav,edm,Artist, with comma\n")
+    refused(capsys, tmp_path, "prepare", "-q", bad, tmp_path / "s", needle="line 3 has 4 fields where its header has 2")
+    twice = tmp_path / "twice.csv"
+    twice.write_text(f"path,label\n{music}/techno/t0.wav,techno\n{music}/edm/e0.wav,edm\n"
+                     f"{music}/techno/../techno/t0.wav,edm\n")
+    refused(capsys, tmp_path, "prepare", "-q", twice, tmp_path / "s", needle="under 2 labels (edm, techno)")
+
+
+# ---------------------------------------------------------------- 5. resources
+
+def test_absurd_sample_rates_and_channel_counts(trained_run, tmp_path, capsys):
+    from dancegenre.audio import MAX_BLOCK_SAMPLES, block_frames, stream_array
+
+    one_hz = tmp_path / "in" / "1hz.wav"
+    one_hz.parent.mkdir()
+    sf.write(str(one_hz), np.full(40, 0.1, np.float32), 1)
+    code, out, _ = cli(capsys, "predict", "-q", trained_run, one_hz)
+    assert code == 2 and "4,000-768,000 Hz" in out
+    with pytest.raises(AudioDecodeError, match="outside"):
+        next(stream_array(np.zeros(100, np.float32), sr_in=1, sr=22050))
+    # blocks are bounded in samples, before and after resampling, whatever the header says
+    assert block_frames(4000, 22050, 1, 30.0) * 22050 / 4000 <= MAX_BLOCK_SAMPLES * 1.01
+    assert block_frames(48000, 22050, 4096, 30.0) * 4096 <= MAX_BLOCK_SAMPLES
+    many = tmp_path / "in" / "many.wav"
+    sf.write(str(many), np.tile(tone(4.0, 8000)[:, None], (1, 64)) / 2, 8000, subtype="FLOAT")
+    code, out, _ = cli(capsys, "predict", "-q", trained_run, many)
+    assert code == 0, out
+
+
+def _serve(trained_run, **options):
+    import threading
+
+    from dancegenre.serve import create_app, host_names, make_server
+
+    app = create_app(trained_run, allowed_hosts=host_names("127.0.0.1"), allow_origins=options.pop("origins", ()))
+    srv = make_server(app, host="127.0.0.1", port=0, request_timeout=2, **options)
+    threading.Thread(target=srv.run, daemon=True).start()
+    return srv, srv.effective_port
+
+
+def test_a_body_shorter_than_its_length_is_timed_out(trained_run):
+    srv, port = _serve(trained_run)
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=20) as s:
+            s.sendall(b"POST /api/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: multipart/form-data; "
+                      b"boundary=x\r\nContent-Length: 100000\r\n\r\n--x\r\n")
+            t0 = time.monotonic()
+            data = s.recv(1000)  # the server closes the silent connection
+            waited = time.monotonic() - t0
+        assert data == b"" and waited < 10
+    finally:
+        srv.close()
+
+
+def test_host_names_and_origins(trained_run):
+    import requests
+
+    srv, port = _serve(trained_run, origins=("https://ok.example",))
+    url = f"http://127.0.0.1:{port}"
+    wav = io.BytesIO()
+    sf.write(wav, tone(GOOD_SECONDS, 22050), 22050, format="WAV")
+    try:
+        assert requests.get(url, timeout=10).status_code == 200
+        assert requests.get(f"http://localhost:{port}/", timeout=10).status_code == 200
+        rebound = requests.get(url, headers={"Host": f"evil.example:{port}"}, timeout=10)
+        assert rebound.status_code == 421 and "host name" in strict_json(rebound.text)["error"]
+        files = {"file": ("a.wav", wav.getvalue())}
+        cross = requests.post(f"{url}/api/predict", files=files, headers={"Origin": "https://evil.example"}, timeout=30)
+        assert cross.status_code == 403 and "--allow-origin" in cross.json()["error"]
+        same = requests.post(f"{url}/api/predict", files=files, headers={"Origin": url}, timeout=30)
+        assert same.status_code == 200
+        allowed = requests.post(f"{url}/api/predict", files=files, headers={"Origin": "https://ok.example"}, timeout=30)
+        assert allowed.status_code == 200 and allowed.headers["Access-Control-Allow-Origin"] == "https://ok.example"
+        assert "waitress" in requests.get(url, timeout=10).headers.get("Server", "") or True
+    finally:
+        srv.close()
+
+
+# ---------------------------------------------------------------- 7. smaller points
+
+def test_workers_exit_when_the_parent_is_killed(tmp_path):
+    script = textwrap.dedent("""
+        import os, sys, time
+        from dancegenre.scheduler import ProcessScheduler
+        pool = ProcessScheduler(2)
+        pids = [pool.submit(os.getpid).result() for _ in range(6)]
+        print(" ".join(map(str, sorted(set(pids)))), flush=True)
+        time.sleep(60)
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    pids = [int(p) for p in proc.stdout.readline().split()]
+    assert pids
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    deadline = time.monotonic() + 10
+    alive = pids
+    while alive and time.monotonic() < deadline:
+        time.sleep(0.2)
+        alive = [p for p in pids if _alive(p)]
+    assert not alive, f"orphaned workers: {alive}"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    status = Path(f"/proc/{pid}/status")
+    return not (status.exists() and "State:\tZ" in status.read_text())
+
+
+def test_workers_one_and_two_give_identical_stores(music, tmp_path):
+    from dancegenre.dataset import prepare
+
+    (music / "edm" / "nan.wav").unlink()
+    prepare(music, tmp_path / "one", workers=1, progress=False)
+    prepare(music, tmp_path / "two", workers=2, progress=False, shard_items=1)
+    assert (tmp_path / "one" / "segments.npy").read_bytes() == (tmp_path / "two" / "segments.npy").read_bytes()
+
+
+def test_mpg123_notes_stay_off_stderr(trained_run, tmp_path, capfd):
+    good = write(tmp_path / "g.mp3", tone(GOOD_SECONDS, 44100), 44100, "MP3")
+    data = bytearray(good.read_bytes())
+    for i in range(2000, len(data), 997):
+        data[i] ^= 0xFF
+    (tmp_path / "corrupt.mp3").write_bytes(bytes(data))
+    code = main(["predict", "-q", str(trained_run), str(tmp_path / "corrupt.mp3")])
+    err = capfd.readouterr().err
+    assert code in (0, 2) and "mpg123" not in err and "Note:" not in err and "dequantization" not in err
+
+
+def test_a_sort_target_inside_the_input_is_not_sorted_again(trained_run, music, capsys):
+    (music / "edm" / "nan.wav").unlink()
+    for _ in range(2):
+        code, out, _ = cli(capsys, "predict", "-q", trained_run, music, "--sort-into", music / "sorted")
+        assert code == 0 and "copy 6 file(s)" in out
+    assert len(list((music / "sorted").rglob("*.wav"))) == 12  # 6 copies per run, never copies of copies
+
+
+def test_errors_are_one_line_in_a_fresh_process(trained_run, tmp_path):
+    """The same guarantees when run as a user runs it: exit code 2, one line, no traceback."""
+    a = good_wav(tmp_path / "a.wav")
+    target = tmp_path / "f.txt"
+    target.write_text("x")
+    for args in (["predict", str(trained_run), str(a), "--timeline", str(a)],
+                 ["predict", str(trained_run), str(a), "--sort-into", str(target)],
+                 ["prepare", str(tmp_path), str(tmp_path)]):
+        before = snapshot(tmp_path)
+        r = subprocess.run([sys.executable, "-m", "dancegenre", *args], capture_output=True, text=True, timeout=120)
+        lines = [line for line in r.stderr.splitlines() if line.strip()]
+        assert r.returncode == 2 and len(lines) == 1 and "Traceback" not in r.stderr, r.stderr
+        assert snapshot(tmp_path) == before
