@@ -152,6 +152,16 @@ def test_serve_answers_valid_json_for_non_finite_audio(trained_run, music):
     assert ok.status_code == 200 and strict_json(ok.get_data(as_text=True))["genre"]
 
 
+def test_serve_json_never_holds_nan(trained_run, tmp_path):
+    from dancegenre.serve import create_app
+
+    payload = torch.load(trained_run / "best.pt", map_location="cpu", weights_only=True)
+    payload["extra"]["val"] = {"accuracy": float("nan"), "loss": float("inf")}
+    torch.save(payload, tmp_path / "nan-metrics.pt")
+    body = strict_json(create_app(tmp_path / "nan-metrics.pt").test_client().get("/api/model").get_data(as_text=True))
+    assert body["validation"] == {"accuracy": None, "loss": None}
+
+
 def test_a_model_that_gives_nan_is_an_error_not_a_verdict(trained_run, music, tmp_path, capsys):
     payload = torch.load(trained_run / "best.pt", map_location="cpu", weights_only=True)
     payload["state_dict"] = {k: (torch.full_like(v, float("nan")) if v.is_floating_point() and "weight" in k else v)

@@ -141,6 +141,20 @@ def _hostname(host_header: str) -> str:
     return h.rsplit(":", 1)[0] if h.count(":") == 1 else h
 
 
+def finite_json(value: Any) -> Any:
+    """``value`` with every NaN or infinite float replaced by None: JSON has no NaN, and
+    a browser's JSON.parse refuses it."""
+    import math
+
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: finite_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite_json(v) for v in value]
+    return value
+
+
 def create_app(checkpoint: str | os.PathLike[str], *, max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB,
                allowed_hosts: set[str] | None = None, allow_origins: list[str] | tuple[str, ...] = ()) -> Any:
     """The Flask app for ``checkpoint`` (a run folder or .pt file).
@@ -159,7 +173,14 @@ def create_app(checkpoint: str | os.PathLike[str], *, max_upload_mb: float = DEF
     origins = {o.rstrip("/").lower() for o in allow_origins}
     clf = Classifier.load(checkpoint)
     lock = threading.Lock()  # one inference at a time: the model is shared
+    from flask.json.provider import DefaultJSONProvider
+
+    class FiniteJSON(DefaultJSONProvider):
+        def dumps(self, obj: Any, **kwargs: Any) -> str:
+            return super().dumps(finite_json(obj), **kwargs)
+
     app = Flask("dancegenre")
+    app.json = FiniteJSON(app)
     app.config["MAX_CONTENT_LENGTH"] = int(max_upload_mb * 1024 * 1024)
     upload_dir = tempfile.mkdtemp(prefix="dancegenre-uploads-")
     atexit.register(shutil.rmtree, upload_dir, True)

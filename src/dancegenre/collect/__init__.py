@@ -40,6 +40,24 @@ class CollectSummary:
     catalog: str = ""
 
 
+def _claim_out(out: str | os.PathLike[str]) -> Path:
+    """``out`` as a data folder of ours: new, empty, marked, or holding a catalog that
+    ``collect`` wrote (its rows are extended, never those of another tool)."""
+    from dancegenre.errors import OutputError
+    from dancegenre.safety import claim_folder
+
+    out = Path(out)
+    catalog = out / "catalog.csv"
+    if catalog.is_file():
+        try:
+            header = set(pd.read_csv(catalog, nrows=0).columns)
+        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError):
+            header = set()
+        if not {"label", "track_id", "source", "path"} <= header:
+            raise OutputError(f"{catalog} is not a catalog made by collect; choose another --out")
+    return claim_folder(out, "collection", legacy=("catalog.csv",), what="--out")
+
+
 def _label(label: str) -> str:
     from dancegenre.safety import check_label  # the one label rule: it becomes a folder name
 
@@ -123,7 +141,7 @@ def collect_spotify(playlist: str, *, label: str, out: str | os.PathLike[str], w
                     progress: bool = True, log: Any = print) -> CollectSummary:
     """A Spotify playlist into ``out/catalog.csv`` and ``out/<label>/<track_id>.mp3``."""
     label = _label(label)
-    out = Path(out)
+    out = _claim_out(out)
     from dancegenre.collect.login import client_id as login_client_id
     from dancegenre.collect.login import stored_login
 
@@ -174,6 +192,7 @@ def collect_deezer(playlist: str | None, *, label: str, out: str | os.PathLike[s
     study's way of finding its playlists), until ``max_tracks`` distinct tracks; a track
     in several playlists is kept once."""
     label = _label(label)
+    out = _claim_out(out)
     if search:
         found = Deezer().search_playlists(search, max_tracks=max_tracks)
         if not found:
