@@ -91,7 +91,7 @@ def main() -> None:
         summary["original_network_tracks_per_s"] = round(1 / per_track, 2)
         summary["embed_vs_original_network"] = round(summary["embed_tracks_per_s"] * per_track, 2)
 
-    from dancegenre.musicnn import MusiCNNBackbone
+    from dancegenre.models.musicnn import MusiCNNBackbone
 
     net = MusiCNNBackbone().eval()
     with torch.no_grad():

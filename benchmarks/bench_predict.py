@@ -27,9 +27,9 @@ import soundfile as sf
 
 from benchmarks.common import BENCH_DIR, audio_files, mp3_corpus
 from dancegenre.config import TrainConfig
-from dancegenre.dataset import prepare
-from dancegenre.predict import Classifier
-from dancegenre.train import fit
+from dancegenre.data.store import prepare
+from dancegenre.inference.classifier import Classifier
+from dancegenre.training.fit import fit
 
 
 def _decode(path: Path) -> int:

@@ -21,7 +21,7 @@ import numpy as np
 import soundfile as sf
 
 from benchmarks.common import BENCH_DIR, audio_files, mp3_corpus
-from dancegenre.dataset import prepare
+from dancegenre.data.store import prepare
 
 
 def study_loop(files: list[Path]) -> None:

@@ -24,7 +24,7 @@ import pandas as pd
 import soundfile as sf
 
 from benchmarks.common import BENCH_DIR, mp3_corpus
-from dancegenre.dataset import prepare
+from dancegenre.data.store import prepare
 
 
 def timed_prepare(catalog: Path, out: Path, **kwargs) -> float:
@@ -39,7 +39,7 @@ def timed_prepare(catalog: Path, out: Path, **kwargs) -> float:
 def warm_up() -> None:
     """What a worker imports on its first task (numpy, scipy, librosa, soxr), done before timing."""
     from dancegenre.config import FeatureConfig
-    from dancegenre.features import LogMelStream
+    from dancegenre.audio.frontend import LogMelStream
 
     LogMelStream(FeatureConfig())
 

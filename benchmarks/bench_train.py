@@ -21,9 +21,9 @@ import torch
 
 from benchmarks.common import BENCH_DIR, mp3_corpus
 from dancegenre.config import FeatureConfig, TrainConfig
-from dancegenre.dataset import SegmentStore, prepare
-from dancegenre.models import build_model, count_parameters, model_config
-from dancegenre.train import fit
+from dancegenre.data.store import SegmentStore, prepare
+from dancegenre.models.registry import build_model, count_parameters, model_config
+from dancegenre.training.fit import fit
 
 
 def throughput(name: str, segments: np.ndarray, batch_size: int = 128, steps: int = 12) -> float:

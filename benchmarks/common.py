@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from dancegenre.synth import synthesize
+from dancegenre.data.synth import synthesize
 
 BENCH_DIR = Path(os.environ.get("DANCEGENRE_BENCH_DIR", Path(__file__).resolve().parents[1] / "bench-out"))
 

@@ -50,7 +50,7 @@ def audio_dir(tmp_path: Path) -> Path:
 @pytest.fixture(scope="session")
 def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small synthetic techno/EDM corpus (flac: fast to write), 8 clips per genre."""
-    from dancegenre.synth import synthesize
+    from dancegenre.data.synth import synthesize
 
     out = tmp_path_factory.mktemp("corpus")
     synthesize(out, per_genre=8, seed=3, fmt="flac", workers=2, progress=False, artists_per_genre=4)
@@ -59,7 +59,7 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def corpus_store(corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from dancegenre.dataset import prepare
+    from dancegenre.data.store import prepare
 
     out = tmp_path_factory.mktemp("store") / "store"
     prepare(corpus / "catalog.csv", out, workers=2, progress=False)
@@ -77,7 +77,7 @@ def needs_real_data() -> pytest.MarkDecorator:
 def trained_run(corpus_store: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small cnn1d run on the synthetic store (a few epochs, split by artist)."""
     from dancegenre.config import TrainConfig
-    from dancegenre.train import fit
+    from dancegenre.training.fit import fit
 
     out = tmp_path_factory.mktemp("run") / "run"
     fit(corpus_store, out=out, config=TrainConfig(epochs=4, batch_size=32, val_fraction=0.25, test_fraction=0.25),
@@ -103,7 +103,7 @@ def need_wheel() -> Path:
 def weights_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Convert both checkpoints once into a private cache folder."""
     wheel = need_wheel()
-    from dancegenre import pretrained
+    from dancegenre.models import pretrained
 
     cache = tmp_path_factory.mktemp("dg-cache")
     old = os.environ.get(pretrained.CACHE_ENV)

@@ -27,7 +27,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from dancegenre.cli import main
+from dancegenre.cli.parser import main
 from dancegenre.errors import AudioDecodeError, CheckpointError, LabelError, OutputError
 from tests.conftest import tone, write
 
@@ -109,8 +109,8 @@ def music(tmp_path: Path) -> Path:
 # ---------------------------------------------------------------- 1. non-finite audio
 
 def test_non_finite_audio_is_refused_on_every_path(trained_run, music, tmp_path, capsys):
-    from dancegenre.dataset import SegmentStore, prepare
-    from dancegenre.predict import Classifier
+    from dancegenre.data.store import SegmentStore, prepare
+    from dancegenre.inference.classifier import Classifier
 
     nan = music / "edm" / "nan.wav"
     before = snapshot(music)
@@ -140,7 +140,7 @@ def test_non_finite_audio_is_refused_on_every_path(trained_run, music, tmp_path,
 
 
 def test_serve_answers_valid_json_for_non_finite_audio(trained_run, music):
-    from dancegenre.serve import create_app
+    from dancegenre.web.app import create_app
 
     client = create_app(trained_run).test_client()
     r = client.post("/api/predict", data={"file": (io.BytesIO((music / "edm" / "nan.wav").read_bytes()), "x.wav")},
@@ -153,7 +153,7 @@ def test_serve_answers_valid_json_for_non_finite_audio(trained_run, music):
 
 
 def test_serve_json_never_holds_nan(trained_run, tmp_path):
-    from dancegenre.serve import create_app
+    from dancegenre.web.app import create_app
 
     payload = torch.load(trained_run / "best.pt", map_location="cpu", weights_only=True)
     payload["extra"]["val"] = {"accuracy": float("nan"), "loss": float("inf")}
@@ -203,7 +203,7 @@ def test_features_out_never_replaces_a_catalog_or_a_user_file(music, tmp_path, c
 
 
 def test_store_folder_is_new_empty_or_ours(music, tmp_path, capsys):
-    from dancegenre.dataset import prepare
+    from dancegenre.data.store import prepare
 
     catalog = music / "catalog.csv"
     catalog.write_text("path,label\n" + "".join(f"techno/t{k}.wav,techno\nedm/e{k}.wav,edm\n" for k in range(3)))
@@ -265,8 +265,9 @@ def test_label_folders_with_markup_are_refused(tmp_path, capsys):
 
 
 def test_crafted_checkpoint_labels_never_become_paths(trained_run, music, tmp_path, capsys):
-    from dancegenre.predict import Prediction, sort_into
-    from dancegenre.serve import create_app
+    from dancegenre.inference.classifier import Prediction
+    from dancegenre.inference.sort import sort_into
+    from dancegenre.web.app import create_app
 
     for labels in (["../../evil", "edm"], ["/abs/dir", "edm"], ["<img src=x onerror=alert(1)>", "edm"]):
         bad = crafted_checkpoint(trained_run, tmp_path / "bad.pt", labels=labels)
@@ -299,11 +300,11 @@ def test_checkpoints_that_do_not_fit_are_one_line(trained_run, music, tmp_path, 
 def test_every_page_escapes_what_it_shows(trained_run, tmp_path):
     """Values that reach HTML (file names, run and column names, crafted checkpoint
     fields) come out escaped on every page."""
-    from dancegenre.eda import run_eda
-    from dancegenre.explain_figures import explain_to
-    from dancegenre.report import fragment, page
-    from dancegenre.run_report import build_report
-    from dancegenre.serve import create_app
+    from dancegenre.research.eda import run_eda
+    from dancegenre.research.explanation import explain_to
+    from dancegenre.present.html import fragment, page
+    from dancegenre.research.report import build_report
+    from dancegenre.web.app import create_app
 
     evil = "<script>alert(1)</script>"
     assert evil not in page(evil, [(evil, evil), ("x", fragment("<p>{{ v }}</p>", v=evil))])
@@ -342,7 +343,7 @@ def test_sort_into_a_file_or_under_one(trained_run, music, tmp_path, capsys):
 
 
 def test_move_that_cannot_remove_the_source_leaves_no_copy(trained_run, music, tmp_path, capsys, monkeypatch):
-    import dancegenre.predict as predict_module
+    import dancegenre.inference.sort as predict_module
 
     def no_remove(path):
         raise PermissionError(13, "Permission denied", str(path))
@@ -390,7 +391,7 @@ def test_catalog_rows_with_extra_fields_and_paths_with_two_labels(music, tmp_pat
 # ---------------------------------------------------------------- 5. resources
 
 def test_absurd_sample_rates_and_channel_counts(trained_run, tmp_path, capsys):
-    from dancegenre.audio import MAX_BLOCK_SAMPLES, block_frames, stream_array
+    from dancegenre.audio.decode import MAX_BLOCK_SAMPLES, block_frames, stream_array
 
     one_hz = tmp_path / "in" / "1hz.wav"
     one_hz.parent.mkdir()
@@ -411,7 +412,7 @@ def test_absurd_sample_rates_and_channel_counts(trained_run, tmp_path, capsys):
 def _serve(trained_run, **options):
     import threading
 
-    from dancegenre.serve import create_app, host_names, make_server
+    from dancegenre.web.app import create_app, host_names, make_server
 
     app = create_app(trained_run, allowed_hosts=host_names("127.0.0.1"), allow_origins=options.pop("origins", ()))
     srv = make_server(app, host="127.0.0.1", port=0, request_timeout=2, **options)
@@ -462,7 +463,7 @@ def test_host_names_and_origins(trained_run):
 def test_workers_exit_when_the_parent_is_killed(tmp_path):
     script = textwrap.dedent("""
         import os, sys, time
-        from dancegenre.scheduler import ProcessScheduler
+        from dancegenre.data.scheduler import ProcessScheduler
         pool = ProcessScheduler(2)
         pids = [pool.submit(os.getpid).result() for _ in range(6)]
         print(" ".join(map(str, sorted(set(pids)))), flush=True)
@@ -491,7 +492,7 @@ def _alive(pid: int) -> bool:
 
 
 def test_workers_one_and_two_give_identical_stores(music, tmp_path):
-    from dancegenre.dataset import prepare
+    from dancegenre.data.store import prepare
 
     (music / "edm" / "nan.wav").unlink()
     prepare(music, tmp_path / "one", workers=1, progress=False)

@@ -6,7 +6,7 @@ needs TensorFlow)::
     python3 -m venv /tmp/tfenv
     /tmp/tfenv/bin/pip install tensorflow-cpu tf-keras librosa soundfile
     /tmp/tfenv/bin/pip install --no-deps musicnn-0.1.0-py3-none-any.whl
-    /tmp/tfenv/bin/python tools/musicnn_reference.py tests/data/musicnn_reference.npz
+    /tmp/tfenv/bin/python tools/musicnn_reference.py tests/models/musicnn_reference.npz
 
 It synthesises 9.5 s of audio from a fixed formula (kick, hats, a detuned saw chord
 and seeded noise, at 16 kHz so no resampling is involved), cuts it into 3-s patches

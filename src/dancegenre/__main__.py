@@ -2,6 +2,6 @@
 
 import sys
 
-from dancegenre.cli import main
+from dancegenre.cli.parser import main
 
 sys.exit(main())

@@ -15,12 +15,13 @@ from pathlib import Path
 import pandas as pd
 
 from dancegenre.config import TrainConfig
-from dancegenre.dataset import SegmentStore, prepare
-from dancegenre.evaluate import evaluate
-from dancegenre.predict import Classifier, expand_paths, results_table
-from dancegenre.report import fragment, image_tag, page, spectrogram_grid, table_html, timeline_plot
-from dancegenre.synth import synthesize
-from dancegenre.train import fit
+from dancegenre.data.store import SegmentStore, prepare
+from dancegenre.inference.evaluate import evaluate
+from dancegenre.inference.classifier import Classifier, expand_paths, results_table
+from dancegenre.present.html import fragment, image_tag, page, table_html
+from dancegenre.present.figures import spectrogram_grid, timeline_plot
+from dancegenre.data.synth import synthesize
+from dancegenre.training.fit import fit
 
 
 def run_demo(out: str | os.PathLike[str] = "demo-out", *, per_genre: int = 40, epochs: int = 15,

@@ -17,7 +17,8 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from dancegenre.errors import LabelError, OutputError
@@ -209,17 +210,29 @@ def is_ours(path: str | os.PathLike[str], kind: str | None = None) -> bool:
     return owner is not None and (kind is None or owner == kind)
 
 
+@contextmanager
+def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """A hidden temporary path beside ``path`` for a writer that needs a file name
+    (``torch.save``, ``np.save``, ``soundfile.write``); renamed over ``path`` when the
+    block ends, removed if it raises.  The one way files are written whole or not at all."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.part")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def atomic_write(path: str | os.PathLike[str], data: str | bytes) -> Path:
     """Write ``data`` to ``path`` whole or not at all: a hidden temporary file beside it,
     then a rename over it."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.part")
-    if isinstance(data, bytes):
-        tmp.write_bytes(data)
-    else:
-        tmp.write_text(data, encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    with atomic_path(path) as tmp:
+        if isinstance(data, bytes):
+            tmp.write_bytes(data)
+        else:
+            tmp.write_text(data, encoding="utf-8")
+    return Path(path)
 
 
 def remove_ours(folder: str | os.PathLike[str], names: Iterable[str]) -> None:

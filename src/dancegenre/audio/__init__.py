@@ -1,0 +1,1 @@
+"""Sound in: decoding (soundfile, PyAV), the one mel front end, synthetic audio."""

@@ -1,0 +1,226 @@
+"""The log-mel front end: the only mel code in dancegenre.
+
+A streaming STFT that gives exactly what ``librosa.feature.melspectrogram`` (center=True,
+zero padding, periodic Hann window, power 2, Slaney mel scale and norm) followed by
+``librosa.power_to_db(ref=1.0, amin=config.amin, top_db=None)`` gives on the whole
+signal, however the signal is cut into blocks (``config.scale = "logC"`` gives musicnn's
+``log10(1 + 10000 mel)`` instead of dB).  The dB floor is absolute (no per-file
+``ref=np.max`` or ``top_db``) so that a segment's values do not depend on the rest of
+its file.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+import scipy.fft
+import scipy.signal
+
+from dancegenre.audio.decode import stream_array, stream_mono
+from dancegenre.config import FeatureConfig
+from dancegenre.errors import AudioTooShortError, SilentAudioError
+
+SILENCE_PEAK = 1e-6  # a file whose samples never exceed this is digital silence
+
+
+@lru_cache(maxsize=8)
+def mel_filterbank(config: FeatureConfig) -> np.ndarray:
+    """Slaney-normalised mel filters from librosa: shape (n_mels, n_fft // 2 + 1), float32."""
+    import librosa  # imported here: librosa's import is lazy but its filters need it
+
+    return librosa.filters.mel(
+        sr=config.sample_rate, n_fft=config.n_fft, n_mels=config.n_mels,
+        fmin=config.fmin, fmax=config.fmax, htk=False, norm="slaney", dtype=np.float32,
+    )
+
+
+@lru_cache(maxsize=8)
+def _window(n_fft: int) -> np.ndarray:
+    return scipy.signal.get_window("hann", n_fft, fftbins=True).astype(np.float32)
+
+
+class LogMelStream:
+    """Incremental log-mel spectrogram.
+
+    Feed mono samples with :meth:`push`; each call returns the frames completed so far,
+    shape (frames, n_mels), float32 dB.  :meth:`finish` pads the end as librosa's
+    ``center=True`` does and returns the last frames.  Concatenated, the outputs equal
+    the whole-signal spectrogram (transposed): ``1 + n_samples // hop_length`` frames.
+    """
+
+    def __init__(self, config: FeatureConfig) -> None:
+        self.config = config
+        self._fb_t = np.ascontiguousarray(mel_filterbank(config).T)  # (bins, n_mels)
+        self._win = _window(config.n_fft)
+        # Centre padding: the first frame is centred on sample 0.
+        self._buf = np.zeros(config.n_fft // 2, dtype=np.float32)
+        self._next = 0  # index into _buf of the next frame's first sample
+        self._emitted = 0  # frames returned so far
+        self.n_samples = 0
+        self.peak = 0.0
+
+    def push(self, y: np.ndarray) -> np.ndarray:
+        """Append samples (n,) float32; return the newly completed frames (k, n_mels)."""
+        if len(y):
+            self.n_samples += len(y)
+            self.peak = max(self.peak, float(np.max(np.abs(y))))
+            self._buf = np.concatenate([self._buf[self._next :], y.astype(np.float32, copy=False)])
+            self._next = 0
+        return self._frames()
+
+    def finish(self) -> np.ndarray:
+        """Pad the end with n_fft // 2 zeros and return the remaining frames."""
+        c = self.config
+        total = 1 + self.n_samples // c.hop_length
+        done_before = self._emitted
+        self._buf = np.concatenate(
+            [self._buf[self._next :], np.zeros(c.n_fft // 2, dtype=np.float32)]
+        )
+        self._next = 0
+        out = self._frames()
+        return out[: max(0, total - done_before)]
+
+    def _frames(self) -> np.ndarray:
+        c = self.config
+        available = len(self._buf) - self._next
+        k = 0 if available < c.n_fft else 1 + (available - c.n_fft) // c.hop_length
+        if k == 0:
+            return np.zeros((0, c.n_mels), dtype=np.float32)
+        view = np.lib.stride_tricks.sliding_window_view(self._buf[self._next :], c.n_fft)
+        frames = view[: (k - 1) * c.hop_length + 1 : c.hop_length] * self._win  # (k, n_fft)
+        spec = scipy.fft.rfft(frames, axis=1, workers=1, overwrite_x=True)  # (k, bins) complex64
+        parts = spec.view(np.float32)  # (k, 2 * bins): interleaved real, imaginary
+        np.multiply(parts, parts, out=parts)
+        power = parts[:, 0::2] + parts[:, 1::2]  # |X|^2, (k, bins)
+        mel = power @ self._fb_t  # (k, n_mels)
+        if c.scale == "logC":  # musicnn: log10(1 + 10000 * power), in float32
+            mel *= 10000.0
+            out = np.log10(mel + 1.0, out=mel)
+        else:
+            np.maximum(mel, c.amin, out=mel)
+            out = np.log10(mel, out=mel)
+            out *= 10.0
+        self._next += k * c.hop_length
+        self._emitted += k
+        return out.astype(np.float32, copy=False)
+
+
+def log_mel(y: np.ndarray, config: FeatureConfig) -> np.ndarray:
+    """Log-mel spectrogram of a mono signal at ``config.sample_rate``.
+
+    Parameters
+    ----------
+    y : np.ndarray, shape (n,), float32 samples.
+
+    Returns
+    -------
+    np.ndarray, shape (n_mels, 1 + n // hop_length), float32 dB.
+    """
+    stream = LogMelStream(config)
+    parts = [stream.push(np.asarray(y, dtype=np.float32)), stream.finish()]
+    return np.concatenate(parts, axis=0).T
+
+
+@dataclass
+class SegmentBlock:
+    """Segments completed from one decoded block of audio.
+
+    ``segments`` has shape (k, n_mels, segment_frames), float32 dB; ``index`` holds
+    each segment's number within its item (segment i starts at
+    ``i * segment_hop_seconds``).
+    """
+
+    segments: np.ndarray
+    index: np.ndarray  # (k,) int
+
+
+class Segmenter:
+    """Cuts a stream of log-mel frames into fixed-length, possibly overlapping segments."""
+
+    def __init__(self, config: FeatureConfig) -> None:
+        self.config = config
+        self._frames = np.zeros((0, config.n_mels), dtype=np.float32)
+        self._offset = 0  # absolute frame number of _frames[0]
+        self._next_segment = 0
+
+    def push(self, frames: np.ndarray) -> SegmentBlock:
+        c = self.config
+        self._frames = np.concatenate([self._frames, frames], axis=0)
+        out, idx = [], []
+        while True:
+            start = self._next_segment * c.segment_hop - self._offset
+            if start + c.segment_frames > len(self._frames):
+                break
+            out.append(self._frames[start : start + c.segment_frames].T)
+            idx.append(self._next_segment)
+            self._next_segment += 1
+        keep_from = self._next_segment * c.segment_hop - self._offset
+        if keep_from > 0:
+            self._frames = self._frames[keep_from:]
+            self._offset += keep_from
+        segments = np.stack(out) if out else np.zeros((0, c.n_mels, c.segment_frames), np.float32)
+        return SegmentBlock(segments, np.asarray(idx, dtype=np.int64))
+
+
+def iter_segments(
+    source: str | os.PathLike[str] | np.ndarray,
+    config: FeatureConfig,
+    *,
+    sr: int | None = None,
+    block_seconds: float = 30.0,
+) -> Iterator[SegmentBlock]:
+    """Audio file or waveform -> blocks of log-mel segments, in bounded memory.
+
+    The single path from audio to network input, shared by prepare, predict and the
+    demo.  A waveform needs ``sr``; a file is decoded at its own rate.
+
+    Raises
+    ------
+    AudioDecodeError
+        The file cannot be decoded.
+    AudioTooShortError
+        Fewer frames than one segment (raised at the end of the stream).
+    SilentAudioError
+        Every sample is (digital) silence.
+    """
+    if isinstance(source, np.ndarray):
+        if sr is None:
+            raise ValueError("a waveform needs its sample rate: sr=...")
+        blocks = stream_array(source, sr_in=sr, sr=config.sample_rate,
+                              block_seconds=block_seconds, quality=config.resample_quality)
+    else:
+        blocks = stream_mono(source, sr=config.sample_rate, block_seconds=block_seconds,
+                             quality=config.resample_quality)
+    mel = LogMelStream(config)
+    seg = Segmenter(config)
+    produced = 0
+    for y in blocks:
+        block = seg.push(mel.push(y))
+        produced += len(block.index)
+        if len(block.index):
+            yield block
+    block = seg.push(mel.finish())
+    produced += len(block.index)
+    seconds = mel.n_samples / config.sample_rate
+    if produced == 0:
+        raise AudioTooShortError(
+            f"too short: {seconds:.2f} s of audio, one segment needs "
+            f"{config.segment_seconds:.2f} s"
+        )
+    # A file is silent only if all of it is (a quiet intro is fine), so this is known
+    # only at the end: consumers must drop what they got from a file that raises here.
+    if mel.peak <= SILENCE_PEAK:
+        raise SilentAudioError(f"digital silence: no sample above {SILENCE_PEAK:g} in {seconds:.1f} s")
+    if len(block.index):
+        yield block
+
+
+def segments_of(source: str | os.PathLike[str] | np.ndarray, config: FeatureConfig,
+                *, sr: int | None = None) -> np.ndarray:
+    """All segments of a short source at once: shape (k, n_mels, segment_frames)."""
+    blocks = [b.segments for b in iter_segments(source, config, sr=sr)]
+    return np.concatenate(blocks) if blocks else np.zeros((0, config.n_mels, config.segment_frames), np.float32)

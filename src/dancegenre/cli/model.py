@@ -1,0 +1,241 @@
+"""Model commands: train, evaluate, predict, demo, serve."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from dancegenre.cli.common import add_scheduler_option, command, existing_path, positive_int, probability
+from dancegenre.config import TrainConfig
+from dancegenre.errors import ConfigError
+from dancegenre.models.base import ACTIVATIONS, POOLINGS
+from dancegenre.models.registry import MODELS
+
+
+def _int_tuple(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated whole numbers, got {text!r}") from None
+
+
+def _model_default(field: str) -> str:
+    """``default X`` for a ModelConfig field, read from the config and the registry's
+    per-model defaults: each default is written once, in the code that uses it."""
+    import dataclasses
+
+    from dancegenre.config import ModelConfig
+
+    base = {f.name: f.default for f in dataclasses.fields(ModelConfig)}[field]
+    show = lambda v: ",".join(map(str, v)) if isinstance(v, tuple) else str(v)  # noqa: E731
+    others = {name: cls.DEFAULTS[field] for name, cls in MODELS.items()
+              if field in getattr(cls, "DEFAULTS", {}) and cls.DEFAULTS[field] != base}
+    extra = "".join(f"; {name}: {show(v)}" for name, v in others.items())
+    return f"default {show(base)}{extra}"
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    """Register the later stages' subcommands on ``sub``."""
+    d = TrainConfig()
+    p = sub.add_parser("train", help="train a network on a prepared store (grouped split)")
+    p.add_argument("store", type=existing_path, help="folder written by `dancegenre prepare`")
+    p.add_argument("--out", type=Path, required=True, help="run folder (checkpoints, metrics, curves)")
+    p.add_argument("--model", choices=list(MODELS), default="cnn1d", help="network (default %(default)s)")
+    p.add_argument("--resume", action="store_true", help="continue the interrupted run in --out")
+    m = p.add_argument_group("model (defaults depend on --model)")
+    m.add_argument("--pooling", choices=POOLINGS, default=None, help=f"temporal pooling ({_model_default('pooling')})")
+    m.add_argument("--activation", choices=list(ACTIVATIONS), default=None, help=_model_default("activation"))
+    m.add_argument("--dropout", type=probability, default=None,
+                   help=f"dense-layer dropout ({_model_default('dropout')})")
+    m.add_argument("--filters", type=_int_tuple, default=None,
+                   help=f"channels per conv block ({_model_default('filters')})")
+    m.add_argument("--kernel-size", type=positive_int, default=None, help=_model_default("kernel_size"))
+    m.add_argument("--pool-sizes", type=_int_tuple, default=None,
+                   help=f"max pooling per block ({_model_default('pool_sizes')})")
+    m.add_argument("--dense", type=positive_int, default=None, help=f"hidden dense units ({_model_default('dense')})")
+    m.add_argument("--rnn", choices=["gru", "lstm"], default=None, help=f"crnn only ({_model_default('rnn')})")
+    m.add_argument("--head", choices=["linear", "mlp"], default=None,
+                   help=f"classifier on the pooled features ({_model_default('head')})")
+    m.add_argument("--finetune", type=int, default=None,
+                   help="musicnn-*: train the last N backbone blocks too (backend, mid3, mid2, mid1, frontend); "
+                        f"{_model_default('finetune')}: frozen, a head on cached features")
+    t = p.add_argument_group("training")
+    t.add_argument("--epochs", type=positive_int, default=d.epochs, help="maximum epochs (default %(default)s)")
+    t.add_argument("--batch-size", type=positive_int, default=d.batch_size, help="default %(default)s")
+    t.add_argument("--lr", type=float, default=d.lr, help="AdamW learning rate (default %(default)s)")
+    t.add_argument("--weight-decay", type=float, default=d.weight_decay, help="default %(default)s")
+    t.add_argument("--patience", type=positive_int, default=d.patience,
+                   help="early stop after this many epochs without validation improvement (default %(default)s)")
+    t.add_argument("--split-by", default=None,
+                   help="grouping column (default: artist, else artist_id, else track_id, else item)")
+    t.add_argument("--val-fraction", type=float, default=d.val_fraction, help="default %(default)s")
+    t.add_argument("--test-fraction", type=float, default=d.test_fraction, help="default %(default)s")
+    t.add_argument("--folds", type=int, default=0,
+                   help="k-fold grouped cross-validation: all folds into OUT/fold-<i> and OUT/cv.json")
+    t.add_argument("--fold", type=int, default=None, help="with --folds: run only this fold")
+    t.add_argument("--labels", type=lambda s: tuple(s.split(",")), default=None,
+                   help="train on these genres only, e.g. bouncy,tekno,warzone")
+    t.add_argument("--class-weights", action="store_true", help="weight the loss by inverse class frequency")
+    t.add_argument("--augment", action="store_true", help="time shift, SpecAugment masks and mixup")
+    t.add_argument("--ensemble", action="store_true",
+                   help="with --folds and a frozen musicnn-*: also write OUT/ensemble.pt, the folds' heads averaged")
+    t.add_argument("--seed", type=int, default=d.seed, help="default %(default)s")
+    t.add_argument("--device", default=d.device, help="auto, cpu, cuda, cuda:1 ... (default %(default)s)")
+    _add_evaluate_predict(sub)
+    p = sub.add_parser("serve", help="a local web page and JSON API for trying a model")
+    p.add_argument("checkpoint", type=existing_path, help="run folder or .pt checkpoint")
+    p.add_argument("--host", default="127.0.0.1", help="default %(default)s (this machine only)")
+    p.add_argument("--port", type=int, default=8000, help="default %(default)s (0: any free port)")
+    p.add_argument("--max-upload-mb", type=float, default=100.0, help="largest upload (default %(default)s MB)")
+    p.add_argument("--allow-host", action="append", default=[], metavar="NAME",
+                   help="also answer to this Host name (a DNS name or reverse proxy in front); repeatable")
+    p.add_argument("--allow-origin", action="append", default=[], metavar="ORIGIN",
+                   help="let pages of this origin (https://example.org, or *) POST to /api/predict; repeatable")
+    p.add_argument("--request-timeout", type=positive_int, default=30,
+                   help="close a connection silent this many seconds (default %(default)s)")
+
+
+@command("train")
+def _cmd_train(args: argparse.Namespace) -> int:
+    from dancegenre.training.fit import fit
+
+    config = TrainConfig(
+        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
+        patience=args.patience, split_by=args.split_by, val_fraction=args.val_fraction,
+        test_fraction=args.test_fraction, folds=args.folds, fold=args.fold, seed=args.seed,
+        class_weights=args.class_weights, augment=args.augment, device=args.device, labels=args.labels,
+    )
+    options = {"pooling": args.pooling, "activation": args.activation, "dropout": args.dropout,
+               "filters": args.filters, "kernel_size": args.kernel_size, "pool_sizes": args.pool_sizes,
+               "dense": args.dense, "rnn": args.rnn, "head": args.head, "finetune": args.finetune}
+    if args.ensemble and (args.folds < 2 or args.fold is not None):
+        raise ConfigError("--ensemble averages the models of --folds K (K >= 2, without --fold)")
+    if args.folds >= 2 and args.fold is None:
+        from dancegenre.training.fit import cross_validate
+
+        cross_validate(args.store, out=args.out, folds=args.folds, model=args.model, model_options=options,
+                       config=config, progress=not args.quiet, ensemble=args.ensemble)
+        print(f"cross-validation results in {args.out / 'cv.json'} and {args.out / 'cv.csv'}")
+        return 0
+    result = fit(args.store, out=args.out, model=args.model, model_options=options, config=config,
+                 resume=args.resume, progress=not args.quiet)
+    print(f"run {result.run_dir}: best epoch {result.best_epoch} of {result.epochs_run}, "
+          f"{result.seconds:.0f} s; checkpoint {result.checkpoint}")
+    return 0
+
+
+def _add_evaluate_predict(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("evaluate", help="metrics, confusion matrix and calibration of a run or checkpoint")
+    p.add_argument("checkpoint", type=existing_path, help="run folder or .pt checkpoint")
+    p.add_argument("store", type=existing_path, nargs="?", default=None,
+                   help="a prepared store to score (default: the run's own test split)")
+    p.add_argument("--out", type=Path, default=None, help="report folder (default RUN/evaluation)")
+    p.add_argument("--device", default="cpu")
+
+    p = sub.add_parser("predict", help="genre of audio files or folders, with a per-segment timeline")
+    p.add_argument("checkpoint", type=existing_path, help="run folder or .pt checkpoint")
+    p.add_argument("paths", nargs="+", help="audio files or folders (recursive)")
+    p.add_argument("--out", type=Path, default=None, help="results file: .csv or .jsonl (with timelines)")
+    p.add_argument("--timeline", type=Path, default=None, help="per-segment timeline of every file as CSV")
+    p.add_argument("--sort-into", type=Path, default=None, help="copy each file into DIR/<genre>/")
+    p.add_argument("--move", action="store_true", help="with --sort-into: move instead of copy")
+    p.add_argument("--min-confidence", type=probability, default=0.0,
+                   help="with --sort-into: below this, files go to DIR/_unsure/")
+    p.add_argument("--dry-run", action="store_true", help="with --sort-into: only show what would happen")
+    p.add_argument("--workers", type=positive_int, default=None, help="decoding processes (default: all cores)")
+    add_scheduler_option(p)
+    p.add_argument("--device", default="cpu")
+
+    p = sub.add_parser("demo", help="synthetic corpus -> prepare -> train -> evaluate -> predict -> HTML report")
+    p.add_argument("out", type=Path, nargs="?", default=Path("demo-out"), help="output folder (default %(default)s)")
+    p.add_argument("--per-genre", type=positive_int, default=40, help="clips per genre (default %(default)s)")
+    p.add_argument("--epochs", type=positive_int, default=15, help="maximum epochs (default %(default)s)")
+    p.add_argument("--seed", type=int, default=0)
+
+
+@command("evaluate")
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from dancegenre.inference.evaluate import evaluate
+
+    ev = evaluate(args.checkpoint, args.store, out=args.out, device=args.device)
+    print(f"{ev.split}")
+    for level, m in (("items", ev.item), ("segments", ev.segment)):
+        auc = "n/a" if m["roc_auc"] is None else f"{m['roc_auc']:.3f}"
+        print(f"  {level:8s} n={m['n']:5d}  accuracy {m['accuracy']:.3f}  balanced {m['balanced_accuracy']:.3f}  "
+              f"macro-F1 {m['macro_f1']:.3f}  ROC-AUC {auc}")
+    print(f"report: {ev.out / 'report.md'} (metrics.json, items.csv, confusion.png, reliability.png)")
+    return 0
+
+
+@command("predict")
+def _cmd_predict(args: argparse.Namespace) -> int:
+    import json
+
+    from dancegenre.inference.classifier import Classifier, expand_paths, results_table, timeline_table
+    from dancegenre.inference.sort import sort_into
+
+    from dancegenre.safety import Inputs, check_distinct, check_output_file, check_target_folder
+
+    for what, path, suffixes in (("--out", args.out, (".csv", ".jsonl")), ("--timeline", args.timeline, (".csv",))):
+        if path is not None:
+            check_output_file(path, suffixes=suffixes, what=what)
+    check_distinct({"--out": args.out, "--timeline": args.timeline})
+    if args.sort_into is not None:
+        check_target_folder(args.sort_into, what="--sort-into")
+    clf = Classifier.load(args.checkpoint, device=args.device)
+    paths = expand_paths(args.paths, exclude=[args.sort_into] if args.sort_into is not None else [])
+    inputs = Inputs([*paths, clf.checkpoint.path])
+    for what, path in (("--out", args.out), ("--timeline", args.timeline)):
+        if path is not None:
+            check_output_file(path, inputs=inputs, what=what)
+    from tqdm import tqdm
+
+    preds = list(tqdm(clf.predict_many(paths, workers=args.workers, scheduler=args.scheduler), total=len(paths), desc="predict",
+                      unit="file", disable=args.quiet))
+    table = results_table(preds, clf.labels)
+    from dancegenre.safety import atomic_write
+
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        if args.out.suffix.lower() == ".csv":
+            atomic_write(args.out, table.to_csv(index=False))
+        else:
+            atomic_write(args.out, "".join(json.dumps(p.to_dict()) + "\n" for p in preds))
+    if args.timeline is not None:
+        args.timeline.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(args.timeline, timeline_table(preds).to_csv(index=False))
+    if not args.quiet or args.out is None:
+        show = table[["path", "genre", "confidence", "segments", "error"]].copy()
+        show["path"] = show["path"].map(lambda s: s if len(s) < 60 else "..." + s[-57:])
+        print(show.to_string(index=False))
+    bad = int((table["error"] != "").sum())
+    print(f"{len(preds) - bad} predicted, {bad} failed" + (f"; results in {args.out}" if args.out else ""))
+    if args.sort_into is not None:
+        actions = sort_into(preds, args.sort_into, move=args.move, min_confidence=args.min_confidence,
+                            dry_run=args.dry_run)
+        verb = "would " if args.dry_run else ""
+        for a in actions:
+            if args.dry_run or not args.quiet:
+                print(f"{verb}{a.action} {a.source}" + (f" -> {a.destination}" if a.destination else f" ({a.reason})"))
+        done = sum(a.action != "skip" for a in actions)
+        print(f"{verb}{'move' if args.move else 'copy'} {done} file(s) into {args.sort_into}")
+    return 0 if len(preds) > bad else 2
+
+
+@command("demo")
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from dancegenre.demo import run_demo
+
+    report = run_demo(args.out, per_genre=args.per_genre, epochs=args.epochs, seed=args.seed,
+                      progress=not args.quiet)
+    print(f"demo report: {report}")
+    return 0
+
+
+@command("serve")
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from dancegenre.web.app import serve
+
+    serve(args.checkpoint, host=args.host, port=args.port, max_upload_mb=args.max_upload_mb,
+          allow_hosts=args.allow_host, allow_origins=args.allow_origin, request_timeout=args.request_timeout)
+    return 0

@@ -1,0 +1,62 @@
+"""The ``dancegenre`` command line: the parser over every command group, and ``main``.
+
+User mistakes (a missing file, a bad option, a store from another config) end with one
+line on stderr and exit code 2; Ctrl-C with exit code 130.  Anything else is a bug and
+keeps its traceback.  The groups only parse arguments and call the library.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from dancegenre import __version__
+from dancegenre.cli import data, model, pretrained, research
+from dancegenre.cli.common import COMMANDS, EXIT_INTERRUPTED, EXIT_USAGE, _with_parents, one_line
+from dancegenre.errors import DanceGenreError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="dancegenre",
+        description="Tell dance-music genres apart from audio: corpus -> prepare -> train -> "
+                    "evaluate -> predict.",
+    )
+    parser.add_argument("--version", action="version", version=f"dancegenre {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    # Every subcommand takes -q after its name: `dancegenre prepare -q IN OUT`.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    sub.add_parser = _with_parents(sub.add_parser, common)  # type: ignore[method-assign]
+
+    for group in (data, model, pretrained, research):
+        group.add_parsers(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.command:
+        parser.print_help()
+        return EXIT_USAGE
+    try:
+        return COMMANDS[args.command](args)
+    except KeyboardInterrupt:
+        print("dancegenre: interrupted; rerun the same command to resume", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except DanceGenreError as exc:
+        from dancegenre.errors import Interrupted
+
+        print(f"dancegenre {args.command}: error: {one_line(str(exc))}", file=sys.stderr)
+        return EXIT_INTERRUPTED if isinstance(exc, Interrupted) else EXIT_USAGE
+    except OSError as exc:
+        # The file system said no (permission, disk full, a file where a folder should
+        # be): the user's environment, not a bug.  One line, as for any input error.
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"dancegenre {args.command}: error: {exc.strerror or type(exc).__name__}{where}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+__all__ = ["build_parser", "main"]

@@ -1,0 +1,81 @@
+"""Subcommands of the pretrained network: pretrained fetch|info, embed, tag."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from dancegenre.cli.common import command, existing_path, positive_int
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    from dancegenre.inference.embed import LAYERS
+    from dancegenre.models.musicnn import PRETRAINED
+
+    p = sub.add_parser("pretrained", help="get the pretrained musicnn weights (verified, cached) or say where they are")
+    p.add_argument("action", choices=["fetch", "info"], help="fetch: download (pip) or read "
+                   "$DANCEGENRE_MUSICNN_WHEEL, verify and cache; info: the cache and licence")
+    p.add_argument("--model", choices=list(PRETRAINED), action="append", default=None,
+                   help="which weights (default: all)")
+
+    p = sub.add_parser("embed", help="one vector per file (or per segment) from musicnn or a trained run")
+    p.add_argument("inputs", nargs="+", type=existing_path, help="audio files, folders, catalogs (.csv), stores")
+    p.add_argument("--model", default="musicnn-msd",
+                   help=f"{' or '.join(PRETRAINED)} (pretrained), or a run folder / .pt (its penultimate layer); "
+                        "default %(default)s")
+    p.add_argument("--out", type=Path, required=True, help="FILE.npy (+ FILE.csv beside it) or FILE.parquet")
+    p.add_argument("--layer", choices=LAYERS, default="all",
+                   help="musicnn layer: all = max_pool + mean_pool + penultimate + taggram (default)")
+    p.add_argument("--per-segment", action="store_true", help="one vector per 3-s segment, not per file")
+
+    p = sub.add_parser("tag", help="the pretrained network's own tags (MSD or MTT) per file, and a tag timeline")
+    p.add_argument("inputs", nargs="+", type=existing_path, help="audio files, folders, catalogs (.csv), stores")
+    p.add_argument("--model", choices=list(PRETRAINED), default="musicnn-msd", help="default %(default)s")
+    p.add_argument("--top", type=positive_int, default=5, help="tags per file (default %(default)s)")
+    p.add_argument("--out", type=Path, default=None, help="the table as CSV")
+    p.add_argument("--timeline", type=Path, default=None, help="JSON lines: every patch's 50 tag probabilities")
+
+
+@command("pretrained")
+def _cmd_pretrained(args: argparse.Namespace) -> int:
+    from dancegenre.models import pretrained
+
+    if args.action == "fetch":
+        log = (lambda *_: None) if args.quiet else print
+        for path in pretrained.fetch(args.model, log=log):
+            if args.quiet:
+                print(path)
+        return 0
+    for name in args.model or list(pretrained.PRETRAINED):
+        path = pretrained.weights_path(name)
+        print(f"{name}: {path}" + ("" if path.is_file() else " (not fetched yet: dancegenre pretrained fetch)"))
+    print(pretrained.MUSICNN_LICENSE)
+    return 0
+
+
+@command("embed")
+def _cmd_embed(args: argparse.Namespace) -> int:
+    from dancegenre.inference.embed import embed_files
+
+    embed_files(args.inputs, args.out, model=args.model, layer=args.layer, per_segment=args.per_segment,
+                progress=not args.quiet)
+    return 0
+
+
+@command("tag")
+def _cmd_tag(args: argparse.Namespace) -> int:
+    from dancegenre.inference.embed import tag_files
+
+    table = tag_files(args.inputs, model=args.model, top=args.top, out=args.out, timeline=args.timeline,
+                      progress=not args.quiet)
+    for row in table.to_dict(orient="records"):
+        if row["error"]:
+            print(f"{row['path']}: error: {row['error']}")
+            continue
+        tags = ", ".join(f"{row[f'tag{r}']} {row[f'p{r}']:.2f}" for r in range(1, args.top + 1) if f"tag{r}" in row
+                         and isinstance(row[f"tag{r}"], str))
+        print(f"{row['path']}: {tags}")
+    for target in (args.out, args.timeline):
+        if target is not None:
+            print(f"wrote {target}")
+    return 0 if (table["error"] == "").any() else 1

@@ -1,0 +1,1 @@
+"""Corpora and stores: catalogs, prepare and SegmentStore, grouped splits, schedulers, collect."""

@@ -1,0 +1,95 @@
+"""Preview downloads: temporary file, checked, then renamed; bounded parallelism."""
+
+from __future__ import annotations
+
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import requests
+
+from dancegenre.audio.decode import probe
+from dancegenre.data.collect.http import is_http_url, session, sleep_retry_after
+from dancegenre.errors import AudioDecodeError
+
+MAX_BYTES = 50 << 20  # a 30-second preview is well under 1 MB; refuse anything huge
+
+
+@dataclass
+class Download:
+    track_id: str
+    url: str
+    dest: Path
+    status: str = ""  # downloaded, kept (already there), failed
+    reason: str = ""
+
+
+def valid_audio(path: Path) -> bool:
+    try:
+        info = probe(path)
+    except AudioDecodeError:
+        return False
+    return info.frames > 0
+
+
+def fetch(job: Download, http: requests.Session, attempts: int = 4) -> Download:
+    """Download ``job.url`` to ``job.dest`` (via ``.part``) unless a valid file is there."""
+    if job.dest.exists() and valid_audio(job.dest):
+        job.status = "kept"
+        return job
+    if not is_http_url(job.url):
+        job.status, job.reason = "failed", "not an http(s) URL"
+        return job
+    tmp = job.dest.with_name(f".{job.dest.name}.part")
+    for attempt in range(attempts):
+        try:
+            with http.get(job.url, stream=True, timeout=20) as r:  # no auth header: plain GET
+                if r.status_code == 429 or r.status_code >= 500:
+                    sleep_retry_after(r, attempt)
+                    continue
+                if r.status_code >= 400:
+                    job.status, job.reason = "failed", f"HTTP {r.status_code}"
+                    return job
+                expected = int(r.headers.get("Content-Length", "0") or 0)
+                size = 0
+                with open(tmp, "wb") as fh:
+                    for chunk in r.iter_content(65536):
+                        size += len(chunk)
+                        if size > MAX_BYTES:
+                            raise ValueError("larger than 50 MB: not a preview")
+                        fh.write(chunk)
+            if expected and size != expected:
+                raise requests.exceptions.ChunkedEncodingError(f"cut off after {size} of {expected} bytes")
+            if not valid_audio(tmp):
+                tmp.unlink(missing_ok=True)
+                job.status, job.reason = "failed", "the preview is not audio"
+                return job
+            os.replace(tmp, job.dest)
+            job.status = "downloaded"
+            return job
+        except ValueError as exc:
+            tmp.unlink(missing_ok=True)
+            job.status, job.reason = "failed", str(exc)
+            return job
+        except requests.RequestException as exc:
+            tmp.unlink(missing_ok=True)
+            job.reason = f"{type(exc).__name__}: {str(exc)[:120]}"
+            time.sleep(0.3 * 2**attempt)
+    job.status = "failed"
+    job.reason = job.reason or "gave up after retries"
+    return job
+
+
+def download_all(jobs: list[Download], *, workers: int = 4, progress: bool = True) -> list[Download]:
+    """Fetch every job, ``workers`` at a time, with a progress bar."""
+    from tqdm import tqdm
+
+    http = session(retries=2)
+    out = []
+    with ThreadPoolExecutor(max(1, workers)) as pool:
+        for job in tqdm(pool.map(lambda j: fetch(j, http), jobs), total=len(jobs), desc="download",
+                        unit="file", disable=not progress):
+            out.append(job)
+    return out

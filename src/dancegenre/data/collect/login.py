@@ -1,0 +1,117 @@
+"""Signing in to Spotify as the user: Authorization Code with PKCE, through spotipy.
+
+Since 2026 a Development Mode app reads a playlist's items only for the signed-in user
+who owns or collaborates on it, so ``collect spotify login`` signs that user in: the
+client id only (no secret), a loopback redirect URI ``http://127.0.0.1:PORT/callback``
+(Spotify no longer accepts ``localhost``), the browser opened with ``webbrowser`` (so
+``BROWSER`` is honoured) and the redirect caught on that port; or, with
+``--no-browser``, the URL printed and the redirected URL pasted back.  The tokens are
+kept in the user's config folder (``$DANCEGENRE_CONFIG``, else
+``$XDG_CONFIG_HOME/dancegenre``, else ``~/.config/dancegenre``) in a file of mode 0600,
+never in the working directory, never printed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from dancegenre.data.collect.http import SPOTIFY_AUTH, CollectError
+
+SCOPES = "playlist-read-private playlist-read-collaborative"
+DEFAULT_PORT = 8888
+
+
+def config_dir() -> Path:
+    if os.environ.get("DANCEGENRE_CONFIG"):
+        return Path(os.environ["DANCEGENRE_CONFIG"])
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "dancegenre"
+
+
+def token_path() -> Path:
+    return config_dir() / "spotify-login.json"
+
+
+def _cache_handler() -> Any:
+    from spotipy.cache_handler import CacheHandler
+
+    class PrivateFile(CacheHandler):
+        """spotipy's token cache as a file only its owner can read (mode 0600)."""
+
+        def get_cached_token(self) -> dict[str, Any] | None:
+            try:
+                return json.loads(token_path().read_text())
+            except (OSError, ValueError):
+                return None
+
+        def save_token_to_cache(self, token_info: dict[str, Any]) -> None:
+            path = token_path()
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            part = path.with_name(f".{path.name}.part")
+            fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as f:
+                json.dump(token_info, f)
+            os.chmod(part, 0o600)
+            os.replace(part, path)
+
+    return PrivateFile()
+
+
+def auth_manager(client_id: str, *, port: int = DEFAULT_PORT, open_browser: bool = True) -> Any:
+    """spotipy's PKCE manager, its authorize and token URLs on ``DANCEGENRE_SPOTIFY_AUTH_URL``'s origin."""
+    from spotipy.oauth2 import SpotifyPKCE
+
+    token_url = os.environ.get("DANCEGENRE_SPOTIFY_AUTH_URL", "").strip() or SPOTIFY_AUTH
+    parts = urlparse(token_url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise CollectError("DANCEGENRE_SPOTIFY_AUTH_URL must be an http(s) URL")
+
+    class _PKCE(SpotifyPKCE):
+        OAUTH_TOKEN_URL = token_url
+        OAUTH_AUTHORIZE_URL = f"{parts.scheme}://{parts.netloc}/authorize"
+
+    return _PKCE(client_id=client_id, redirect_uri=f"http://127.0.0.1:{port}/callback", scope=SCOPES,
+                 cache_handler=_cache_handler(), open_browser=open_browser, requests_timeout=20)
+
+
+def client_id() -> str:
+    from dancegenre.data.collect.spotify import read_dotenv
+
+    cid = {**read_dotenv(), **os.environ}.get("SPOTIPY_CLIENT_ID", "")
+    if not cid:
+        raise CollectError("signing in needs SPOTIPY_CLIENT_ID (environment or a .env file; no secret needed)")
+    return cid
+
+
+def login(*, port: int = DEFAULT_PORT, open_browser: bool = True) -> Path:
+    """Sign the user in and keep the tokens; returns where (the file, mode 0600)."""
+    import spotipy
+
+    manager = auth_manager(client_id(), port=port, open_browser=open_browser)
+    try:
+        manager.get_access_token(check_cache=False)
+    except spotipy.oauth2.SpotifyOauthError as exc:
+        raise CollectError(f"Spotify sign-in failed ({exc.error or 'no code came back'})") from None
+    except OSError as exc:
+        raise CollectError(f"Spotify sign-in failed: cannot listen on 127.0.0.1:{port} ({exc.strerror}); "
+                           "choose another --port (and add its redirect URI to the app)") from None
+    if not token_path().is_file():
+        raise CollectError("Spotify sign-in failed: no token came back")
+    return token_path()
+
+
+def logout() -> bool:
+    """Remove the stored login (ours); False when there was none."""
+    try:
+        token_path().unlink()
+        return True
+    except FileNotFoundError:
+        return False
+
+
+def stored_login() -> bool:
+    return token_path().is_file()

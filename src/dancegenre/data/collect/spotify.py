@@ -1,0 +1,165 @@
+"""Spotify through spotipy: the signed-in user's tokens (``login.py``) or the app's client
+credentials (kept in memory only)."""
+
+from __future__ import annotations
+
+import os
+import re
+import warnings
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from dancegenre.data.collect.http import SPOTIFY_API, SPOTIFY_AUTH, CollectError, base_url, same_host
+
+AUDIO_FEATURES = ("danceability", "energy", "key", "loudness", "mode", "speechiness", "acousticness",
+                  "instrumentalness", "liveness", "valence", "tempo", "time_signature")
+
+
+def read_dotenv(path: Path = Path(".env")) -> dict[str, str]:
+    """KEY=VALUE lines of a .env file (no expansion, quotes stripped); {} if absent."""
+    values: dict[str, str] = {}
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            line = line.strip()
+            if line and not line.startswith("#") and "=" in line:
+                key, _, value = line.partition("=")
+                values[key.strip().removeprefix("export ").strip()] = value.strip().strip("'\"")
+    return values
+
+
+def credentials() -> tuple[str, str]:
+    env = {**read_dotenv(), **os.environ}
+    cid, secret = env.get("SPOTIPY_CLIENT_ID", ""), env.get("SPOTIPY_CLIENT_SECRET", "")
+    if not cid or not secret:
+        raise CollectError("Spotify needs SPOTIPY_CLIENT_ID and SPOTIPY_CLIENT_SECRET "
+                           "(environment or a .env file); a Deezer playlist needs none")
+    return cid, secret
+
+
+def parse_spotify_playlist(text: str) -> str:
+    m = re.search(r"playlist[/:]([A-Za-z0-9]{10,40})", text) or re.fullmatch(r"([A-Za-z0-9]{10,40})", text.strip())
+    if not m:
+        raise CollectError(f"not a Spotify playlist URL, URI or id: {text!r}")
+    return m.group(1)
+
+
+FORBIDDEN_PLAYLIST = (
+    "Spotify answered 403 for this playlist: since February 2026 (new apps) and March 2026 (every app in "
+    "Development Mode) an app may read the items only of playlists the signed-in user owns or collaborates "
+    "on, and client credentials have no user. Ways out: sign in (dancegenre collect spotify login) for your "
+    "own and collaborative playlists; copy this playlist into your account (Spotify app: select all, 'Add "
+    "to playlist'); or collect the genre from Deezer (dancegenre collect deezer PLAYLIST or --search TEXT)")
+
+
+def _entry_track(entry: Any) -> dict[str, Any] | None:
+    """The track object of a playlist entry, in either shape (``item`` or ``track``)."""
+    if not isinstance(entry, dict):
+        return None
+    for key in ("item", "track"):  # in the 2026 shape "track" is only a boolean flag
+        value = entry.get(key)
+        if isinstance(value, dict):
+            return value
+    return None
+
+
+class Spotify:
+    """Playlist items and audio features.  The access token lives in this object only:
+    never on disk (spotipy's default .cache file), never in messages, never sent to any
+    host but the API's."""
+
+    def __init__(self, client_id: str, client_secret: str | None, *, user: bool = False) -> None:
+        """``user``: act as the signed-in user (``collect spotify login``'s tokens,
+        refreshed as needed) instead of the app's client credentials."""
+        import spotipy
+        from spotipy.cache_handler import MemoryCacheHandler
+        from spotipy.oauth2 import SpotifyClientCredentials
+
+        api = base_url("DANCEGENRE_SPOTIFY_API_URL", SPOTIFY_API)
+        auth_url = os.environ.get("DANCEGENRE_SPOTIFY_AUTH_URL", "").strip() or SPOTIFY_AUTH
+
+        class _Credentials(SpotifyClientCredentials):
+            OAUTH_TOKEN_URL = auth_url
+
+        import logging
+
+        # spotipy logs every HTTP error with its URL; our own one-line messages say enough
+        logging.getLogger("spotipy").setLevel(logging.CRITICAL)
+        self.api = api
+        self.user = user
+        if user:
+            from dancegenre.data.collect.login import auth_manager
+
+            self._auth = auth_manager(client_id, open_browser=False)
+        else:
+            self._auth = _Credentials(client_id, client_secret, cache_handler=MemoryCacheHandler(),
+                                      requests_timeout=20)
+        self.client = spotipy.Spotify(auth_manager=self._auth, requests_timeout=20, retries=4, status_retries=4,
+                                      backoff_factor=0.5)
+        self.client.prefix = api
+
+    def _call(self, fn: Any, *args: Any, forbidden: str | None = None, **kwargs: Any) -> Any:
+        """``fn(*args, **kwargs)`` with Spotify's errors as one-line CollectErrors;
+        ``forbidden`` is the message for a 403."""
+        import spotipy
+
+        try:
+            return fn(*args, **kwargs)
+        except spotipy.oauth2.SpotifyOauthError:
+            if self.user:
+                raise CollectError("the stored Spotify login no longer works; sign in again: "
+                                   "dancegenre collect spotify login") from None
+            raise CollectError("Spotify refused the credentials (SPOTIPY_CLIENT_ID / SPOTIPY_CLIENT_SECRET)") from None
+        except spotipy.SpotifyException as exc:
+            if exc.http_status == 404:
+                raise CollectError("Spotify playlist not found (unknown id, or private)") from None
+            if exc.http_status == 403 and forbidden:
+                raise CollectError(forbidden) from None
+            if exc.http_status in (401, 403):
+                raise CollectError(f"Spotify answered {exc.http_status}: not allowed for this app") from None
+            raise CollectError(f"Spotify answered HTTP {exc.http_status}") from None
+        except requests.RequestException as exc:
+            raise CollectError(f"cannot reach Spotify ({type(exc).__name__}); is the network up?") from None
+
+    def playlist_items(self, playlist: str) -> list[dict[str, Any]]:
+        """Every track object of the playlist (episodes and local files left out).
+
+        Reads both shapes of a playlist entry: ``{"item": {track}, "track": true}``, what
+        Development Mode apps get since 2026, and ``{"track": {track}}``, what Extended
+        Quota apps and older answers have."""
+        pid = parse_spotify_playlist(playlist)
+        page = self._call(self.client.playlist_items, pid, limit=100, additional_types=("track",),
+                          forbidden=FORBIDDEN_PLAYLIST)
+        tracks = []
+        while page:
+            for entry in page.get("items", []):
+                track = _entry_track(entry)
+                if track and track.get("type", "track") == "track" and not track.get("is_local"):
+                    tracks.append(track)
+            nxt = page.get("next")
+            if nxt and not same_host(nxt, self.api):
+                raise CollectError("Spotify paging pointed at another host; stopped (the token stays here)")
+            page = self._call(self.client.next, page) if nxt else None
+        return tracks
+
+    def audio_features(self, ids: list[str]) -> tuple[dict[str, dict[str, Any]], str | None]:
+        """({track id: features}, None) or ({}, why) when the endpoint is closed (403/404)."""
+        import spotipy
+
+        out: dict[str, dict[str, Any]] = {}
+        for start in range(0, len(ids), 100):
+            try:
+                with warnings.catch_warnings():  # spotipy warns the endpoint is deprecated: we know
+                    warnings.simplefilter("ignore", DeprecationWarning)
+                    rows = self.client.audio_features(ids[start : start + 100]) or []
+            except spotipy.SpotifyException as exc:
+                if exc.http_status in (403, 404):
+                    return {}, f"Spotify's audio-features endpoint answered {exc.http_status} (closed to new apps since Nov 2024)"
+                raise CollectError(f"Spotify answered HTTP {exc.http_status} for audio features") from None
+            except requests.RequestException as exc:
+                raise CollectError(f"cannot reach Spotify ({type(exc).__name__})") from None
+            for row in rows:
+                if row and row.get("id"):
+                    out[row["id"]] = {k: row.get(k) for k in AUDIO_FEATURES}
+        return out, None

@@ -1,0 +1,221 @@
+"""Where the per-file work of prepare, features and predict runs: local processes or Dask.
+
+``--scheduler`` takes
+
+- ``processes`` (default): a pool of local processes, one per core;
+- ``dask-local``: a ``dask.distributed.LocalCluster`` of single-threaded worker processes;
+- ``tcp://HOST:PORT`` (or ``tls://``): a running Dask scheduler and its workers.
+
+Every stage submits the same module-level functions the same way, so a cluster run
+computes exactly what a local one does.  Tasks are kept in flight a few per worker at
+a time, so the client's memory does not grow with the catalog; results come back in
+completion order and the stages put them in catalog order.  Dask reschedules the
+tasks of a worker that dies on the surviving workers.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from multiprocessing import get_context
+from typing import Any
+
+from dancegenre.errors import ConfigError, Interrupted
+
+IN_FLIGHT_PER_WORKER = 4  # enough to keep a worker busy, few enough to stop quickly
+
+
+def worker_init(quiet_stderr: bool = True) -> None:
+    """Initialiser of every decoding worker (prepare, features, predict).
+
+    One BLAS/FFT thread per process: the workers already use every core.  libmpg123
+    prints resync notes for every corrupt mp3 straight to fd 2; a worker's failures
+    come back as values, so in a local pool its stderr would only garble the progress
+    bar (a Dask worker keeps its log)."""
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(1)
+    if quiet_stderr:
+        from dancegenre.audio import decode as audio
+
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 2)
+        audio._STDERR_QUIET = True
+    _exit_with_parent()
+
+
+def _exit_with_parent(every: float = 0.5) -> None:
+    """End this worker when the process that started it is gone (killed with -9, say):
+    a worker blocked on its task queue would otherwise live on as an orphan."""
+    import threading
+    import time
+
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(every)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
+def check_scheduler(text: str) -> str:
+    """Validate a ``--scheduler`` value; raises ConfigError."""
+    if text in ("processes", "dask-local") or text.startswith(("tcp://", "tls://", "inproc://")):
+        return text
+    raise ConfigError(f"--scheduler {text!r}: use processes, dask-local or the address of a Dask "
+                      "scheduler such as tcp://10.0.0.5:8786")
+
+
+class Scheduler:
+    """A pool that runs ``fn(*args)`` tasks; use :func:`open_scheduler`."""
+
+    workers: int
+    description: str
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> Any:
+        raise NotImplementedError
+
+    def first_completed(self, futures: list[Any]) -> set[Any]:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Scheduler:  # noqa: PYI034
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def map_unordered(self, fn: Callable[..., Any], tasks: dict[Any, tuple]) -> Iterator[tuple[Any, Any]]:
+        """(key, fn(*args)) for every task, in completion order, a bounded number in flight."""
+        queue = list(tasks.items())[::-1]
+        running: dict[Any, Any] = {}
+        limit = IN_FLIGHT_PER_WORKER * self.workers
+        try:
+            while queue or running:
+                while queue and len(running) < limit:
+                    key, args = queue.pop()
+                    running[self.submit(fn, *args)] = key
+                for fut in self.first_completed(list(running)):
+                    yield running.pop(fut), fut.result()
+        finally:
+            for fut in running:
+                fut.cancel()
+
+
+class ProcessScheduler(Scheduler):
+    def __init__(self, workers: int, initializer: Callable[[], None] | None = worker_init) -> None:
+        self.workers = workers
+        self.description = f"{workers} local process(es)"
+        # fork starts a worker in milliseconds (spawn re-imports numpy, scipy and pandas
+        # in each); nothing forked here holds CUDA or threads that fork could break.
+        ctx = get_context("fork" if sys.platform == "linux" else "spawn")
+        self._pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=initializer)
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return self._pool.submit(fn, *args)
+
+    def first_completed(self, futures: list[Any]) -> set[Any]:
+        return wait(futures, return_when=FIRST_COMPLETED).done
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+class DaskScheduler(Scheduler):
+    def __init__(self, address: str, workers: int | None) -> None:
+        try:
+            from distributed import Client, LocalCluster
+        except ImportError:
+            raise ConfigError("--scheduler dask needs dask.distributed: pip install 'dask[distributed]'") from None
+        self._cluster = None
+        if address == "dask-local":
+            self._cluster = LocalCluster(n_workers=workers or os.cpu_count() or 1, threads_per_worker=1,
+                                         processes=True, dashboard_address=None, host="127.0.0.1")
+            self._client = Client(self._cluster)
+        else:
+            try:
+                self._client = Client(address, timeout="10s")
+            except (OSError, TimeoutError) as exc:
+                raise ConfigError(f"cannot reach the Dask scheduler at {address}: {exc}") from None
+        threads = sum(w["nthreads"] for w in self._client.scheduler_info()["workers"].values())
+        if threads == 0:
+            self._client.wait_for_workers(1, timeout=60)
+            threads = sum(w["nthreads"] for w in self._client.scheduler_info()["workers"].values())
+        self.workers = max(1, threads)
+        self.description = f"Dask at {self._client.scheduler.address} ({self.workers} worker thread(s))"
+        self._client.run(worker_init, False)
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> Any:
+        # pure=False: a task is its own work item even if an equal one ran before
+        return self._client.submit(fn, *args, pure=False)
+
+    def first_completed(self, futures: list[Any]) -> set[Any]:
+        from distributed import wait as dask_wait
+
+        return dask_wait(futures, return_when="FIRST_COMPLETED").done
+
+    def close(self) -> None:
+        self._client.close()
+        if self._cluster is not None:
+            self._cluster.close()
+
+
+def open_scheduler(name: str = "processes", workers: int | None = None) -> Scheduler:
+    """A scheduler for ``--scheduler name`` (see the module docstring)."""
+    check_scheduler(name)
+    if name == "processes":
+        return ProcessScheduler(workers or os.cpu_count() or 1)
+    return DaskScheduler(name, workers)
+
+
+def parallel_map(fn: Callable[..., Any], tasks: dict[Any, tuple], *, workers: int | None, progress: bool,
+                 desc: str, scheduler: str = "processes", on_result: Callable[[Any, Any], None] | None = None,
+                 weight: Callable[[Any], int] | None = None) -> dict[Any, Any]:
+    """``{key: fn(*args)}`` for every task, on ``scheduler``, with a progress bar.
+
+    ``fn`` must turn bad input into a value, not an exception.  ``on_result(key,
+    value)`` runs here as each task finishes (to save it for a resume).  ``weight(key)``
+    is how many files a task holds, for the progress bar.  Ctrl-C raises
+    :class:`Interrupted` once the finished results have been handed to ``on_result``.
+    """
+    from tqdm import tqdm
+
+    results: dict[Any, Any] = {}
+    if not tasks:
+        return results
+    weight = weight or (lambda key: 1)
+    bar = tqdm(total=sum(weight(k) for k in tasks), desc=desc, unit="file", disable=not progress)
+    try:
+        local_workers = max(1, min(workers or os.cpu_count() or 1, len(tasks)))
+        if scheduler == "processes" and local_workers == 1:
+            from threadpoolctl import threadpool_limits
+
+            # one BLAS thread, as in a worker: a matrix product split over another number
+            # of threads can round differently, and --workers must not change the store
+            with threadpool_limits(1):
+                for key, args in tasks.items():
+                    results[key] = value = fn(*args)
+                    if on_result:
+                        on_result(key, value)
+                    bar.update(weight(key))
+        else:
+            with open_scheduler(scheduler, local_workers if scheduler == "processes" else workers) as pool:
+                if scheduler != "processes" and progress:
+                    bar.write(f"{desc}: {pool.description}")
+                for key, value in pool.map_unordered(fn, tasks):
+                    results[key] = value
+                    if on_result:
+                        on_result(key, value)
+                    bar.update(weight(key))
+    except KeyboardInterrupt:
+        bar.close()
+        raise Interrupted(f"interrupted after {len(results)} of {len(tasks)} task(s); "
+                          "run the same command again to resume") from None
+    bar.close()
+    return results

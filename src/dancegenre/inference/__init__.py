@@ -1,0 +1,1 @@
+"""Using a model: the Classifier, evaluation, sorting, embeddings and tags."""

@@ -1,0 +1,293 @@
+"""Classifier.load(checkpoint).predict(path or waveform): a genre for any track.
+
+Uses the checkpoint's own feature config and the same decode and feature code as
+``prepare`` (``features.iter_segments``).  Files are decoded in blocks and scored block
+by block, so a two-hour mix needs no more memory than a short clip.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from dancegenre.audio.decode import is_audio_path
+from dancegenre.training.checkpoint import Checkpoint, load_checkpoint
+from dancegenre.config import FeatureConfig
+from dancegenre.errors import DanceGenreError, EmptyInputError
+from dancegenre.audio.frontend import iter_segments
+
+LONG_FILE_BYTES = 30 << 20  # files above this are streamed in the main process, not the pool
+UNSURE = "_unsure"
+
+
+@dataclass
+class Prediction:
+    """The verdict on one track.
+
+    ``timeline`` has one row a segment: start and end (s), one probability column a
+    genre, and the segment's top genre.  ``sections`` merges the smoothed timeline into
+    runs of one genre: where a DJ mix changes style.
+    """
+
+    source: str
+    genre: str | None
+    probabilities: dict[str, float]
+    timeline: pd.DataFrame
+    duration: float = 0.0  # seconds covered by the scored segments
+    error: str | None = None
+    sections: list[dict[str, Any]] = field(default_factory=list)
+    tags: dict[str, float] = field(default_factory=dict)  # a musicnn run: its pretrained tags, top 5
+
+    @property
+    def confidence(self) -> float:
+        return max(self.probabilities.values()) if self.probabilities else 0.0
+
+    def to_dict(self, timeline: bool = True) -> dict[str, Any]:
+        d: dict[str, Any] = {"path": self.source, "genre": self.genre, "confidence": round(self.confidence, 4),
+                             "probabilities": {k: round(v, 4) for k, v in self.probabilities.items()},
+                             "segments": len(self.timeline), "seconds_scored": round(self.duration, 2),
+                             "error": self.error}
+        if self.tags:
+            d["tags"] = {k: round(v, 4) for k, v in self.tags.items()}
+        if timeline:
+            d["timeline"] = self.timeline.round(4).to_dict(orient="records")
+            d["sections"] = self.sections
+        return d
+
+
+def _segments_worker(args: tuple[str, FeatureConfig]) -> tuple[str, np.ndarray | None, str | None]:
+    path, config = args
+    try:
+        # float16 halves what travels back through the pipe; dB values need no more
+        blocks = [b.segments.astype(np.float16) for b in iter_segments(path, config)]
+        return path, np.concatenate(blocks), None
+    except DanceGenreError as exc:
+        return path, None, str(exc)
+
+
+def sections_of(timeline: pd.DataFrame, labels: list[str], *, smooth: int = 5) -> list[dict[str, Any]]:
+    """Runs of one genre in a timeline, after a moving average over ``smooth`` segments."""
+    if timeline.empty:
+        return []
+    probs = timeline[labels].rolling(smooth, center=True, min_periods=1).mean().to_numpy()
+    top = probs.argmax(1)
+    out, start = [], 0
+    for i in range(1, len(top) + 1):
+        if i == len(top) or top[i] != top[start]:
+            out.append({"start": float(timeline["start"].iloc[start]), "end": float(timeline["end"].iloc[i - 1]),
+                        "genre": labels[top[start]], "segments": i - start})
+            start = i
+    return out
+
+
+class Classifier:
+    """A trained model ready to label tracks.
+
+    >>> clf = Classifier.load("runs/demo/best.pt")        # doctest: +SKIP
+    >>> result = clf.predict("track.mp3")                  # doctest: +SKIP
+    >>> result.genre, result.probabilities["techno"]       # doctest: +SKIP
+    """
+
+    def __init__(self, checkpoint: Checkpoint, *, batch_size: int = 256, device: str = "cpu") -> None:
+        self.checkpoint = checkpoint
+        self.model = checkpoint.model.to(device).eval()
+        self.labels = checkpoint.labels
+        self.config = checkpoint.feature_config
+        self.batch_size = batch_size
+        self.device = device
+        from dancegenre.models.musicnn import PRETRAINED
+
+        name = checkpoint.model_config.name
+        self.tag_names: list[str] = PRETRAINED[name][1] if name in PRETRAINED else []
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str], *, device: str = "cpu", batch_size: int = 256) -> Classifier:
+        """From a checkpoint file or a run folder (its best.pt)."""
+        return cls(load_checkpoint(path, device=device), batch_size=batch_size, device=device)
+
+    @torch.no_grad()
+    def _probs(self, segments: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """(genre probabilities (k, n_classes), pretrained tag probabilities (k, 50) or None)."""
+        out, tags = [], []
+        for s in range(0, len(segments), self.batch_size):
+            x = torch.from_numpy(np.ascontiguousarray(segments[s : s + self.batch_size], dtype=np.float32))
+            x = x.to(self.device)
+            if self.tag_names:  # one backbone pass gives the verdict and the tags
+                from dancegenre.models.musicnn import backbone_features
+
+                named = self.model.backbone(x)
+                logits = self.model.from_features(backbone_features(named))
+                tags.append(named["taggram"].float().cpu().numpy())
+            else:
+                logits = self.model(x)
+            out.append(torch.softmax(logits.float(), 1).cpu().numpy())
+        probs = np.concatenate(out) if out else np.zeros((0, len(self.labels)), np.float32)
+        return probs, (np.concatenate(tags) if tags else None)
+
+    def _result(self, source: str, scored: tuple[np.ndarray, np.ndarray | None], numbers: np.ndarray) -> Prediction:
+        probs, taggram = scored
+        c = self.config
+        start = numbers * c.segment_hop_seconds
+        timeline = pd.DataFrame({"segment": numbers, "start": start.round(3),
+                                 "end": (start + c.segment_seconds).round(3)})
+        for i, lab in enumerate(self.labels):
+            timeline[lab] = probs[:, i]
+        timeline["genre"] = [self.labels[i] for i in probs.argmax(1)]
+        mean = probs.mean(0)
+        if not np.isfinite(mean).all():  # weights that overflow, or a crafted checkpoint
+            raise DanceGenreError(f"the model gave non-finite probabilities for {source}; "
+                                  "its checkpoint may be damaged")
+        return Prediction(source=source, genre=self.labels[int(mean.argmax())],
+                          probabilities={lab: float(mean[i]) for i, lab in enumerate(self.labels)},
+                          timeline=timeline, duration=float(timeline["end"].iloc[-1]) if len(timeline) else 0.0,
+                          sections=sections_of(timeline, self.labels), tags=self._top_tags(taggram))
+
+    def _top_tags(self, taggram: np.ndarray | None, top: int = 5) -> dict[str, float]:
+        if taggram is None or not len(taggram):
+            return {}
+        mean = taggram.mean(0)
+        return {self.tag_names[j]: float(mean[j]) for j in np.argsort(-mean)[:top]}
+
+    def predict(self, source: str | os.PathLike[str] | np.ndarray, sr: int | None = None) -> Prediction:
+        """Genre of one file, or of a waveform (``(n,)`` or ``(n, channels)``) at ``sr`` Hz.
+
+        Raises
+        ------
+        AudioDecodeError (and subclasses) for a file that cannot be used.
+        """
+        name = "<waveform>" if isinstance(source, np.ndarray) else str(source)
+        probs, tags, numbers = [], [], []
+        for block in iter_segments(source, self.config, sr=sr):
+            p, t = self._probs(block.segments)
+            probs.append(p)
+            tags.append(t)
+            numbers.append(block.index)
+        taggram = np.concatenate(tags) if tags and tags[0] is not None else None
+        return self._result(name, (np.concatenate(probs), taggram), np.concatenate(numbers))
+
+    def predict_many(self, paths: Iterable[str | os.PathLike[str]], *, workers: int | None = None,
+                     scheduler: str = "processes") -> Iterator[Prediction]:
+        """Predictions for many files, in order; a bad file yields a Prediction with ``error``.
+
+        Files are decoded into segments on ``scheduler`` (``workers`` local processes by
+        default, or Dask: see :mod:`dancegenre.scheduler`) while this process runs the
+        network; long files (over 30 MB) are streamed block by block here.  A path that
+        appears twice is predicted twice.
+        """
+        for p, segs, err in decode_many(paths, self.config, workers=workers, scheduler=scheduler):
+            if err is not None:
+                yield Prediction(p, None, {}, pd.DataFrame(), error=err)
+            elif segs is None:
+                yield self._safe(p)  # a long file: streamed block by block in this process
+            else:
+                try:
+                    yield self._result(p, self._probs(segs), np.arange(len(segs)))
+                except DanceGenreError as exc:
+                    yield Prediction(p, None, {}, pd.DataFrame(), error=str(exc))
+
+    def _safe(self, path: str) -> Prediction:
+        try:
+            return self.predict(path)
+        except DanceGenreError as exc:
+            return Prediction(path, None, {}, pd.DataFrame(), error=str(exc))
+
+
+def decode_many(paths: Iterable[str | os.PathLike[str]], config: FeatureConfig, *, workers: int | None = None,
+                scheduler: str = "processes", network_threads: int = 1,
+                ) -> Iterator[tuple[str, np.ndarray | None, str | None]]:
+    """``(path, segments, error)`` for every file, in order, decoded on ``scheduler``.
+
+    ``segments`` is float16 (k, n_mels, segment_frames).  A file over 30 MB comes back
+    as ``(path, None, None)``: the caller streams it block by block (``iter_segments``)
+    so that a long mix never sits in memory whole.  While the pool decodes, this
+    process runs the network on ``network_threads`` threads (0 keeps torch's setting).
+    """
+    from dancegenre.data.scheduler import IN_FLIGHT_PER_WORKER, open_scheduler
+
+    paths = [str(p) for p in paths]
+    workers = workers or os.cpu_count() or 1
+    sizes = {p: (os.path.getsize(p) if os.path.isfile(p) else 0) for p in paths}
+    if scheduler == "processes" and (workers == 1 and network_threads == 1 or len(paths) < 2):
+        for p in paths:
+            yield p, None, None
+        return
+    threads = torch.get_num_threads()
+    if scheduler == "processes" and network_threads:
+        torch.set_num_threads(network_threads)
+    running: dict[int, Any] = {}
+    queue = [(i, p) for i, p in enumerate(paths) if sizes[p] <= LONG_FILE_BYTES][::-1]
+    try:
+        with open_scheduler(scheduler, workers) as pool:
+            for i, p in enumerate(paths):
+                while queue and len(running) < IN_FLIGHT_PER_WORKER * pool.workers:  # bounded in flight
+                    k, q = queue.pop()
+                    running[k] = pool.submit(_segments_worker, (q, config))
+                if sizes[p] > LONG_FILE_BYTES:
+                    yield p, None, None
+                    continue
+                yield running.pop(i).result()
+    finally:
+        for fut in running.values():
+            fut.cancel()
+        torch.set_num_threads(threads)
+
+
+def expand_paths(inputs: Iterable[str | os.PathLike[str]], *,
+                 exclude: Iterable[str | os.PathLike[str]] = ()) -> list[Path]:
+    """Files as given, and the audio files under folders (recursive, sorted).
+
+    A file reached twice (listed and inside a listed folder, or through a link) is
+    kept once, at its first place.  Folders in ``exclude`` (a ``--sort-into`` target
+    inside an input folder, say) are not searched: a rerun does not sort its own copies.
+    """
+    skip = [Path(os.path.realpath(e)) for e in exclude]
+    out: list[Path] = []
+    seen: set[str] = set()
+
+    def keep(f: Path) -> None:
+        real = os.path.realpath(f)
+        if real not in seen:
+            seen.add(real)
+            out.append(f)
+
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            for f in sorted(p.rglob("*")):
+                if (f.is_file() and is_audio_path(f)
+                        and not any(part.startswith(".") for part in f.relative_to(p).parts)
+                        and not any(Path(os.path.realpath(f)).is_relative_to(e) for e in skip)):
+                    keep(f)
+        else:
+            keep(p)  # a missing or bad file gets its own error row
+    if not out:
+        raise EmptyInputError("no audio files in " + ", ".join(str(i) for i in inputs))
+    return out
+
+
+def results_table(predictions: list[Prediction], labels: list[str]) -> pd.DataFrame:
+    rows = []
+    for p in predictions:
+        row: dict[str, Any] = {"path": p.source, "genre": p.genre or "", "confidence": round(p.confidence, 4)}
+        for lab in labels:
+            row[f"p_{lab}"] = round(p.probabilities.get(lab, float("nan")), 4)
+        row.update(segments=len(p.timeline), seconds_scored=round(p.duration, 2), error=p.error or "")
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def timeline_table(predictions: list[Prediction]) -> pd.DataFrame:
+    parts = [p.timeline.assign(path=p.source) for p in predictions if len(p.timeline)]
+    if not parts:
+        return pd.DataFrame()
+    table = pd.concat(parts, ignore_index=True)
+    return table[["path"] + [c for c in table.columns if c != "path"]]
+
+

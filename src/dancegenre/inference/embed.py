@@ -1,0 +1,367 @@
+"""``embed`` and ``tag``: vectors and pretrained tags for files, folders, catalogs and stores."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from dancegenre.models.embedding import compute_features, store_features, weights_digest
+
+
+LAYERS = ("all", "max_pool", "mean_pool", "penultimate", "taggram")
+
+
+class Embedder:
+    """Vectors (and, for a pretrained musicnn, tags) of audio segments.
+
+    ``Embedder.load("musicnn-msd")`` takes the pretrained network (its features:
+    ``layer`` all = max_pool + mean_pool + penultimate + taggram, 1,756 values, or one
+    of them); ``Embedder.load("runs/x")`` takes a trained run and gives the input of its
+    last linear layer.  ``config`` is the front end the input must be prepared with.
+    """
+
+    def __init__(self, model: nn.Module, config: Any, *, name: str, kind: str, layer: str = "all",
+                 tags: list[str] | None = None, batch_size: int = 16) -> None:
+        self.model = model.eval()
+        self.config = config
+        self.name = name
+        self.kind = kind  # "pretrained" or "run"
+        self.layer = layer
+        self.tags = tags or []
+        self.batch_size = batch_size
+
+    @classmethod
+    def load(cls, model: str | os.PathLike[str], *, layer: str = "all", log: Callable[[str], Any] = print) -> Embedder:
+        from dancegenre.config import FeatureConfig
+        from dancegenre.errors import ConfigError
+        from dancegenre.models.musicnn import PRETRAINED, MusiCNNBackbone
+
+        if layer not in LAYERS:
+            raise ConfigError(f"unknown layer {layer!r}; choose from {', '.join(LAYERS)}")
+        if str(model) in PRETRAINED:
+            from dancegenre.models.pretrained import load_backbone_state
+
+            net = MusiCNNBackbone()
+            net.load_state_dict(load_backbone_state(str(model), log=log))
+            return cls(net, FeatureConfig.preset("musicnn"), name=str(model), kind="pretrained", layer=layer,
+                       tags=PRETRAINED[str(model)][1])
+        from dancegenre.training.checkpoint import load_checkpoint
+
+        if not Path(model).exists():
+            raise ConfigError(f"--model: {model} is neither a pretrained model ({', '.join(PRETRAINED)}) "
+                              "nor a run folder or checkpoint")
+        ckpt = load_checkpoint(model)
+        if layer != "all":
+            raise ConfigError("--layer names a musicnn layer; a run gives its penultimate layer")
+        tags = PRETRAINED[ckpt.model_config.name][1] if ckpt.model_config.name in PRETRAINED else []
+        return cls(ckpt.model, ckpt.feature_config, name=str(ckpt.path), kind="run", tags=tags)
+
+    @property
+    def model_id(self) -> str:
+        """What the vectors depend on: the network's weights and the layer."""
+        return f"{Path(self.name).name}-{weights_digest(self.model)}-{self.layer}"
+
+    @torch.no_grad()
+    def __call__(self, segments: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """(k, n_mels, frames) -> (vectors (k, D) float32, taggram (k, 50) of a pretrained model, else None)."""
+        vecs, tags = [], []
+        for s in range(0, len(segments), self.batch_size):
+            x = torch.from_numpy(np.ascontiguousarray(segments[s : s + self.batch_size], dtype=np.float32))
+            if self.kind == "pretrained":
+                from dancegenre.models.musicnn import backbone_features
+
+                out = self.model(x)
+                v = backbone_features(out) if self.layer == "all" else out[self.layer]
+                tags.append(out["taggram"].numpy())
+            else:
+                v = self.model.penultimate(x)
+            vecs.append(v.float().numpy())
+        vectors = np.concatenate(vecs) if vecs else np.zeros((0, 0), np.float32)
+        return vectors, (np.concatenate(tags) if tags else None)
+
+
+def list_sources(inputs: list[str | os.PathLike[str]]) -> pd.DataFrame:
+    """Files to embed from files, folders (recursive), catalogs (CSV) and prepared stores.
+
+    Returns a table with path, item, label (empty where unknown) and store (the store
+    folder a row came from, else empty), in input order, each path once.
+    """
+    from dancegenre.data.store import SegmentStore
+    from dancegenre.data.catalog import list_items
+    from dancegenre.errors import EmptyInputError
+    from dancegenre.inference.classifier import expand_paths
+
+    parts = []
+    for src in inputs:
+        p = Path(src)
+        if p.is_dir() and (p / "store.json").exists():
+            st = SegmentStore(p)
+            parts.append(pd.DataFrame({"path": st.items["path"], "item": st.items["item"],
+                                       "label": st.items["label"], "store": str(p)}))
+        elif p.is_file() and p.suffix.lower() == ".csv":
+            items, _ = list_items(p)
+            parts.append(pd.DataFrame({"path": items["path"], "item": items["item"], "label": items["label"],
+                                       "store": ""}))
+        else:
+            files = expand_paths([p])
+            parts.append(pd.DataFrame({"path": [str(f) for f in files], "item": [str(f) for f in files],
+                                       "label": "", "store": ""}))
+    table = pd.concat(parts, ignore_index=True).drop_duplicates("path").reset_index(drop=True)
+    if table.empty:
+        raise EmptyInputError("nothing to embed in " + ", ".join(str(i) for i in inputs))
+    return table
+
+
+def _store_segments(store_path: str, embedder: Embedder) -> Any:
+    """The store's segments by item, when its front end is the embedder's (else None)."""
+    from dancegenre.data.store import SegmentStore
+
+    st = SegmentStore(store_path)
+    if not st.config.same_frontend(embedder.config):
+        return None
+    rows = st.index.groupby("item", sort=False)["row"].agg(list)
+    fn = lambda item: np.asarray(st.segments[rows[item]]) if item in rows.index else None  # noqa: E731
+    fn.config = st.config  # type: ignore[attr-defined]  # its segment hop gives the start times
+    return fn
+
+
+def embed_files(inputs: list[str | os.PathLike[str]], out: str | os.PathLike[str], *,
+                model: str | os.PathLike[str] = "musicnn-msd", layer: str = "all", per_segment: bool = False,
+                workers: int | None = None, progress: bool = True,
+                log: Callable[[str], Any] = print) -> pd.DataFrame:
+    """Write one vector per file (the mean of its segments') or per segment to ``out``.
+
+    ``out`` ends in ``.npy`` (vectors, float32 (rows, D), with ``<out>.csv`` beside it
+    describing each row) or ``.parquet`` (one table: the description, then columns
+    e0, e1 ...).  Files that fail are listed in ``<out stem>.failures.csv`` and skipped.
+    Resumable: finished files are journalled in ``<out>.pending/`` and not embedded
+    again by a rerun with the same model (the journal is removed once ``out`` is
+    written).  Returns the row table.
+
+    Raises
+    ------
+    OutputError : ``out`` has another suffix, or is one of the inputs.
+    EmptyInputError : nothing to embed, or no file could be embedded.
+    """
+    from dancegenre.data.catalog import item_key
+    from dancegenre.errors import AudioDecodeError, ConfigError, EmptyInputError
+    from dancegenre.inference.classifier import decode_many
+
+    from dancegenre.safety import (
+        MARKER,
+        Inputs,
+        atomic_path,
+        atomic_write,
+        check_output_file,
+        claim_folder,
+        remove_ours,
+    )
+
+    out = check_output_file(out, suffixes=(".npy", ".parquet"))
+    table_path = out.with_suffix(".csv") if out.suffix.lower() == ".npy" else out
+    failures_path = out.with_name(out.stem + ".failures.csv")
+    sources = list_sources(inputs)
+    given = Inputs([*inputs, *sources["path"]])
+    for target, what in ((out, "--out"), (table_path, "the table beside --out"), (failures_path, "the failures file")):
+        check_output_file(target, inputs=given, what=what)
+    if out.suffix.lower() == ".parquet":
+        try:
+            import pyarrow  # noqa: F401
+        except ImportError:
+            raise ConfigError("--out .parquet needs pyarrow (pip install pyarrow); or use .npy") from None
+    embedder = Embedder.load(model, layer=layer, log=log)
+    from_store = {s: _store_segments(s, embedder) for s in sources["store"].unique() if s}
+
+    # ---- the journal of an interrupted run: rows.jsonl + vectors.f32, appended per file
+    out.parent.mkdir(parents=True, exist_ok=True)
+    pending = claim_folder(out.with_name(out.name + ".pending"), "embed-journal", what="journal folder")
+    journal, blob = pending / "rows.jsonl", pending / "vectors.f32"
+    done: dict[str, dict[str, Any]] = {}
+    dim = None
+    if journal.exists() and blob.exists():
+        size = blob.stat().st_size
+        for line in journal.read_text().splitlines():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # the line a kill cut short
+            if row.get("model") == embedder.model_id and (row["offset"] + row["count"] * row["dim"]) * 4 <= size:
+                done[row["key"]] = row
+                dim = row["dim"]
+    keys, failures = {}, []
+    for i, path in enumerate(sources["path"]):
+        try:
+            keys[i] = f"{item_key(path, embedder.config)}:{embedder.model_id}"
+        except AudioDecodeError as exc:
+            failures.append({"path": path, "error": str(exc)})
+    todo = [i for i in keys if keys[i] not in done]
+    if done:
+        log(f"resuming: {len(keys) - len(todo)} of {len(keys)} files embedded before")
+
+    def segments_of_store(i: int) -> np.ndarray | None:
+        fn = from_store.get(sources.at[i, "store"])
+        return fn(sources.at[i, "item"]) if fn else None
+
+    from tqdm import tqdm
+
+    direct = {i: segments_of_store(i) for i in todo if sources.at[i, "store"]}
+    decode = [i for i in todo if direct.get(i) is None]
+    bar = tqdm(total=len(todo), desc="embed", unit="file", disable=not progress)
+    with open(journal, "a") as jf, open(blob, "ab") as bf:
+        offset = blob.stat().st_size // 4
+
+        def keep(i: int, segs: np.ndarray) -> None:
+            nonlocal offset
+            vectors, _ = embedder(segs)
+            data = vectors if per_segment else vectors.mean(0, keepdims=True)
+            bf.write(np.ascontiguousarray(data, dtype=np.float32).tobytes())
+            bf.flush()
+            row = {"key": keys[i], "model": embedder.model_id, "offset": offset, "count": len(data),
+                   "dim": int(data.shape[1]), "segments": len(vectors)}
+            jf.write(json.dumps(row) + "\n")
+            jf.flush()
+            offset += data.size
+            done[keys[i]] = row
+            bar.update(1)
+
+        for i in [i for i in todo if direct.get(i) is not None]:
+            keep(i, direct[i])
+        by_path = {sources.at[i, "path"]: i for i in decode}
+        # one decoding process overlaps with the network, which takes every core
+        for path, segs, err in decode_many(list(by_path), embedder.config, workers=1,
+                                           network_threads=os.cpu_count() or 1):
+            i = by_path[path]
+            if err is None and segs is None:  # a long file: decoded here, block by block
+                from dancegenre.errors import DanceGenreError
+                from dancegenre.audio.frontend import iter_segments
+
+                try:
+                    segs = np.concatenate([b.segments for b in iter_segments(path, embedder.config)])
+                except DanceGenreError as exc:
+                    err = str(exc)
+            if err is not None:
+                failures.append({"path": path, "error": err})
+                bar.update(1)
+                continue
+            keep(i, segs)
+    bar.close()
+
+    # ---- the outputs, from the journal, in input order
+    rows, chunks = [], []
+    vectors_all = np.fromfile(blob, dtype=np.float32)
+    for i, key in keys.items():
+        if key not in done:
+            continue
+        r = done[key]
+        seg = getattr(from_store.get(sources.at[i, "store"]), "config", embedder.config)
+        chunk = vectors_all[r["offset"] : r["offset"] + r["count"] * r["dim"]].reshape(r["count"], r["dim"])
+        chunks.append(chunk)
+        base = {"path": sources.at[i, "path"], "item": sources.at[i, "item"], "label": sources.at[i, "label"]}
+        if per_segment:
+            for k in range(r["count"]):
+                rows.append({**base, "segment": k, "start": round(k * seg.segment_hop_seconds, 3),
+                             "end": round(k * seg.segment_hop_seconds + seg.segment_seconds, 3)})
+        else:
+            rows.append({**base, "segments": r["segments"]})
+    pd.DataFrame(failures, columns=["path", "error"]).to_csv(failures_path, index=False)
+    if not chunks:
+        raise EmptyInputError(f"no file could be embedded (reasons in {failures_path})")
+    vectors = np.concatenate(chunks)
+    table = pd.DataFrame(rows)
+    table.insert(0, "row", np.arange(len(table)))
+    if out.suffix.lower() == ".npy":
+        atomic_write(table_path, table.to_csv(index=False))
+        with atomic_path(out) as part, open(part, "wb") as f:
+            np.save(f, vectors)
+    else:
+        full = pd.concat([table, pd.DataFrame(vectors, columns=[f"e{j}" for j in range(vectors.shape[1])])], axis=1)
+        with atomic_path(out) as part:
+            full.to_parquet(part, index=False)
+    remove_ours(pending, [journal.name, blob.name, MARKER])  # only what this job wrote
+    log(f"{len(table)} vectors of {vectors.shape[1]} values ({embedder.name}"
+        + (f", {layer}" if embedder.kind == "pretrained" else ", penultimate layer") + f") in {out}"
+        + (f" and {table_path}" if table_path != out else "")
+        + (f"; {len(failures)} file(s) failed, reasons in {failures_path}" if failures else ""))
+    return table
+
+
+
+def tag_files(inputs: list[str | os.PathLike[str]], *, model: str = "musicnn-msd", top: int = 5,
+              out: str | os.PathLike[str] | None = None, timeline: str | os.PathLike[str] | None = None,
+              progress: bool = True, log: Callable[[str], Any] = print) -> pd.DataFrame:
+    """The pretrained network's tags for every file: the mean taggram over its 3-s patches.
+
+    Returns one row a file (path, the ``top`` tags with their probabilities as
+    ``tag1, p1, ...``, patches, error).  ``out`` writes that table as CSV;
+    ``timeline`` writes JSON lines, one a file, with every patch's start, end and the
+    probability of each of the 50 tags.  A bad file gets a row with its error.
+    """
+    from dancegenre.errors import ConfigError, DanceGenreError
+    from dancegenre.audio.frontend import iter_segments
+    from dancegenre.models.musicnn import PRETRAINED
+    from dancegenre.inference.classifier import decode_many
+
+    if model not in PRETRAINED:
+        raise ConfigError(f"--model must be one of {', '.join(PRETRAINED)} (the tags are theirs), not {model!r}")
+    from dancegenre.safety import Inputs, atomic_write, check_distinct, check_output_file
+
+    for target, what, suffixes in ((out, "--out", (".csv",)), (timeline, "--timeline", (".jsonl", ".json"))):
+        if target is not None:
+            check_output_file(target, suffixes=suffixes, what=what)
+    check_distinct({"--out": Path(out) if out else None, "--timeline": Path(timeline) if timeline else None})
+    sources = list_sources(inputs)
+    given = Inputs([*inputs, *sources["path"]])
+    for target, what in ((out, "--out"), (timeline, "--timeline")):
+        if target is not None:
+            check_output_file(target, inputs=given, what=what)
+    embedder = Embedder.load(model, log=log)
+    cfg = embedder.config
+    rows, lines = [], []
+    from tqdm import tqdm
+
+    bar = tqdm(total=len(sources), desc="tag", unit="file", disable=not progress)
+    for path, segs, err in decode_many(list(sources["path"]), cfg, workers=1, network_threads=os.cpu_count() or 1):
+        if err is None and segs is None:
+            try:
+                segs = np.concatenate([b.segments for b in iter_segments(path, cfg)])
+            except DanceGenreError as exc:
+                err = str(exc)
+        row: dict[str, Any] = {"path": path}
+        if err is not None:
+            rows.append({**row, "patches": 0, "error": err})
+            bar.update(1)
+            continue
+        _, taggram = embedder(segs)
+        mean = taggram.mean(0)
+        order = np.argsort(-mean)[:top]
+        for rank, j in enumerate(order, 1):
+            row[f"tag{rank}"], row[f"p{rank}"] = embedder.tags[j], round(float(mean[j]), 4)
+        rows.append({**row, "patches": len(taggram), "error": ""})
+        start = np.arange(len(taggram)) * cfg.segment_hop_seconds
+        lines.append(json.dumps({"path": path, "model": model, "tags": embedder.tags,
+                                 "mean": [round(float(v), 4) for v in mean],
+                                 "timeline": [{"start": round(float(t), 3), "end": round(float(t) + cfg.segment_seconds, 3),
+                                               "probabilities": [round(float(v), 4) for v in p]}
+                                              for t, p in zip(start, taggram)]}))
+        bar.update(1)
+    bar.close()
+    table = pd.DataFrame(rows)
+    ranked = [c for r in range(1, top + 1) for c in (f"tag{r}", f"p{r}") if c in table.columns]
+    table = table[["path", *ranked, "patches", "error"]]
+    for target, text in ((out, lambda: table.to_csv(index=False)),
+                         (timeline, lambda: "\n".join(lines) + ("\n" if lines else ""))):
+        if target is not None:
+            Path(target).parent.mkdir(parents=True, exist_ok=True)
+            atomic_write(target, text())
+    return table
+
+
+__all__ = ["Embedder", "compute_features", "embed_files", "list_sources", "store_features", "tag_files",
+           "weights_digest"]

@@ -1,0 +1,1 @@
+"""Networks: the registry, networks trained from scratch, pretrained musicnn and its weights."""

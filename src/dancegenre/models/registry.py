@@ -1,0 +1,53 @@
+"""The ``MODELS`` registry: a name -> network class, and the functions that build from a config."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from dancegenre.config import ModelConfig
+from dancegenre.errors import ConfigError
+from dancegenre.models.base import Network, _activation
+from dancegenre.models.cnn import CNN1D, CNN2D, CRNN
+from dancegenre.models.musicnn import MusiCNN
+
+
+def ensemble_of(models: list[Network]) -> Network:
+    """One network averaging frozen-backbone runs of the same model and labels (fold models)."""
+    first = models[0]
+    if not all(getattr(m, "trains_on_features", False) and m.config == first.config for m in models):
+        raise ConfigError("--ensemble averages runs of one frozen pretrained model (finetune 0) with the same settings")
+    import dataclasses
+
+    net = build_model(dataclasses.replace(first.config, members=len(models)))
+    net.backbone.load_state_dict(first.backbone.state_dict())
+    net.norm.load_state_dict(first.norm.state_dict())
+    for member, m in zip(net.members, models):
+        member[0].load_state_dict(m.feature_norm.state_dict())
+        member[1].load_state_dict(m.head.state_dict())
+    net.feature_norm.load_state_dict(first.feature_norm.state_dict())
+    net.head.load_state_dict(first.head.state_dict())
+    return net
+
+
+MODELS: dict[str, type[Network]] = {"cnn1d": CNN1D, "crnn": CRNN, "cnn2d": CNN2D,
+                                    "musicnn-msd": MusiCNN, "musicnn-mtt": MusiCNN}
+
+
+def model_config(name: str, *, n_classes: int, n_mels: int, **overrides: object) -> ModelConfig:
+    """A ModelConfig with the registry's defaults for ``name``; ``None`` overrides are ignored."""
+    if name not in MODELS:
+        raise ConfigError(f"unknown model {name!r}; choose from {', '.join(MODELS)}")
+    values = {**MODELS[name].DEFAULTS, **{k: v for k, v in overrides.items() if v is not None}}
+    return ModelConfig(name=name, n_classes=n_classes, n_mels=n_mels, **values)  # type: ignore[arg-type]
+
+
+def build_model(config: ModelConfig) -> Network:
+    """Instantiate the registry's class for ``config.name``."""
+    if config.name not in MODELS:
+        raise ConfigError(f"unknown model {config.name!r}; choose from {', '.join(MODELS)}")
+    _activation(config.activation)
+    return MODELS[config.name](config)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

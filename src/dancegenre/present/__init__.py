@@ -1,0 +1,1 @@
+"""How things look: every figure (matplotlib) and HTML (Jinja2 templates, autoescape)."""

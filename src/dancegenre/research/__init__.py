@@ -1,0 +1,1 @@
+"""Research tools: descriptors, EDA, experiments, explanations, reports."""

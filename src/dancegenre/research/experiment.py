@@ -1,0 +1,502 @@
+"""Experiments: many training configurations, each scored by grouped k-fold cross-validation.
+
+A spec is a TOML file::
+
+    name = "pooling and activation"
+    folds = 5                    # grouped k-fold; folds never share a group
+    seeds = [0]                  # replicates: each seed gives its own folds and init
+    mode = "grid"                # grid: every combination of [factors];
+                                 # one-at-a-time: [base], then each factor value alone
+    [base]                       # settings every configuration starts from
+    model = "cnn1d"
+    epochs = 30
+    [factors]                    # the values to try
+    pooling = ["max", "avg", "meanmaxl2"]
+    activation = ["relu", "elu"]
+    [[runs]]                     # extra named configurations (optional)
+    name = "crnn-lstm"
+    model = "crnn"
+    rnn = "lstm"
+
+Keys are ``model``, the fields of ``ModelConfig`` (filters, kernel_size, pool_sizes,
+pooling, activation, dense, dropout, rnn, rnn_hidden, first_stride) and of
+``TrainConfig`` (epochs, batch_size, lr, weight_decay, patience, augment, split_by,
+labels, class_weights, mixup_alpha ...).  An experiment folder holds::
+
+    experiment.json   the spec, the store and its feature-config digest
+    configs.csv       one row per configuration: its id and every resolved setting
+    runs/<config>/seed-<s>/fold-<k>/   one training run each (see dancegenre.train)
+    results.csv       one row per finished run: held-out fold and validation metrics
+    summary.csv/.md/.html   one row per configuration: mean and std over folds x seeds
+    factor-<name>.png one plot per varied factor
+
+A configuration's identity is a hash of its fully resolved settings, so a rerun (or a
+spec that gained values) reuses every finished run and resumes interrupted ones.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import itertools
+import json
+import os
+import time
+import tomllib
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import dataclass
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from dancegenre.config import ModelConfig, TrainConfig
+from dancegenre.data.store import SegmentStore
+from dancegenre.errors import ConfigError, Interrupted, StoreError
+from dancegenre.models.registry import model_config
+from dancegenre.safety import atomic_write, claim_folder
+
+MODEL_KEYS = frozenset(f.name for f in dataclasses.fields(ModelConfig)) - {"name", "n_classes", "n_mels"}
+TRAIN_KEYS = frozenset(f.name for f in dataclasses.fields(TrainConfig)) - {"folds", "fold", "seed", "device"}
+KEYS = MODEL_KEYS | TRAIN_KEYS | {"model"}
+METRICS = ("item_accuracy", "item_macro_f1", "segment_accuracy", "segment_macro_f1",
+           "val_item_accuracy", "val_item_macro_f1")
+SELECT_BY = "val_item_accuracy"  # the best configuration is chosen on validation, never on the held-out folds
+
+
+@dataclass(frozen=True)
+class Configuration:
+    """One point of the experiment: a model and its training settings."""
+
+    name: str  # readable: "base", "pooling=avg", "crnn-lstm", "pooling=avg activation=elu"
+    settings: dict[str, Any]  # the spec's keys for this configuration (model plus overrides)
+
+    def resolve(self, n_classes: int, n_mels: int) -> tuple[str, ModelConfig, TrainConfig]:
+        """(model name, ModelConfig, TrainConfig) with every default filled in."""
+        s = dict(self.settings)
+        name = s.pop("model", "cnn1d")
+        model_opts = {k: v for k, v in s.items() if k in MODEL_KEYS}
+        if name != "crnn":  # recurrent settings mean nothing elsewhere: keep them out of the identity
+            model_opts = {k: v for k, v in model_opts.items() if k not in ("rnn", "rnn_hidden")}
+        train_opts = {k: v for k, v in s.items() if k in TRAIN_KEYS}
+        if isinstance(train_opts.get("labels"), list):
+            train_opts["labels"] = tuple(train_opts["labels"])
+        if train_opts.get("labels"):
+            n_classes = len(train_opts["labels"])
+        return name, model_config(name, n_classes=n_classes, n_mels=n_mels, **model_opts), TrainConfig(**train_opts)
+
+    def identity(self, n_classes: int, n_mels: int) -> str:
+        """Short hash of the resolved settings: equal settings, equal id, whatever the spelling."""
+        _, mcfg, tcfg = self.resolve(n_classes, n_mels)
+        text = json.dumps({"model": mcfg.to_dict(), "train": tcfg.to_dict()}, sort_keys=True, default=list)
+        return hashlib.sha1(text.encode()).hexdigest()[:10]
+
+
+@dataclass(frozen=True)
+class Spec:
+    """A parsed experiment spec."""
+
+    name: str
+    folds: int
+    seeds: tuple[int, ...]
+    mode: str
+    base: dict[str, Any]
+    factors: dict[str, list[Any]]
+    runs: tuple[dict[str, Any], ...]
+    text: str  # the TOML as written, kept with the results
+
+    def configurations(self) -> list[Configuration]:
+        """Every configuration in a stable order (duplicates are removed later, by identity)."""
+        out = [Configuration("base", dict(self.base))] if self.mode == "one-at-a-time" or not self.factors else []
+        if self.mode == "grid" and self.factors:
+            names = list(self.factors)
+            for values in itertools.product(*(self.factors[n] for n in names)):
+                change = dict(zip(names, values))
+                out.append(Configuration(" ".join(f"{k}={_show(v)}" for k, v in change.items()),
+                                         {**self.base, **change}))
+        elif self.mode == "one-at-a-time":
+            for factor, values in self.factors.items():
+                for v in values:
+                    out.append(Configuration(f"{factor}={_show(v)}", {**self.base, factor: v}))
+        for run in self.runs:
+            run = dict(run)
+            out.append(Configuration(str(run.pop("name")), {**self.base, **run}))
+        return out
+
+    @property
+    def varied(self) -> list[str]:
+        """The settings that change between configurations: factors first, then named runs' keys."""
+        keys = list(self.factors)
+        for run in self.runs:
+            keys += [k for k in run if k != "name" and k not in keys]
+        return keys
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, (list, tuple)):
+        return ",".join(str(v) for v in value)
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def _check_keys(where: str, table: dict[str, Any]) -> None:
+    unknown = sorted(set(table) - KEYS)
+    if unknown:
+        raise ConfigError(f"spec [{where}]: unknown setting(s) {', '.join(unknown)}; "
+                          f"known: model, {', '.join(sorted(MODEL_KEYS | TRAIN_KEYS))}")
+
+
+def load_spec(path: str | os.PathLike[str]) -> Spec:
+    """Parse and check a spec file.
+
+    Raises
+    ------
+    ConfigError : unreadable TOML, unknown keys, an empty factor, too few folds.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read the spec {path}: {exc}") from None
+    return parse_spec(text, name=path.stem, where=str(path))
+
+
+def parse_spec(text: str, *, name: str = "experiment", where: str = "spec") -> Spec:
+    """Parse spec TOML text (see :func:`load_spec`)."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"spec {where} is not valid TOML: {exc}") from None
+    allowed = {"name", "description", "folds", "seeds", "mode", "base", "factors", "runs"}
+    unknown = sorted(set(data) - allowed)
+    if unknown:
+        raise ConfigError(f"spec {where}: unknown top-level key(s) {', '.join(unknown)}; "
+                          f"known: {', '.join(sorted(allowed))}")
+    base = dict(data.get("base", {}))
+    factors = dict(data.get("factors", {}))
+    runs = tuple(dict(r) for r in data.get("runs", []))
+    _check_keys("base", base)
+    _check_keys("factors", factors)
+    for factor, values in factors.items():
+        if not isinstance(values, list) or not values:
+            raise ConfigError(f"spec [factors] {factor}: give a non-empty list of values")
+    for i, run in enumerate(runs):
+        if "name" not in run:
+            raise ConfigError(f"spec [[runs]] number {i + 1} has no name")
+        _check_keys(f"runs.{run['name']}", {k: v for k, v in run.items() if k != "name"})
+    mode = data.get("mode", "grid")
+    if mode not in ("grid", "one-at-a-time"):
+        raise ConfigError(f"spec mode {mode!r}: choose grid or one-at-a-time")
+    folds = data.get("folds", 5)
+    if not isinstance(folds, int) or folds < 2:
+        raise ConfigError("spec folds must be a whole number >= 2")
+    seeds = data.get("seeds", [0])
+    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) for s in seeds):
+        raise ConfigError("spec seeds must be a non-empty list of whole numbers")
+    return Spec(name=str(data.get("name", name)), folds=folds, seeds=tuple(seeds), mode=mode,
+                base=base, factors=factors, runs=runs, text=text)
+
+
+@dataclass(frozen=True)
+class Task:
+    """One training run: a configuration on one seed, holding out one fold."""
+
+    config_id: str
+    seed: int
+    fold: int
+    run_dir: Path
+
+
+def _plan(spec: Spec, store: SegmentStore) -> tuple[pd.DataFrame, dict[str, Configuration]]:
+    """(configs table, {config id: configuration}), duplicates by identity dropped."""
+    n_classes, n_mels = len(store.labels), store.config.n_mels
+    configs: dict[str, Configuration] = {}
+    rows = []
+    for conf in spec.configurations():
+        try:
+            cid = conf.identity(n_classes, n_mels)
+            model, mcfg, tcfg = conf.resolve(n_classes, n_mels)
+        except (ConfigError, TypeError) as exc:  # TypeError: a value of the wrong kind
+            raise ConfigError(f"configuration {conf.name!r}: {exc}") from None
+        if cid in configs:
+            continue
+        configs[cid] = conf
+        resolved = {**{k: v for k, v in mcfg.to_dict().items() if k not in ("name", "n_classes", "n_mels")},
+                    **{k: v for k, v in tcfg.to_dict().items() if k in TRAIN_KEYS}}
+        if model != "crnn":
+            resolved.update(rnn="-", rnn_hidden="-")
+        rows.append({"config": cid, "name": conf.name, "model": model,
+                     **{k: _show(v) if isinstance(v, (list, tuple)) else v for k, v in resolved.items()}})
+    return pd.DataFrame(rows), configs
+
+
+def run_experiment(spec_path: str | os.PathLike[str], *, store: str | os.PathLike[str],
+                   out: str | os.PathLike[str], jobs: int = 1, progress: bool = True,
+                   dry_run: bool = False, log: Any = print) -> pd.DataFrame:
+    """Run (or resume) every configuration x seed x fold of the spec and write the tables.
+
+    Parameters
+    ----------
+    spec_path : the TOML spec.
+    store : a prepared store; every run trains on it.
+    out : the experiment folder.  A rerun skips finished runs and resumes stopped ones.
+    jobs : training runs at once (each gets cores / jobs threads).
+    dry_run : only list the runs and say which are done.
+
+    Returns the summary table (one row per configuration, best first).
+
+    Raises
+    ------
+    ConfigError, StoreError, Interrupted (Ctrl-C: finished runs are kept)
+    """
+    spec = load_spec(spec_path)
+    st = SegmentStore(store)
+    out = Path(out)
+    configs_table, configs = _plan(spec, st)
+    tasks = [Task(cid, seed, k, out / "runs" / cid / f"seed-{seed}" / f"fold-{k}")
+             for cid in configs for seed in spec.seeds for k in range(spec.folds)]
+    done = [t for t in tasks if (t.run_dir / "results.json").exists()]
+    log(f"experiment {spec.name!r}: {len(configs)} configurations x {len(spec.seeds)} seed(s) x "
+        f"{spec.folds} folds = {len(tasks)} runs; {len(done)} done before")
+    if dry_run:
+        for cid, conf in configs.items():
+            n = sum(1 for t in done if t.config_id == cid)
+            log(f"  {cid}  {conf.name:40s} {n}/{len(spec.seeds) * spec.folds} runs done")
+        return configs_table
+    meta = {"name": spec.name, "spec": spec.text, "store": str(Path(store).resolve()),
+            "feature_digest": st.config.digest(), "labels": st.labels}
+    meta_path = out / "experiment.json"
+    if meta_path.exists():
+        old = json.loads(meta_path.read_text())
+        if old.get("feature_digest") != meta["feature_digest"]:
+            raise StoreError(f"{out} holds an experiment on a store with other features; choose another --out")
+    claim_folder(out, "experiment", legacy=("experiment.json",), what="experiment folder")
+    atomic_write(meta_path, json.dumps(meta, indent=2))
+    configs_table.to_csv(out / "configs.csv", index=False)
+
+    todo = [t for t in tasks if t not in done]
+    t0 = time.perf_counter()
+    try:
+        _execute(todo, configs, st, Path(store), spec.folds, jobs=jobs, progress=progress, log=log)
+    except KeyboardInterrupt:
+        raise Interrupted(f"experiment interrupted; finished runs are kept in {out / 'runs'}; "
+                          "run the same command again to resume") from None
+    log(f"{len(todo)} run(s) trained in {time.perf_counter() - t0:.0f} s")
+    return write_tables(out)
+
+
+def _execute(todo: list[Task], configs: dict[str, Configuration], store: SegmentStore, store_path: Path,
+             folds: int, *, jobs: int, progress: bool, log: Any) -> None:
+    from tqdm import tqdm
+
+    if not todo:
+        return
+    jobs = max(1, min(jobs, len(todo)))
+    n_classes, n_mels = len(store.labels), store.config.n_mels
+    args = []
+    for t in todo:
+        model, mcfg, tcfg = configs[t.config_id].resolve(n_classes, n_mels)
+        options = {k: v for k, v in mcfg.to_dict().items() if k not in ("name", "n_classes", "n_mels")}
+        tcfg = dataclasses.replace(tcfg, folds=folds, fold=t.fold, seed=t.seed)
+        args.append((str(store_path), str(t.run_dir), model, options, tcfg.to_dict(), max(1, (os.cpu_count() or 1) // jobs)))
+    bar = tqdm(total=len(todo), desc="experiment", unit="run", disable=not progress)
+
+    def report(t: Task, summary: dict[str, Any]) -> None:
+        line = (f"{configs[t.config_id].name} seed {t.seed} fold {t.fold}: held-out item accuracy "
+                f"{summary['item_accuracy']:.3f}, validation {summary['val_item_accuracy']:.3f} "
+                f"({summary['seconds']:.0f} s)")
+        (bar.write if progress else log)(line)
+        bar.update()
+
+    if jobs == 1:
+        for t, a in zip(todo, args):
+            report(t, train_one(*a))
+    else:
+        # spawn, not fork: each run starts torch afresh, with its own thread count
+        with ProcessPoolExecutor(jobs, mp_context=get_context("spawn")) as pool:
+            running: dict[Future, Task] = {pool.submit(train_one, *a): t for t, a in zip(todo, args)}
+            try:
+                while running:
+                    finished, _ = wait(running, return_when=FIRST_COMPLETED)
+                    for fut in finished:
+                        report(running.pop(fut), fut.result())
+            except KeyboardInterrupt:
+                pool.shutdown(wait=False, cancel_futures=True)
+                raise
+    bar.close()
+
+
+def train_one(store: str, run_dir: str, model: str, options: dict[str, Any], train_config: dict[str, Any],
+              threads: int) -> dict[str, Any]:
+    """Train (or resume) one fold quietly, logging to ``run_dir/train.log``; return its row."""
+    import torch
+
+    from dancegenre.training.fit import fit
+
+    torch.set_num_threads(threads)
+    from dancegenre.training.fit import RUN_FILES
+
+    run = claim_folder(run_dir, "run", legacy=(*RUN_FILES, "train.log"), what="run folder")
+    with open(run / "train.log", "a") as logfile:
+        fit(store, out=run, model=model, model_options=options, config=TrainConfig.from_dict(train_config),
+            resume=(run / "last.pt").exists(), progress=False, log=lambda *a: print(*a, file=logfile, flush=True))
+    return run_row(run)
+
+
+def run_row(run: Path) -> dict[str, Any]:
+    """Metrics of one finished run: held-out fold (test side) and the chosen epoch's validation."""
+    res = json.loads((run / "results.json").read_text())
+    history = pd.read_csv(run / "metrics.csv")
+    best = history.loc[history["epoch"] == res["best_epoch"]].iloc[0]
+    test = res["test"]
+    return {"item_accuracy": test["item"]["accuracy"], "item_macro_f1": test["item"]["macro_f1"],
+            "segment_accuracy": test["segment"]["accuracy"], "segment_macro_f1": test["segment"]["macro_f1"],
+            "val_item_accuracy": float(best["val_item_acc"]), "val_item_macro_f1": float(best["val_item_macro_f1"]),
+            "best_epoch": res["best_epoch"], "epochs_run": res["epochs_run"], "seconds": res["seconds"],
+            "parameters": res["parameters"], "test_items": test["item"]["n"], "split_column": res["split_column"]}
+
+
+def write_tables(out: str | os.PathLike[str]) -> pd.DataFrame:
+    """Collect finished runs into results.csv and summary.csv/.md/.html plus factor plots.
+
+    Returns the summary, sorted by mean validation item accuracy (best first).
+    """
+    out = Path(out)
+    meta = json.loads((out / "experiment.json").read_text())
+    spec = parse_spec(meta["spec"], where=str(out / "experiment.json"))
+    configs = pd.read_csv(out / "configs.csv", keep_default_na=False)
+    rows = []
+    for cid in configs["config"]:
+        for run in sorted((out / "runs" / cid).glob("seed-*/fold-*")):
+            if (run / "results.json").exists():
+                rows.append({"config": cid, "seed": int(run.parent.name[5:]), "fold": int(run.name[5:]), **run_row(run)})
+    results = pd.DataFrame(rows)
+    if results.empty:
+        raise StoreError(f"no finished runs in {out / 'runs'}")
+    results = results.merge(configs[["config", "name"]], on="config")
+    results.to_csv(out / "results.csv", index=False)
+    meta["split_column"] = ", ".join(sorted(results["split_column"].unique()))
+    expected = len(spec.seeds) * spec.folds
+    agg: dict[str, Any] = {"runs": ("fold", "size")}
+    for m in METRICS:
+        agg[f"{m}_mean"] = (m, "mean")
+        agg[f"{m}_std"] = (m, "std")
+    agg["seconds_mean"] = ("seconds", "mean")
+    agg["parameters"] = ("parameters", "first")
+    summary = results.groupby("config").agg(**agg).reset_index()
+    varied = [k for k in spec.varied if k in configs.columns] or ["model"]
+    summary = configs[["config", "name", *varied]].merge(summary, on="config")
+    summary = summary.sort_values(f"{SELECT_BY}_mean", ascending=False, kind="stable").reset_index(drop=True)
+    summary["complete"] = summary["runs"] == expected
+    summary["best"] = False
+    complete = summary.index[summary["complete"]]
+    if len(complete):
+        summary.loc[complete[0], "best"] = True
+    summary.to_csv(out / "summary.csv", index=False)
+    plots = plot_factors(results, configs, spec, out)
+    (out / "summary.md").write_text(summary_markdown(summary, spec, meta, varied))
+    (out / "summary.html").write_text(summary_html(summary, spec, meta, varied, plots))
+    return summary
+
+
+def _pm(mean: float, std: float) -> str:
+    return f"{mean:.3f}" if np.isnan(std) else f"{mean:.3f} ± {std:.3f}"
+
+
+def display_table(summary: pd.DataFrame, varied: list[str]) -> pd.DataFrame:
+    """The summary as strings: mean ± std columns, the best row marked."""
+    show = pd.DataFrame({"": ["★" if b else "" for b in summary["best"]], "configuration": summary["name"]})
+    for k in varied:
+        show[k] = summary[k].astype(str)
+    names = {"val_item_accuracy": "val item acc", "item_accuracy": "item acc", "item_macro_f1": "item macro-F1",
+             "segment_accuracy": "segment acc", "segment_macro_f1": "segment macro-F1"}
+    for m, title in names.items():
+        show[title] = [_pm(a, b) for a, b in zip(summary[f"{m}_mean"], summary[f"{m}_std"])]
+    show["runs"] = summary["runs"]
+    show["s/run"] = summary["seconds_mean"].round(0).astype(int)
+    show["params"] = summary["parameters"].map("{:,}".format)
+    return show
+
+
+def _caption(spec: Spec, meta: dict[str, Any], results_column: str) -> str:
+    return (f"{spec.folds}-fold cross-validation grouped by {results_column}, seeds {list(spec.seeds)}; "
+            f"mean ± std over folds x seeds. `item acc`, `item macro-F1` and the segment columns are on the "
+            f"held-out folds; ★ marks the best complete configuration by mean validation item accuracy "
+            f"(chosen without looking at the held-out folds). Store: {meta['store']} ({', '.join(meta['labels'])}).")
+
+
+def summary_markdown(summary: pd.DataFrame, spec: Spec, meta: dict[str, Any], varied: list[str]) -> str:
+    show = display_table(summary, varied)
+    head = "| " + " | ".join(show.columns) + " |\n|" + "---|" * len(show.columns) + "\n"
+    body = "".join("| " + " | ".join(str(v) for v in row) + " |\n" for row in show.itertuples(index=False))
+    return f"# {spec.name}\n\n{_caption(spec, meta, _split_column(meta))}\n\n{head}{body}"
+
+
+def _split_column(meta: dict[str, Any]) -> str:
+    return meta.get("split_column", "the store's group column")
+
+
+def summary_html(summary: pd.DataFrame, spec: Spec, meta: dict[str, Any], varied: list[str],
+                 plots: dict[str, Path]) -> str:
+    from dancegenre.present.html import fragment, image_tag, page, table_html
+
+    sections = [("Configurations", fragment("<p class=note>{{ caption }}</p>",
+                                            caption=_caption(spec, meta, _split_column(meta)))
+                 + table_html(display_table(summary, varied)))]
+    for factor, path in plots.items():
+        sections.append((f"Factor: {factor}", image_tag(path, f"held-out item accuracy by {factor}")))
+    sections.append(("Spec", fragment("<pre>{{ text }}</pre>", text=spec.text)))
+    return page(f"experiment: {spec.name}", sections)
+
+
+def plot_factors(results: pd.DataFrame, configs: pd.DataFrame, spec: Spec, out: Path) -> dict[str, Path]:
+    """One PNG per varied setting: held-out and validation item accuracy of every run, by value.
+
+    In one-at-a-time mode a factor's plot holds the base and the configurations that
+    change only that factor; in grid mode all runs, grouped by the factor's value
+    (its marginal effect).
+    """
+    from dancegenre.present.figures import pyplot
+
+    plt = pyplot()
+
+    plots: dict[str, Path] = {}
+    names = dict(zip(configs["config"], configs["name"]))
+    plots["configuration"] = _plot_values(results.assign(configuration=results["name"]), "configuration",
+                                          list(dict.fromkeys(configs["name"])), out / "configurations.png", plt)
+    for factor in spec.factors:
+        if factor not in configs.columns:
+            continue
+        if spec.mode == "one-at-a-time" and factor in spec.factors:
+            keep = {c for c, n in names.items() if n == "base" or n.startswith(f"{factor}=")}
+        else:
+            keep = set(names)
+        table = results[results["config"].isin(keep)].merge(configs[["config", factor]], on="config")
+        values = list(dict.fromkeys(configs.loc[configs["config"].isin(keep), factor].astype(str)))
+        if len(values) >= 2:
+            plots[factor] = _plot_values(table, factor, values, out / f"factor-{factor}.png", plt)
+    return plots
+
+
+def _plot_values(table: pd.DataFrame, factor: str, values: list[str], path: Path, plt: Any) -> Path:
+    """Item accuracy of every run in ``table``, one column of points per value of ``factor``."""
+    fig, ax = plt.subplots(figsize=(max(4.0, 1.1 * len(values) + 2), 3.4))
+    for i, v in enumerate(values):
+        sel = table[table[factor].astype(str) == v]
+        jitter = (np.arange(len(sel)) - len(sel) / 2) * 0.02
+        ax.scatter(i - 0.12 + jitter, sel["item_accuracy"], s=14, color="C0", alpha=0.6,
+                   label="held-out fold" if i == 0 else None)
+        ax.scatter(i + 0.12 + jitter, sel["val_item_accuracy"], s=14, color="C1", alpha=0.6, marker="^",
+                   label="validation" if i == 0 else None)
+        if len(sel):
+            ax.errorbar(i - 0.12, sel["item_accuracy"].mean(), yerr=sel["item_accuracy"].std(ddof=1) if len(sel) > 1 else 0,
+                        color="k", capsize=4, marker="_", markersize=16)
+    ax.set_xticks(range(len(values)), values, rotation=20 if max(map(len, values)) > 8 else 0)
+    ax.set_xlabel(factor); ax.set_ylabel("item accuracy")
+    ax.set_title(f"{factor}: each point a run (fold x seed); bar: held-out mean ± std", fontsize=9)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

@@ -1,0 +1,42 @@
+"""The study's figures: one clip through the front end, and a store's segments per genre."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from dancegenre.audio.decode import load
+from dancegenre.audio.frontend import log_mel
+from dancegenre.config import FeatureConfig
+from dancegenre.data.store import SegmentStore
+from dancegenre.present.figures import pyplot, spectrogram_grid
+
+
+def clip_figure(path: str | Path, out: str | Path, *, seconds: float = 30.0,
+                config: FeatureConfig | None = None) -> None:
+    """The study's three panels for one clip: waveform, mel power, mel dB, through
+    ``config`` (a store's or checkpoint's front end; default: the study's)."""
+    plt = pyplot()
+    config = config or FeatureConfig()
+    y = load(path, sr=config.sample_rate, max_seconds=seconds)
+    db = log_mel(y, config)
+    t = np.arange(len(y)) / config.sample_rate
+    extent = (0, len(y) / config.sample_rate, 0, config.n_mels)
+    fig, axes = plt.subplots(3, 1, figsize=(9, 7.5))
+    axes[0].plot(t, y, linewidth=0.3); axes[0].set_title("waveform"); axes[0].set_xlim(0, t[-1])
+    axes[1].imshow(10 ** (db / 10), origin="lower", aspect="auto", extent=extent, cmap="magma")
+    axes[1].set_title("mel spectrogram (power)")
+    axes[2].imshow(db, origin="lower", aspect="auto", extent=extent, cmap="magma")
+    axes[2].set_title("mel spectrogram (dB)")
+    for ax in axes[1:]:
+        ax.set_ylabel("mel band")
+    axes[2].set_xlabel("time (s)")
+    fig.suptitle(Path(path).name)
+    fig.tight_layout(); fig.savefig(out, dpi=90); plt.close(fig)
+
+
+def store_grid_figure(store_path: str | Path, out: str | Path, *, per_label: int = 30) -> None:
+    """The first segment of the first ``per_label`` items per genre of a prepared store."""
+    store = SegmentStore(store_path)
+    spectrogram_grid(store.segments, store.index, store.labels, Path(out), per_label=per_label)

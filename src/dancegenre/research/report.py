@@ -1,0 +1,230 @@
+"""``dancegenre report``: one self-contained HTML page for a run, a cross-validation or an experiment.
+
+The page embeds every image (base64 PNG), so it reads offline and travels as one file.
+Figures that the run folder does not already hold (confusion matrices, the store's
+spectrogram grid, EDA, explanations) are drawn into a temporary folder: the run itself
+is never changed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from markupsafe import Markup
+
+from dancegenre.data.store import SegmentStore
+from dancegenre.errors import EmptyInputError, StoreError
+from dancegenre.inference.evaluate import plot_confusion
+from dancegenre.present.html import fragment, image_tag, page, table_html
+from dancegenre.present.figures import spectrogram_grid
+
+
+def kind_of(path: Path) -> str:
+    """'experiment', 'cv' or 'run'; raises EmptyInputError for anything else."""
+    if (path / "experiment.json").exists():
+        return "experiment"
+    if (path / "cv.json").exists():
+        return "cv"
+    if (path / "results.json").exists() and (path / "best.pt").exists():
+        return "run"
+    raise EmptyInputError(f"{path} is not a finished run, cross-validation or experiment folder "
+                          "(no results.json + best.pt, cv.json or experiment.json)")
+
+
+def build_report(target: str | os.PathLike[str], out: str | os.PathLike[str], *,
+                 features: str | os.PathLike[str] | None = None,
+                 explain_audio: list[str | os.PathLike[str]] = (), log: Any = print) -> Path:
+    """Write the report for ``target`` to ``out`` (an .html file) and return its path.
+
+    Parameters
+    ----------
+    target : a run folder (``train``), a cross-validation folder (``train --folds``)
+        or an experiment folder (``experiment``).
+    features : a descriptor table (``dancegenre features``) to add an EDA section.
+    explain_audio : tracks to explain with the (best) model and show.
+
+    Raises
+    ------
+    EmptyInputError, StoreError, CheckpointError
+    """
+    from dancegenre.safety import Inputs, atomic_write, check_output_file
+
+    target, out = Path(target), Path(out)
+    check_output_file(out, suffixes=(".html", ".htm"),
+                      inputs=Inputs([*(p for p in target.rglob("*") if p.is_file()),
+                                     *([features] if features else []), *explain_audio]))
+    kind = kind_of(target)
+    with tempfile.TemporaryDirectory(prefix="dancegenre-report-") as tmp:
+        work = Path(tmp)
+        if kind == "experiment":
+            title, sections, checkpoint, store = _experiment_sections(target, work)
+        elif kind == "cv":
+            title, sections, checkpoint, store = _cv_sections(target, work)
+        else:
+            title, sections, checkpoint, store = _run_sections(target, work)
+        if store is not None:
+            sections.insert(0, ("Data", _data_section(store, work)))
+        if features is not None:
+            from dancegenre.research.eda import run_eda
+
+            log(f"EDA of {features}")
+            stats = run_eda([features], work / "eda")
+            brief = stats[["column", "rank", "test", "p_value", "effect_size"]].head(15)
+            sections.append(("Exploratory analysis of the descriptors",
+                             fragment("<p>{{ f }}: the columns that separate the genres best.</p>", f=str(features))
+                             + table_html(brief, floats="{:.4g}")
+                             + image_tag(work / "eda" / "histograms.png", "histograms")))
+        if explain_audio:
+            from dancegenre.errors import AudioDecodeError
+            from dancegenre.research.explain import explain_track
+            from dancegenre.research.explanation import track_section, write_track
+
+            log(f"explaining {len(explain_audio)} track(s) with {checkpoint}")
+            for path in explain_audio:
+                try:
+                    expl = explain_track(checkpoint, path, max_seconds=60)
+                except AudioDecodeError as exc:  # shown on the page; the report goes on
+                    sections.append((f"Explanation: {Path(path).name}",
+                                     fragment("<p>not explained: {{ why }}</p>", why=str(exc))))
+                    continue
+                write_track(expl, work / "tracks" / Path(path).stem)
+                sections.append((f"Explanation: {Path(path).name}", track_section(expl, work)))
+        sections.append(("About", fragment("<p class=note>Made by <code>dancegenre report {{ target }}</code>. "
+                                           "Every number names the split it comes from; splits are grouped, so no "
+                                           "group (track, or artist where known) is on two sides.</p>",
+                                           target=str(target))))
+        text = page(title, sections)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(out, text)
+    return out
+
+
+def _data_section(store_path: Path, work: Path) -> Markup:
+    if not Path(store_path).exists():
+        return fragment("<p>The store {{ store }} is gone; no data summary.</p>", store=str(store_path))
+    st = SegmentStore(store_path)
+    agg = {"items": ("item", "count")}
+    for col in st.group_columns:
+        agg[f"{col}s"] = (col, "nunique")
+    counts = st.items.groupby("label").agg(**agg).reset_index()
+    segs = st.index.groupby("label").size().rename("segments").reset_index()
+    counts = counts.merge(segs, on="label")
+    spectrogram_grid(st.segments, st.index, st.labels, work / "grid.png", per_label=6)
+    c = st.config
+    return (fragment("<p>Store {{ store }}: {{ items }} items, {{ segments }} segments of {{ seconds }} s "
+                     "({{ c.n_mels }} mel bands, {{ c.sample_rate }} Hz, hop {{ c.hop_length }}); {{ skipped }} file(s) "
+                     "skipped at prepare.</p>", store=str(store_path), items=len(st.items), segments=len(st),
+                     seconds=f"{c.segment_seconds:.2f}", c=c, skipped=len(st.failures)) + table_html(counts)
+            + image_tag(work / "grid.png", "log-mel segments per genre"))
+
+
+def _metrics_table(test: dict[str, Any]) -> pd.DataFrame:
+    rows = []
+    for level, name in (("item", "item (one verdict per file)"), ("segment", "segment")):
+        m = test[level]
+        rows.append({"level": name, "n": m["n"], "accuracy": m["accuracy"], "balanced accuracy": m["balanced_accuracy"],
+                     "macro-F1": m["macro_f1"], "weighted F1": m["weighted_f1"],
+                     "ROC-AUC": np.nan if m["roc_auc"] is None else m["roc_auc"]})
+    return pd.DataFrame(rows)
+
+
+def _per_class(test: dict[str, Any]) -> pd.DataFrame:
+    return pd.DataFrame([{"genre": lab, **v} for lab, v in test["item"]["per_class"].items()])
+
+
+def _run_sections(run: Path, work: Path) -> tuple[str, list[tuple[str, Markup]], Path, Path | None]:
+    res = json.loads((run / "results.json").read_text())
+    store = _store_of(run / "best.pt")
+    model = res["model"]
+    sides = ", ".join(f"{s} {v['items']} items" for s, v in res["sides"].items())
+    sections = [("Training", fragment("<p>{{ name }}, {{ params }} parameters; split by <b>{{ split }}</b>: {{ sides }}; "
+                                      "best epoch {{ best }} of {{ epochs }}; {{ seconds }} s.</p>",
+                                      name=model["name"], params=f"{res['parameters']:,}", split=res["split_column"],
+                                      sides=sides, best=res["best_epoch"], epochs=res["epochs_run"],
+                                      seconds=f"{res['seconds']:.0f}")
+                             + image_tag(run / "curves.png", "training curves"))]
+    if res["test"]:
+        plot_confusion(np.asarray(res["test"]["item"]["confusion"]), res["labels"], work / "confusion.png",
+                       title="test split, items")
+        sections.append(("Metrics on the test split", table_html(_metrics_table(res["test"]))
+                         + table_html(_per_class(res["test"])) + image_tag(work / "confusion.png", "confusion matrix")))
+    return f"dancegenre run {run.name}", sections, run / "best.pt", store
+
+
+def _store_of(checkpoint: Path) -> Path | None:
+    from dancegenre.training.checkpoint import read_payload
+
+    store = read_payload(checkpoint).get("extra", {}).get("store")
+    return Path(store) if store else None
+
+
+def _folds_sections(folds: list[Path], labels: list[str], work: Path, name: str) -> list[tuple[str, Markup]]:
+    """Per-fold table, the held-out confusion matrix summed over folds, and each fold's curves."""
+    rows, confusion = [], None
+    for f in folds:
+        res = json.loads((f / "results.json").read_text())
+        t = res["test"]
+        rows.append({"fold": f.name, "test items": t["item"]["n"], "item accuracy": t["item"]["accuracy"],
+                     "item macro-F1": t["item"]["macro_f1"], "item weighted F1": t["item"]["weighted_f1"],
+                     "segment accuracy": t["segment"]["accuracy"], "best epoch": res["best_epoch"]})
+        m = np.asarray(t["item"]["confusion"])
+        confusion = m if confusion is None else confusion + m
+    table = pd.DataFrame(rows)
+    mean = {"fold": "mean ± std"}
+    for c in ("item accuracy", "item macro-F1", "item weighted F1", "segment accuracy"):
+        mean[c] = f"{table[c].mean():.3f} ± {table[c].std(ddof=1):.3f}"
+    shown = pd.concat([table.astype(object), pd.DataFrame([mean])], ignore_index=True).fillna("")
+    path = work / f"confusion-{name}.png"
+    plot_confusion(confusion, labels, path, title="held-out folds, items, summed")
+    curves = Markup("").join(fragment("<h3>{{ name }}</h3>", name=f.name) + image_tag(f / "curves.png", f"curves {f.name}")
+                             for f in folds if (f / "curves.png").exists())
+    return [("Held-out folds", fragment("<p>Each fold's test side was never used for its training or early "
+                                        "stopping.</p>")
+             + table_html(shown) + image_tag(path, "confusion matrix over the held-out folds")),
+            ("Training curves", curves)]
+
+
+def _cv_sections(cv: Path, work: Path) -> tuple[str, list[tuple[str, Markup]], Path, Path | None]:
+    summary = json.loads((cv / "cv.json").read_text())
+    folds = sorted(p for p in cv.glob("fold-*") if (p / "results.json").exists())
+    if not folds:
+        raise EmptyInputError(f"no finished folds in {cv}")
+    res = json.loads((folds[0] / "results.json").read_text())
+    sections = [("Cross-validation", fragment("<p>{{ split }}, grouped by <b>{{ column }}</b>; {{ name }}, "
+                                              "{{ params }} parameters.</p>", split=summary["split"],
+                                              column=res["split_column"], name=res["model"]["name"],
+                                              params=f"{res['parameters']:,}"))]
+    sections += _folds_sections(folds, res["labels"], work, "cv")
+    return f"dancegenre cross-validation {cv.name}", sections, folds[0] / "best.pt", _store_of(folds[0] / "best.pt")
+
+
+def _experiment_sections(exp: Path, work: Path) -> tuple[str, list[tuple[str, Markup]], Path, Path | None]:
+    from dancegenre.research.experiment import display_table, parse_spec, write_tables
+
+    summary = write_tables(exp) if not (exp / "summary.csv").exists() else pd.read_csv(exp / "summary.csv", keep_default_na=False)
+    meta = json.loads((exp / "experiment.json").read_text())
+    spec = parse_spec(meta["spec"], where=str(exp / "experiment.json"))
+    varied = [k for k in spec.varied if k in summary.columns] or ["model"]
+    summary["best"] = summary["best"].astype(str).str.lower() == "true"
+    plots = [exp / "configurations.png"] + [exp / f"factor-{f}.png" for f in spec.factors]
+    images = Markup("").join(image_tag(p, p.stem) for p in plots if p.exists())
+    best = summary[summary["best"]]
+    if not len(best):
+        raise StoreError(f"no configuration of {exp} has finished all its runs yet")
+    b = best.iloc[0]
+    folds = sorted(p for p in (exp / "runs" / b["config"]).glob("seed-*/fold-*") if (p / "results.json").exists())
+    labels = json.loads((folds[0] / "results.json").read_text())["labels"]
+    sections = [("Configurations", fragment("<p>{{ folds }}-fold grouped cross-validation, seeds {{ seeds }}; held-out "
+                                            "columns are on the held-out folds; ★ marks the best complete configuration "
+                                            "by mean validation item accuracy.</p>", folds=spec.folds,
+                                            seeds=str(list(spec.seeds)))
+                 + table_html(display_table(summary, varied)) + images)]
+    sections += [(f"Best configuration ({b['name']}): {h}", c) for h, c in _folds_sections(folds, labels, work, "best")]
+    sections.append(("Spec", fragment("<pre>{{ text }}</pre>", text=spec.text)))
+    return f"dancegenre experiment: {spec.name}", sections, folds[0] / "best.pt", Path(meta["store"])

@@ -1,0 +1,112 @@
+"""The checkpoint: one file that rebuilds everything a later stage needs.
+
+It holds the weights (normalisation buffers included), the model, feature and training
+configs, the label names, the split, and the package and torch versions.  It holds only
+tensors and plain Python values, so it loads with ``torch.load(weights_only=True)``:
+opening a checkpoint someone sent you runs no code of theirs.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from dancegenre import __version__
+from dancegenre.config import FeatureConfig, ModelConfig, TrainConfig
+from dancegenre.errors import CheckpointError, DanceGenreError, LabelError
+from dancegenre.models.base import Network
+from dancegenre.models.registry import build_model
+from dancegenre.safety import atomic_path, check_labels
+
+FORMAT = "dancegenre-checkpoint"
+VERSION = 1
+
+
+@dataclass
+class Checkpoint:
+    """A loaded checkpoint: the model in eval mode and everything it was made with."""
+
+    model: Network
+    feature_config: FeatureConfig
+    model_config: ModelConfig
+    train_config: TrainConfig
+    labels: list[str]
+    split: dict[str, Any]  # column, sides {train, val, test: [item ids]}, seed
+    extra: dict[str, Any]  # epoch, metrics, store path, versions, ...
+    path: Path
+
+
+def save_checkpoint(path: str | os.PathLike[str], model: Network, *, feature_config: FeatureConfig,
+                    train_config: TrainConfig, labels: list[str], split: dict[str, Any],
+                    extra: dict[str, Any] | None = None, state: dict[str, Any] | None = None) -> Path:
+    """Write atomically (temporary file, then rename).  ``state`` adds resume state
+    (optimizer, epoch, history) for ``last.pt``."""
+    path = Path(path)
+    payload = {
+        "format": FORMAT, "version": VERSION,
+        "dancegenre_version": __version__, "torch_version": str(torch.__version__),
+        "model_config": model.config.to_dict(), "feature_config": feature_config.to_dict(),
+        "train_config": train_config.to_dict(), "labels": list(labels), "split": split,
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "extra": extra or {}, "resume": state,
+    }
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+    return path
+
+
+def read_payload(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The raw checkpoint dict, loaded without unpickling arbitrary objects."""
+    path = Path(path)
+    if path.is_dir():  # a run folder: take its best checkpoint
+        path = path / "best.pt"
+    if not path.is_file():
+        raise CheckpointError(f"no checkpoint at {path}")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - torch.load raises many kinds on a file that is not a checkpoint
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"not a loadable dancegenre checkpoint ({first[:160]}): {path}") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise CheckpointError(f"not a dancegenre checkpoint: {path}")
+    if payload.get("version") != VERSION:
+        raise CheckpointError(f"checkpoint version {payload.get('version')} is not {VERSION}: {path}")
+    payload["path"] = str(path)
+    return payload
+
+
+def load_checkpoint(path: str | os.PathLike[str], *, device: str | torch.device = "cpu") -> Checkpoint:
+    """Rebuild the model and configs from ``path`` (a ``.pt`` file or a run folder)."""
+    payload = read_payload(path)
+    where = f"checkpoint {payload['path']}"
+    missing = [k for k in ("model_config", "feature_config", "train_config", "labels", "state_dict")
+               if not isinstance(payload.get(k), dict if k != "labels" else list)]
+    if missing:
+        raise CheckpointError(f"{where} lacks {', '.join(missing)} (or holds the wrong type); it cannot be used")
+    try:
+        model_config = ModelConfig.from_dict(payload["model_config"])
+        feature_config = FeatureConfig.from_dict(payload["feature_config"])
+        train_config = TrainConfig.from_dict(payload["train_config"])
+        labels = check_labels(payload["labels"], where)
+        if len(labels) != model_config.n_classes or len(set(labels)) != len(labels):
+            raise CheckpointError(f"{where} names {len(labels)} label(s) ({len(set(labels))} distinct) for a "
+                                  f"head of {model_config.n_classes} classes; it cannot be used")
+        model = build_model(model_config)
+        model.load_state_dict(payload["state_dict"])
+    except CheckpointError:
+        raise
+    except LabelError as exc:
+        raise CheckpointError(str(exc)) from None
+    except (DanceGenreError, KeyError, TypeError, ValueError, RuntimeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"{where} does not rebuild: {first[:200]}") from None
+    split = payload.get("split") if isinstance(payload.get("split"), dict) else {}
+    extra = payload.get("extra") if isinstance(payload.get("extra"), dict) else {}
+    model.to(device).eval()
+    return Checkpoint(model=model, model_config=model_config, feature_config=feature_config,
+                      train_config=train_config, labels=labels, split=split, extra=extra,
+                      path=Path(payload["path"]))

@@ -1,0 +1,490 @@
+"""fit(store) -> run folder with checkpoints, per-epoch metrics, curves and test results.
+
+A plain PyTorch loop (AdamW, early stopping on validation loss, best-checkpoint
+selection, optional class weights and augmentation), data-parallel through
+``torch.distributed`` when started by ``torchrun``.  A run folder holds::
+
+    best.pt        the checkpoint of the epoch with the lowest validation loss
+    last.pt        the latest epoch plus optimizer state: ``resume=True`` continues it
+    metrics.csv    one row an epoch (loss and accuracy; validation also per item)
+    curves.png     loss and accuracy curves
+    split.csv      every item's side (train / val / test) and group
+    results.json   the test split's segment- and item-level metrics
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from dancegenre.training.checkpoint import read_payload, save_checkpoint
+from dancegenre.config import FeatureConfig, ModelConfig, TrainConfig
+from dancegenre.data.store import SegmentStore
+from dancegenre.models.embedding import store_features
+from dancegenre.errors import CheckpointError, ConfigError, EmptyInputError, Interrupted, StoreError
+from dancegenre.models.registry import MODELS, build_model, count_parameters, model_config
+from dancegenre.models.musicnn import PRETRAINED
+from dancegenre.models.pretrained import load_backbone_state
+from dancegenre.safety import claim_folder
+from dancegenre.data.store import batches
+from dancegenre.training.scoring import evaluate_rows
+from dancegenre.data.splits import grouped_split, resolve_split_column
+
+RAM_BUDGET_BYTES = 2 << 30  # load the training segments into memory below this size
+
+
+@dataclass
+class TrainResult:
+    """What ``fit`` returns: where the run is and how it did."""
+
+    run_dir: Path
+    checkpoint: Path
+    best_epoch: int
+    epochs_run: int
+    split_column: str
+    test: dict[str, Any]  # {"segment": metrics, "item": metrics}, empty without a test side
+    history: pd.DataFrame
+    seconds: float
+    parameters: int
+    stopped_early: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _distributed() -> tuple[int, int]:
+    """(rank, world size); initialises the process group under torchrun."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1
+    if not dist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        dist.init_process_group(backend)
+    return dist.get_rank(), dist.get_world_size()
+
+
+def _device(name: str, rank: int) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ConfigError("--device cuda asked for, but torch sees no CUDA device")
+        if name == "cuda" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            name = f"cuda:{int(os.environ.get('LOCAL_RANK', rank))}"
+    return torch.device(name)
+
+
+def band_statistics(segments: np.ndarray, rows: np.ndarray, chunk: int = 512) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and std of every mel band over the given segments: two (n_mels,) float32."""
+    total = np.zeros(segments.shape[1]); sq = np.zeros(segments.shape[1]); n = 0
+    for x in batches(segments, rows, chunk):
+        x = x.astype(np.float64)
+        total += x.sum(axis=(0, 2)); sq += (x**2).sum(axis=(0, 2)); n += x.shape[0] * x.shape[2]
+    mean = total / max(n, 1)
+    std = np.sqrt(np.maximum(sq / max(n, 1) - mean**2, 1e-12))
+    return mean.astype(np.float32), std.astype(np.float32)
+
+
+def augment_batch(x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, fill: torch.Tensor,
+                  gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float]:
+    """Training-only augmentation on a (B, n_mels, T) batch.
+
+    Random circular time shift, SpecAugment time and frequency masks (filled with each
+    band's training mean), and mixup.  Returns (x, y_a, y_b, lam): the loss is
+    ``lam * CE(y_a) + (1 - lam) * CE(y_b)``.
+    """
+    b, m, t = x.shape
+    shifts = torch.randint(0, t, (b,), generator=gen)
+    idx = (torch.arange(t)[None, :] + shifts[:, None]) % t
+    x = torch.gather(x, 2, idx[:, None, :].expand(b, m, t).to(x.device))
+    x = x.clone()
+    for _ in range(cfg.time_masks):
+        w = torch.randint(0, cfg.mask_width + 1, (b,), generator=gen)
+        s = (torch.rand(b, generator=gen) * (t - w)).long()
+        mask = (torch.arange(t)[None, :] >= s[:, None]) & (torch.arange(t)[None, :] < (s + w)[:, None])
+        x = torch.where(mask[:, None, :].to(x.device), fill[None, :, None], x)
+    for _ in range(cfg.freq_masks):
+        w = torch.randint(0, cfg.mask_width + 1, (b,), generator=gen)
+        s = (torch.rand(b, generator=gen) * (m - w)).long()
+        mask = (torch.arange(m)[None, :] >= s[:, None]) & (torch.arange(m)[None, :] < (s + w)[:, None])
+        x = torch.where(mask[:, :, None].to(x.device), fill[None, :, None], x)
+    return mixup(x, y, cfg.mixup_alpha, gen)
+
+
+def mixup(x: torch.Tensor, y: torch.Tensor, alpha: float,
+          gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float]:
+    """Mix each example with another of the batch: (x, y_a, y_b, lam); alpha 0 mixes nothing."""
+    if alpha <= 0:
+        return x, y, y, 1.0
+    lam = float(torch.distributions.Beta(alpha, alpha).sample())
+    perm = torch.randperm(x.shape[0], generator=gen).to(x.device)
+    return lam * x + (1 - lam) * x[perm], y, y[perm], lam
+
+
+class FeatureHead(nn.Module):
+    """A network seen from its features: ``forward(f) = net.from_features(f)``.
+
+    What trains and scores when the backbone is frozen (``net.trains_on_features``)."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+        self.config = net.config
+
+    def forward(self, f: torch.Tensor) -> torch.Tensor:
+        return self.net.from_features(f)
+
+
+def _plot_curves(history: pd.DataFrame, path: Path) -> None:
+    from dancegenre.present.figures import pyplot
+
+    plt = pyplot()
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.8))
+    ax1.plot(history["epoch"], history["train_loss"], label="train")
+    ax1.plot(history["epoch"], history["val_loss"], label="validation")
+    ax1.set_xlabel("epoch"); ax1.set_ylabel("cross-entropy"); ax1.set_title("loss"); ax1.legend()
+    ax2.plot(history["epoch"], history["train_acc"], label="train (segments)")
+    ax2.plot(history["epoch"], history["val_acc"], label="validation (segments)")
+    ax2.plot(history["epoch"], history["val_item_acc"], label="validation (items)", linestyle="--")
+    ax2.set_xlabel("epoch"); ax2.set_ylabel("accuracy"); ax2.set_title("accuracy"); ax2.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def fit(
+    store_path: str | os.PathLike[str],
+    *,
+    out: str | os.PathLike[str],
+    model: str = "cnn1d",
+    model_options: dict[str, Any] | None = None,
+    config: TrainConfig | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    log: Any = print,
+) -> TrainResult:
+    """Train a model from the registry on a prepared store.
+
+    Parameters
+    ----------
+    store_path : a folder written by ``prepare``.
+    out : the run folder (created).  It must be new unless ``resume``.
+    model : registry name (cnn1d, crnn, cnn2d).
+    model_options : ModelConfig overrides (filters, pooling, activation, dropout ...).
+    config : training settings; the defaults train the study's network.
+    resume : continue the interrupted run in ``out`` from its last epoch.
+
+    Raises
+    ------
+    StoreError, EmptyInputError, ConfigError, CheckpointError
+    """
+    t0 = time.perf_counter()
+    config = config or TrainConfig()
+    rank, world = _distributed()
+    device = _device(config.device, rank)
+    say = log if rank == 0 else (lambda *a, **k: None)
+    store = SegmentStore(store_path)
+    if len(store) == 0:
+        raise EmptyInputError(f"store {store_path} holds no segments")
+    if len(store.labels) < 2:
+        raise EmptyInputError(f"one genre only ({', '.join(store.labels)}) in {store_path}: "
+                              "a classifier needs at least two")
+    out = Path(out)
+    last_path = out / "last.pt"
+    if resume:
+        if not last_path.exists():
+            raise CheckpointError(f"nothing to resume in {out}: no last.pt")
+        payload = read_payload(last_path)
+        if payload["feature_config"] != store.config.to_dict():
+            raise StoreError(f"{store_path} was prepared with another feature config than the run in {out}")
+        config = TrainConfig.from_dict(payload["train_config"])
+        model_cfg = ModelConfig.from_dict(payload["model_config"])
+    else:
+        if (out / "best.pt").exists() or last_path.exists():
+            raise ConfigError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
+        n_classes = len(config.labels) if config.labels else len(store.labels)
+        model_cfg = model_config(model, n_classes=n_classes, n_mels=store.config.n_mels, **(model_options or {}))
+        payload = None
+    needs = MODELS[model_cfg.name].FRONTEND if model_cfg.name in MODELS else None
+    if needs and not store.config.same_frontend(FeatureConfig.preset(needs)):
+        raise ConfigError(f"{model_cfg.name} takes the {needs} front end, but {store_path} was prepared with "
+                          f"the {store.config.frontend or 'a custom'} one; prepare it again with --frontend {needs}")
+    torch.manual_seed(config.seed)
+    net = build_model(model_cfg)  # a bad model setting is refused before the run folder exists
+    if rank == 0:
+        claim_folder(out, "run", legacy=RUN_FILES, what="run folder")
+    labels, items = _select_labels(store, config.labels)
+    if model_cfg.n_classes != len(labels):
+        raise CheckpointError(f"the run in {out} has {model_cfg.n_classes} classes, the store {len(labels)}")
+
+    # ---- split (by group), stored with the run
+    split_col = resolve_split_column(items, store.group_columns, config.split_by)
+    if payload is not None:
+        side_of = {item: side for side, ids in payload["split"]["sides"].items() for item in ids}
+        sides = {s: np.flatnonzero(items["item"].map(side_of).to_numpy() == s) for s in ("train", "val", "test")}
+    else:
+        sides = grouped_split(items, group_column=split_col, val_fraction=config.val_fraction,
+                              test_fraction=config.test_fraction, seed=config.seed,
+                              folds=config.folds, fold=config.fold)
+    split = {"column": split_col, "seed": config.seed, "folds": config.folds, "fold": config.fold,
+             "sides": {s: items["item"].iloc[pos].tolist() for s, pos in sides.items()}}
+    rows = {s: _rows_of(store, items["item"].iloc[pos]) for s, pos in sides.items()}
+    say(f"split by {split_col!r}: " + ", ".join(
+        f"{s} {len(sides[s])} items / {len(rows[s])} segments" for s in ("train", "val", "test")))
+    if rank == 0 and payload is None:
+        table = items[["item", "label"]].copy()
+        table["group"] = items[split_col] if split_col != "item" else items["item"]
+        table["side"] = ""
+        for s, pos in sides.items():
+            table.loc[table.index[pos], "side"] = s
+        table.to_csv(out / "split.csv", index=False)
+
+    # ---- normalisation, optimiser (the model was built before anything was written)
+    label_of = store.index["label"].map({lab: i for i, lab in enumerate(labels)}).fillna(-1).astype(int).to_numpy()
+    if payload is None:
+        mean, std = band_statistics(store.segments, rows["train"])
+        net.norm.set_stats(torch.from_numpy(mean), torch.from_numpy(std))
+        if model_cfg.name in PRETRAINED:
+            net.backbone.load_state_dict(load_backbone_state(model_cfg.name, log=say))
+    else:
+        net.load_state_dict(payload["state_dict"])
+    net.to(device)
+    # A frozen backbone runs once per store (cached); the head then trains on its features.
+    inputs: np.ndarray = store.segments
+    if net.trains_on_features or (payload is None and hasattr(net, "feature_norm")):
+        feats = store_features(store, net, device=device, progress=progress and rank == 0, log=say)
+        if payload is None and hasattr(net, "feature_norm"):
+            f = feats[np.sort(rows["train"])]
+            net.feature_norm.set_stats(torch.from_numpy(f.mean(0)), torch.from_numpy(f.std(0)))
+        if net.trains_on_features:
+            inputs = feats
+    scorer: nn.Module = FeatureHead(net) if net.trains_on_features else net
+    fill = net.norm.mean.detach().clone()
+    opt = torch.optim.AdamW([p for p in net.parameters() if p.requires_grad], lr=config.lr,
+                            weight_decay=config.weight_decay)
+    weights = None
+    if config.class_weights:
+        counts = np.bincount(label_of[rows["train"]], minlength=len(labels)).astype(np.float64)
+        weights = torch.tensor(counts.sum() / (len(labels) * np.maximum(counts, 1)), dtype=torch.float32, device=device)
+    criterion = nn.CrossEntropyLoss(weight=weights)
+    train_model: nn.Module = scorer
+    if world > 1:
+        train_model = nn.parallel.DistributedDataParallel(scorer, device_ids=[device.index] if device.type == "cuda" else None)
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
+
+    history: list[dict[str, Any]] = []
+    start_epoch, best_loss, best_epoch, bad_epochs = 1, math.inf, 0, 0
+    if payload is not None and payload.get("resume"):
+        state = payload["resume"]
+        opt.load_state_dict(state["optimizer"])
+        history = list(state["history"])
+        start_epoch, best_loss = state["epoch"] + 1, state["best_loss"]
+        best_epoch, bad_epochs = state["best_epoch"], state["bad_epochs"]
+        say(f"resuming {out} after epoch {state['epoch']}")
+
+    train_rows = rows["train"]
+    in_ram = inputs.nbytes / max(len(store), 1) * len(train_rows) < RAM_BUDGET_BYTES
+    source = np.asarray(inputs[np.sort(train_rows)]) if in_ram else inputs
+    local_rows = np.searchsorted(np.sort(train_rows), train_rows) if in_ram else train_rows
+    row_labels = label_of[train_rows]
+    extra_common = {"store": str(Path(store_path).resolve()), "split_column": split_col,
+                    "parameters": count_parameters(net), "world_size": world}
+    from tqdm import tqdm
+
+    stopped_early = False
+    epoch = start_epoch - 1
+    try:
+        for epoch in range(start_epoch, config.epochs + 1):
+            te = time.perf_counter()
+            torch.manual_seed(config.seed * 100_003 + epoch)  # dropout: same on resume
+            gen = torch.Generator().manual_seed(config.seed * 100_003 + epoch)
+            perm = torch.randperm(len(train_rows), generator=gen).numpy()
+            per_rank = len(perm) // world
+            perm = perm[rank * per_rank : (rank + 1) * per_rank]
+            train_model.train()
+            total, correct, seen = 0.0, 0, 0
+            n_batches = math.ceil(len(perm) / config.batch_size)
+            bar = tqdm(range(n_batches), desc=f"epoch {epoch}/{config.epochs}", unit="batch",
+                       disable=not progress or rank != 0, leave=False)
+            for b in bar:
+                sel = perm[b * config.batch_size : (b + 1) * config.batch_size]
+                if len(sel) < 2:
+                    continue  # batch norm needs two examples
+                x = torch.from_numpy(next(batches(source, local_rows[sel], len(sel)))).to(device)
+                y = torch.from_numpy(row_labels[sel]).to(device)
+                if config.augment and net.trains_on_features:  # features: mixup is what applies
+                    x, ya, yb, lam = mixup(x, y, config.mixup_alpha, gen)
+                elif config.augment:
+                    x, ya, yb, lam = augment_batch(x, y, config, fill, gen)
+                else:
+                    ya, yb, lam = y, y, 1.0
+                logits = train_model(x)
+                loss = lam * criterion(logits, ya) + (1 - lam) * criterion(logits, yb)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                total += float(loss.detach()) * len(sel); seen += len(sel)
+                correct += int((logits.argmax(1) == y).sum())
+                bar.set_postfix(loss=f"{total / seen:.3f}")
+            bar.close()
+            val = evaluate_rows(scorer, store, rows["val"], labels, device=device, inputs=inputs)
+            row = {"epoch": epoch, "train_loss": total / max(seen, 1), "train_acc": correct / max(seen, 1),
+                   "val_loss": val["loss"], "val_acc": val["segment"]["accuracy"],
+                   "val_item_acc": val["item"]["accuracy"], "val_item_macro_f1": val["item"]["macro_f1"],
+                   "seconds": round(time.perf_counter() - te, 2)}
+            history.append(row)
+            improved = row["val_loss"] < best_loss - 1e-4
+            if improved:
+                best_loss, best_epoch, bad_epochs = row["val_loss"], epoch, 0
+            else:
+                bad_epochs += 1
+            say(f"epoch {epoch:3d}  train loss {row['train_loss']:.4f} acc {row['train_acc']:.3f}  "
+                f"val loss {row['val_loss']:.4f} acc {row['val_acc']:.3f} item acc {row['val_item_acc']:.3f}"
+                f"  {row['seconds']:.1f}s" + ("  *" if improved else ""))
+            if rank == 0:
+                common = dict(feature_config=store.config, train_config=config, labels=labels, split=split)
+                if improved:
+                    save_checkpoint(out / "best.pt", net, **common,
+                                    extra={**extra_common, "epoch": epoch, "val": row})
+                save_checkpoint(last_path, net, **common, extra={**extra_common, "epoch": epoch},
+                                state={"optimizer": opt.state_dict(), "epoch": epoch, "history": history,
+                                       "best_loss": best_loss, "best_epoch": best_epoch,
+                                       "bad_epochs": bad_epochs})
+                pd.DataFrame(history).to_csv(out / "metrics.csv", index=False)
+            if bad_epochs >= config.patience:
+                stopped_early = True
+                say(f"early stop: no validation-loss improvement for {config.patience} epochs")
+                break
+    except KeyboardInterrupt:
+        raise Interrupted(f"training interrupted after epoch {epoch}; resume with --resume --out {out}") from None
+
+    if world > 1:
+        dist.barrier()
+    # ---- the best epoch on the test side
+    best = read_payload(out / "best.pt")
+    net.load_state_dict(best["state_dict"])
+    test: dict[str, Any] = {}
+    if len(rows["test"]):
+        res = evaluate_rows(scorer, store, rows["test"], labels, device=device, inputs=inputs)
+        test = {"segment": res["segment"], "item": res["item"], "loss": res["loss"]}
+    hist = pd.DataFrame(history)
+    seconds = time.perf_counter() - t0
+    if rank == 0:
+        _plot_curves(hist, out / "curves.png")
+        results = {"split": "test", "split_column": split_col, "best_epoch": best_epoch,
+                   "epochs_run": int(hist["epoch"].max()) if len(hist) else 0, "stopped_early": stopped_early,
+                   "model": model_cfg.to_dict(), "train_config": config.to_dict(), "labels": labels,
+                   "parameters": count_parameters(net), "seconds": round(seconds, 1),
+                   "sides": {s: {"items": len(sides[s]), "segments": len(rows[s])} for s in sides},
+                   "test": test}
+        (out / "results.json").write_text(json.dumps(results, indent=2))
+        if test:
+            say(f"test ({split_col}-grouped, {len(sides['test'])} items): item accuracy "
+                f"{test['item']['accuracy']:.3f}, macro-F1 {test['item']['macro_f1']:.3f}; "
+                f"segment accuracy {test['segment']['accuracy']:.3f}")
+    if world > 1:
+        dist.barrier()
+    return TrainResult(run_dir=out, checkpoint=out / "best.pt", best_epoch=best_epoch,
+                       epochs_run=int(hist["epoch"].max()) if len(hist) else 0, split_column=split_col,
+                       test=test, history=hist, seconds=seconds, parameters=count_parameters(net),
+                       stopped_early=stopped_early)
+
+
+def _select_labels(store: SegmentStore, wanted: tuple[str, ...] | None) -> tuple[list[str], pd.DataFrame]:
+    """(label names in class order, items of those labels)."""
+    if not wanted:
+        return store.labels, store.items
+    unknown = sorted(set(wanted) - set(store.labels))
+    if unknown:
+        raise ConfigError(f"--labels: not in the store: {', '.join(unknown)} (it has {', '.join(store.labels)})")
+    labels = sorted(set(wanted))
+    if len(labels) < 2:
+        raise EmptyInputError("--labels must name at least two genres")
+    items = store.items[store.items["label"].isin(labels)].reset_index(drop=True)
+    return labels, items
+
+
+RUN_FILES = ("results.json", "best.pt", "last.pt", "metrics.csv")  # a run folder made before the marker
+
+
+def cross_validate(store_path: str | os.PathLike[str], *, out: str | os.PathLike[str], folds: int = 5,
+                   model: str = "cnn1d", model_options: dict[str, Any] | None = None,
+                   config: TrainConfig | None = None, progress: bool = True, log: Any = print,
+                   ensemble: bool = False) -> dict[str, Any]:
+    """Grouped k-fold cross-validation: one ``fit`` per fold in ``out/fold-<i>``.
+
+    ``ensemble`` also writes ``out/ensemble.pt``: one checkpoint averaging the folds'
+    models (frozen pretrained models only: one backbone, K heads), the model to use on
+    new tracks.  It has no held-out side of its own: every item trained some fold.
+
+    Each fold's test side is never seen by its training or early stopping (validation
+    is carved from the other folds).  Finished folds are skipped on a rerun.  Writes
+    ``out/cv.json`` and ``out/cv.csv``: per-fold and mean/std item- and segment-level
+    accuracy and macro-F1 on the held-out folds.
+    """
+    import dataclasses
+
+    config = config or TrainConfig()
+    out = claim_folder(out, "cv", legacy=("cv.json", "fold-0"), what="cross-validation folder")
+    rows = []
+    for k in range(folds):
+        fold_dir = out / f"fold-{k}"
+        cfg = dataclasses.replace(config, folds=folds, fold=k)
+        if (fold_dir / "results.json").exists():
+            res = json.loads((fold_dir / "results.json").read_text())
+            test = res["test"]
+            log(f"fold {k}: done before, reused")
+        else:
+            log(f"fold {k + 1}/{folds}")
+            resume = (fold_dir / "last.pt").exists()
+            test = fit(store_path, out=fold_dir, model=model, model_options=model_options, config=cfg,
+                       resume=resume, progress=progress, log=log).test
+        history = pd.read_csv(fold_dir / "metrics.csv")
+        best = history.loc[history["val_loss"].idxmin()]
+        rows.append({"fold": k, "items": test["item"]["n"],
+                     # validation of the chosen epoch: what to compare configurations by
+                     "val_item_accuracy": float(best["val_item_acc"]), "val_item_macro_f1": float(best["val_item_macro_f1"]),
+                     "item_accuracy": test["item"]["accuracy"], "item_macro_f1": test["item"]["macro_f1"],
+                     "item_weighted_f1": test["item"]["weighted_f1"],
+                     "segment_accuracy": test["segment"]["accuracy"], "segment_macro_f1": test["segment"]["macro_f1"]})
+    table = pd.DataFrame(rows)
+    table.to_csv(out / "cv.csv", index=False)
+    summary = {"split": f"{folds}-fold grouped cross-validation (held-out folds)", "folds": rows,
+               **{f"{c}_mean": float(table[c].mean()) for c in table.columns if c not in ("fold", "items")},
+               **{f"{c}_std": float(table[c].std(ddof=1)) for c in table.columns if c not in ("fold", "items")}}
+    (out / "cv.json").write_text(json.dumps(summary, indent=2))
+    if ensemble:
+        from dancegenre.training.checkpoint import load_checkpoint
+        from dancegenre.models.registry import ensemble_of
+
+        members = [load_checkpoint(out / f"fold-{k}") for k in range(folds)]
+        net = ensemble_of([m.model for m in members])
+        first = members[0]
+        items = sorted({i for m in members for side in m.split["sides"].values() for i in side})
+        split = {"column": first.split["column"], "seed": config.seed, "folds": folds, "fold": None,
+                 "sides": {"train": items, "val": [], "test": []}}
+        save_checkpoint(out / "ensemble.pt", net, feature_config=first.feature_config, train_config=config,
+                        labels=first.labels, split=split,
+                        extra={"ensemble_of": [str(m.path) for m in members], "cv": {
+                            k: v for k, v in summary.items() if k.endswith(("_mean", "_std"))}})
+        log(f"ensemble of the {folds} fold models: {out / 'ensemble.pt'}")
+    log(f"{folds}-fold CV, held-out folds: item accuracy {summary['item_accuracy_mean']:.3f} "
+        f"± {summary['item_accuracy_std']:.3f}, macro-F1 {summary['item_macro_f1_mean']:.3f} "
+        f"± {summary['item_macro_f1_std']:.3f}")
+    return summary
+
+
+def _rows_of(store: SegmentStore, item_ids: pd.Series) -> np.ndarray:
+    """Segment rows of the given items, in store order."""
+    wanted = set(item_ids)
+    return store.index["row"].to_numpy()[store.index["item"].isin(wanted).to_numpy()]

@@ -1,0 +1,94 @@
+"""Batched inference on segments, item verdicts from segments, and the metrics.
+
+Shared by ``train`` (validation and test), ``evaluate`` and ``predict``: one way to turn
+segments into probabilities and probabilities into numbers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from sklearn import metrics as skm
+from torch import nn
+
+from dancegenre.data.store import batches
+
+
+@torch.no_grad()
+def predict_proba(model: nn.Module, segments: Iterable[np.ndarray], *, device: torch.device | str = "cpu") -> np.ndarray:
+    """Class probabilities of every segment: (n_segments, n_classes) float32.
+
+    ``segments`` yields float32 arrays (B, n_mels, frames).  The model is put in eval
+    mode (no dropout, batch-norm running statistics).
+    """
+    was_training = model.training
+    model.eval()
+    out = []
+    for x in segments:
+        logits = model(torch.from_numpy(np.ascontiguousarray(x)).to(device))
+        out.append(torch.softmax(logits.float(), dim=1).cpu().numpy())
+    model.train(was_training)
+    n_classes = model.config.n_classes if hasattr(model, "config") else 0
+    return np.concatenate(out) if out else np.zeros((0, n_classes), np.float32)
+
+
+def item_probabilities(segment_probs: np.ndarray, items: Iterable[str]) -> pd.DataFrame:
+    """Mean segment probability per item: one row an item (first-seen order), one column a class."""
+    frame = pd.DataFrame(segment_probs)
+    frame["item"] = list(items)
+    return frame.groupby("item", sort=False).mean()
+
+
+def classification_metrics(y_true: np.ndarray, probs: np.ndarray, labels: list[str]) -> dict:
+    """Accuracy, balanced accuracy, macro-F1, per-class P/R/F1, ROC-AUC, confusion matrix.
+
+    ``y_true`` holds class indices (n,), ``probs`` (n, n_classes).  ROC-AUC is binary for
+    two classes and one-vs-rest macro for more; it is None where a class is absent.
+    """
+    y_pred = probs.argmax(axis=1)
+    idx = list(range(len(labels)))
+    p, r, f, support = skm.precision_recall_fscore_support(y_true, y_pred, labels=idx, zero_division=0)
+    try:
+        if len(labels) == 2:
+            auc = float(skm.roc_auc_score(y_true, probs[:, 1]))
+        else:
+            auc = float(skm.roc_auc_score(y_true, probs, multi_class="ovr", average="macro", labels=idx))
+    except ValueError:
+        auc = None  # a class missing from y_true
+    present = np.unique(y_true)
+    return {
+        "n": int(len(y_true)),
+        "accuracy": float(np.mean(y_pred == y_true)) if len(y_true) else float("nan"),
+        "balanced_accuracy": float(np.mean([np.mean(y_pred[y_true == c] == c) for c in present])),
+        "macro_f1": float(np.mean(f[present])) if len(present) else float("nan"),
+        "weighted_f1": float(skm.f1_score(y_true, y_pred, labels=idx, average="weighted", zero_division=0)),
+        "roc_auc": auc,
+        "per_class": {lab: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]),
+                            "support": int(support[i])} for i, lab in enumerate(labels)},
+        "confusion": skm.confusion_matrix(y_true, y_pred, labels=idx).tolist(),
+    }
+
+
+def evaluate_rows(model: nn.Module, store: Any, rows: np.ndarray, labels: list[str],
+                  *, batch_size: int = 256, device: torch.device | str = "cpu",
+                  inputs: np.ndarray | None = None) -> dict[str, Any]:
+    """Segment- and item-level metrics of ``model`` on the store's ``rows``.
+
+    ``inputs`` replaces the store's segments row for row (a frozen backbone's cached
+    features, for a model that takes them)."""
+    source = store.segments if inputs is None else inputs
+    probs = predict_proba(model, batches(source, rows, batch_size), device=device)
+    index = store.index.iloc[rows]
+    y_seg = index["label"].map({lab: i for i, lab in enumerate(labels)}).to_numpy()
+    item_probs = item_probabilities(probs, index["item"])
+    item_label = index.groupby("item", sort=False)["label"].first().loc[item_probs.index]
+    y_item = item_label.map({lab: i for i, lab in enumerate(labels)}).to_numpy()
+    eps = 1e-7
+    loss = float(-np.mean(np.log(np.clip(probs[np.arange(len(y_seg)), y_seg], eps, 1)))) if len(rows) else float("nan")
+    return {"segment": classification_metrics(y_seg, probs, labels),
+            "item": classification_metrics(y_item, item_probs.to_numpy(), labels),
+            "loss": loss, "item_probs": item_probs, "segment_probs": probs}

@@ -1,0 +1,1 @@
+"""dancegenre serve: the Flask app, its templates, served by waitress."""

@@ -1,0 +1,307 @@
+"""``dancegenre serve``: a local web page and JSON API for trying a model.
+
+Drop audio files on the page to get, for each, the verdict, a bar per genre, the
+per-segment timeline and the mel-spectrogram.  ``POST /api/predict`` (multipart field
+``file``) answers the same as JSON; ``/openapi.json`` describes the API.
+
+Uploads are size-limited, must be audio (by extension and by decoding), live in a
+private temporary file under a random name only while the request runs, and a bad file
+gets a 4xx with a message while the server keeps going.
+
+The server is waitress (a production WSGI server, pure Python): a connection that sends
+nothing for ``request_timeout`` seconds (a body shorter than its Content-Length, say) is
+closed.  Only the Host names the server listens on are answered (no DNS rebinding), and
+a POST from a page of another origin is refused unless ``allow_origins`` names it.
+Pages come from Jinja2 templates with autoescape.
+"""
+
+from __future__ import annotations
+
+import atexit
+import base64
+import io
+import json
+import os
+import shutil
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any
+
+
+from dancegenre.audio.decode import AUDIO_EXTENSIONS, load
+from dancegenre.errors import ConfigError, DanceGenreError
+from dancegenre.audio.frontend import log_mel
+from dancegenre.inference.classifier import Classifier
+
+DEFAULT_MAX_UPLOAD_MB = 100  # a 2-hour 128 kbps mix is ~115 MB; previews are < 1 MB
+DEFAULT_REQUEST_TIMEOUT = 30  # seconds a connection may stay silent (mid-upload too)
+WEB = "dancegenre.web"  # its templates/: index.html, model.html, style.css
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
+ANY_ADDRESS = ("0.0.0.0", "::", "")
+SPECTROGRAM_SECONDS = 30.0  # the picture shows the first 30 s
+
+
+def spectrogram_png(path: str, clf: Classifier) -> str:
+    """The first 30 s of ``path`` as a log-mel PNG data URI (the model's own front end)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure  # no pyplot: safe in request threads
+
+    config = clf.config
+    y = load(path, sr=config.sample_rate, max_seconds=SPECTROGRAM_SECONDS)
+    db = log_mel(y, config)
+    fig = Figure(figsize=(7, 2.2))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    ax.imshow(db, origin="lower", aspect="auto", cmap="magma", vmin=-80, vmax=20,
+              extent=(0, len(y) / config.sample_rate, 0, config.n_mels))
+    ax.set_xlabel("time (s)"); ax.set_ylabel("mel band")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=80)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def model_summary(clf: Classifier) -> dict[str, Any]:
+    ckpt = clf.checkpoint
+    sides = {k: len(v) for k, v in ckpt.split.get("sides", {}).items()}
+    summary: dict[str, Any] = {"genres": clf.labels, "model": ckpt.model_config.to_dict(),
+                               "features": ckpt.feature_config.to_dict(), "split_by": ckpt.split.get("column"),
+                               "items_per_side": sides, "epoch": ckpt.extra.get("epoch"),
+                               "validation": ckpt.extra.get("val")}
+    results = ckpt.path.parent / "results.json"
+    if results.exists():
+        test = json.loads(results.read_text()).get("test", {})
+        if test:
+            summary["test"] = {level: {k: test[level][k] for k in ("n", "accuracy", "macro_f1", "roc_auc")}
+                               for level in ("item", "segment")}
+    return summary
+
+
+def openapi_spec() -> dict[str, Any]:
+    prediction = {"type": "object", "properties": {
+        "filename": {"type": "string"}, "genre": {"type": "string"}, "confidence": {"type": "number"},
+        "probabilities": {"type": "object", "additionalProperties": {"type": "number"}},
+        "timeline": {"type": "array", "items": {"type": "object"}},
+        "sections": {"type": "array", "items": {"type": "object"}},
+        "tags": {"type": "object", "additionalProperties": {"type": "number"},
+                 "description": "runs on a pretrained musicnn: its 5 most likely MSD/MTT tags"},
+        "spectrogram": {"type": "string", "description": "PNG data URI of the first 30 s"}}}
+    error = {"type": "object", "properties": {"error": {"type": "string"}}}
+    return {
+        "openapi": "3.0.3",
+        "info": {"title": "dancegenre", "version": "1", "description": "Genre of an audio file, with a timeline."},
+        "paths": {
+            "/api/predict": {"post": {
+                "summary": "Predict the genre of one uploaded audio file",
+                "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
+                    "type": "object", "required": ["file"],
+                    "properties": {"file": {"type": "string", "format": "binary"}}}}}},
+                "responses": {
+                    "200": {"description": "the verdict", "content": {"application/json": {"schema": prediction}}},
+                    "400": {"description": "no file", "content": {"application/json": {"schema": error}}},
+                    "413": {"description": "too large", "content": {"application/json": {"schema": error}}},
+                    "415": {"description": "not an audio file type", "content": {"application/json": {"schema": error}}},
+                    "422": {"description": "not decodable or too short", "content": {"application/json": {"schema": error}}},
+                }}},
+            "/api/model": {"get": {"summary": "The model: genres, training data, metrics",
+                                   "responses": {"200": {"description": "model summary"}}}},
+        },
+    }
+
+
+def host_names(host: str, extra: list[str] | tuple[str, ...] = ()) -> set[str]:
+    """The Host names (without port) a server listening on ``host`` answers to: the
+    address itself, the loopback names for a loopback or any-address server, this
+    machine's names and addresses for an any-address one, and ``extra`` (the names a
+    reverse proxy or DNS gives it)."""
+    import ipaddress
+    import socket
+
+    names = {host.strip("[]").lower()}
+    try:
+        loopback = ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        loopback = host.lower() == "localhost"
+    if loopback or host in ANY_ADDRESS:
+        names |= set(LOOPBACK_NAMES)
+    if host in ANY_ADDRESS:
+        names |= {socket.gethostname().lower(), socket.getfqdn().lower()}
+        try:
+            names |= {str(info[4][0]).lower() for info in socket.getaddrinfo(socket.gethostname(), None)}
+        except OSError:
+            pass
+    return (names | {e.lower() for e in extra}) - {""}
+
+
+def _hostname(host_header: str) -> str:
+    """``name`` of a Host header ``name:port`` or ``[v6]:port``, lower case."""
+    h = host_header.strip().lower()
+    if h.startswith("["):
+        return h[1:h.find("]")] if "]" in h else h
+    return h.rsplit(":", 1)[0] if h.count(":") == 1 else h
+
+
+def finite_json(value: Any) -> Any:
+    """``value`` with every NaN or infinite float replaced by None: JSON has no NaN, and
+    a browser's JSON.parse refuses it."""
+    import math
+
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: finite_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite_json(v) for v in value]
+    return value
+
+
+def create_app(checkpoint: str | os.PathLike[str], *, max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB,
+               allowed_hosts: set[str] | None = None, allow_origins: list[str] | tuple[str, ...] = ()) -> Any:
+    """The Flask app for ``checkpoint`` (a run folder or .pt file).
+
+    ``allowed_hosts``: the Host names answered (see :func:`host_names`); None answers
+    any (the test client).  ``allow_origins``: origins (``https://example.org``) whose
+    pages may POST to ``/api/predict``; ``*`` allows any.
+    """
+    from flask import Flask, Response, jsonify, request
+    from markupsafe import Markup
+    from werkzeug.exceptions import RequestEntityTooLarge
+
+    from dancegenre.present.html import environment, render
+
+    env = environment(WEB)
+    css = Markup(env.loader.get_source(env, "style.css")[0])
+    origins = {o.rstrip("/").lower() for o in allow_origins}
+    clf = Classifier.load(checkpoint)
+    lock = threading.Lock()  # one inference at a time: the model is shared
+    from flask.json.provider import DefaultJSONProvider
+
+    class FiniteJSON(DefaultJSONProvider):
+        def dumps(self, obj: Any, **kwargs: Any) -> str:
+            return super().dumps(finite_json(obj), **kwargs)
+
+    app = Flask("dancegenre")
+    app.json = FiniteJSON(app)
+    app.config["MAX_CONTENT_LENGTH"] = int(max_upload_mb * 1024 * 1024)
+    upload_dir = tempfile.mkdtemp(prefix="dancegenre-uploads-")
+    atexit.register(shutil.rmtree, upload_dir, True)
+
+    def fail(status: int, message: str) -> Any:
+        return jsonify({"error": message}), status
+
+    @app.errorhandler(RequestEntityTooLarge)
+    def too_large(_: Exception) -> Any:
+        return fail(413, f"file too large: the limit is {max_upload_mb:g} MB")
+
+    def same_origin(origin: str) -> bool:
+        return origin == f"{request.scheme}://{request.host}".lower()
+
+    @app.before_request
+    def guard() -> Any:
+        if allowed_hosts is not None and _hostname(request.host) not in allowed_hosts:
+            # a page of another site reaching us through a rebound DNS name
+            return fail(421, f"this server does not answer to the host name {_hostname(request.host)!r}; "
+                             "start it with --allow-host for that name")
+        origin = (request.headers.get("Origin") or "").rstrip("/").lower()
+        if (request.method not in ("GET", "HEAD", "OPTIONS") and origin and not same_origin(origin)
+                and origin not in origins and "*" not in origins):
+            return fail(403, f"cross-origin request from {origin} refused; start serve with --allow-origin {origin} "
+                             "to accept it")
+        return None
+
+    @app.after_request
+    def headers(response: Response) -> Response:
+        origin = (request.headers.get("Origin") or "").rstrip("/").lower()
+        if origin and (origin in origins or "*" in origins) and request.path.startswith("/api/"):
+            response.headers["Access-Control-Allow-Origin"] = origin
+            response.headers["Vary"] = "Origin"
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        return response
+
+    @app.get("/")
+    def index() -> Response:
+        return Response(render("index.html", package=WEB, css=css, max_mb=f"{max_upload_mb:g}"), mimetype="text/html")
+
+    @app.get("/model")
+    def model_page() -> Response:
+        return Response(render("model.html", package=WEB, css=css, summary=model_summary(clf)), mimetype="text/html")
+
+    @app.get("/api/model")
+    def model_api() -> Any:
+        return jsonify(model_summary(clf))
+
+    @app.get("/openapi.json")
+    def openapi() -> Any:
+        return jsonify(openapi_spec())
+
+    @app.post("/api/predict")
+    def predict() -> Any:
+        upload = request.files.get("file")
+        if upload is None or not upload.filename:
+            return fail(400, "no file: send one as the multipart field 'file'")
+        suffix = Path(upload.filename).suffix.lower()
+        if suffix not in AUDIO_EXTENSIONS:
+            return fail(415, f"not an audio file type ({suffix or 'no extension'}); accepted: {', '.join(AUDIO_EXTENSIONS)}")
+        # A random name in our own folder: the user's file name never touches the disk.
+        fd, tmp = tempfile.mkstemp(suffix=suffix, dir=upload_dir)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                upload.save(fh)
+            if os.path.getsize(tmp) == 0:
+                return fail(400, "the file is empty")
+            with lock:
+                result = clf.predict(tmp)
+            body = result.to_dict()
+            body.pop("path", None)
+            body["filename"] = Path(upload.filename).name
+            body["spectrogram"] = spectrogram_png(tmp, clf)
+            return jsonify(body)
+        except DanceGenreError as exc:
+            return fail(422, str(exc).replace(tmp, Path(upload.filename).name))
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+
+    return app
+
+
+def make_server(app: Any, *, host: str = "127.0.0.1", port: int = 8000, max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB,
+                request_timeout: float = DEFAULT_REQUEST_TIMEOUT, threads: int = 4) -> Any:
+    """A waitress server for ``app`` (``.run()`` serves; ``.effective_port`` is the port).
+
+    A connection silent for ``request_timeout`` seconds is closed; a body over the
+    upload limit is refused before it is read whole."""
+    from waitress.server import create_server
+
+    return create_server(app, host=host, port=port, threads=threads, channel_timeout=request_timeout,
+                         cleanup_interval=max(1, min(30, int(request_timeout / 2))),
+                         max_request_body_size=int(max_upload_mb * 1024 * 1024) + 64 * 1024,
+                         ident="dancegenre", clear_untrusted_proxy_headers=True)
+
+
+def serve(checkpoint: str | os.PathLike[str], *, host: str = "127.0.0.1", port: int = 8000,
+          max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB, allow_hosts: list[str] | tuple[str, ...] = (),
+          allow_origins: list[str] | tuple[str, ...] = (), request_timeout: float = DEFAULT_REQUEST_TIMEOUT) -> None:
+    """Serve the app with waitress until Ctrl-C.
+
+    Raises
+    ------
+    ConfigError
+        The address cannot be listened on.
+    """
+    app = create_app(checkpoint, max_upload_mb=max_upload_mb, allowed_hosts=host_names(host, allow_hosts),
+                     allow_origins=allow_origins)
+    try:
+        server = make_server(app, host=host, port=port, max_upload_mb=max_upload_mb, request_timeout=request_timeout)
+    except OSError as exc:
+        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    shown = f"[{host}]" if ":" in host else host
+    print(f"dancegenre serve: http://{shown}:{server.effective_port}/ (Ctrl-C stops)", flush=True)
+    try:
+        server.run()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.close()
+
+

@@ -1,0 +1,44 @@
+"""The command line end to end, and its one-line errors."""
+
+import subprocess
+import sys
+
+import pytest
+
+from dancegenre.cli.parser import main
+
+
+def run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "dancegenre", *args], capture_output=True, text=True, timeout=300)
+
+
+def test_synth_then_prepare_end_to_end(tmp_path):
+    r = run("synth", "-q", str(tmp_path / "c"), "--per-genre", "2", "--format", "wav", "--seed", "4")
+    assert r.returncode == 0, r.stderr
+    r = run("prepare", "-q", str(tmp_path / "c" / "catalog.csv"), str(tmp_path / "s"))
+    assert r.returncode == 0, r.stderr
+    assert "4 items" in r.stdout and "40 segments" in r.stdout
+    assert (tmp_path / "s" / "store.json").exists()
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["prepare", "/no/such/dir", "out"], "no such file or folder"),
+    (["prepare", "--workers", "0", ".", "out"], "must be at least 1"),
+    (["synth", "x", "--format", "aac"], "invalid choice"),
+])
+def test_argument_errors_are_one_line(args, needle):
+    r = run(*args)
+    assert r.returncode == 2 and needle in r.stderr and "Traceback" not in r.stderr
+
+
+def test_domain_errors_are_one_line(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    assert main(["prepare", "-q", str(tmp_path / "empty"), str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("dancegenre prepare: error: no files in")
+    bad = tmp_path / "bad.csv"
+    bad.write_text("file,genre\nx,y\n")
+    assert main(["prepare", "-q", str(bad), str(tmp_path / "o2")]) == 2
+    assert "lacks column(s) path, label" in capsys.readouterr().err
+    assert main(["prepare", "-q", "--n-mels", "5000", str(bad), str(tmp_path / "o3")]) == 2
+    assert "n_mels" in capsys.readouterr().err

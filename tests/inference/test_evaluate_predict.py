@@ -1,0 +1,192 @@
+"""Metrics, evaluate, predict, sort-into, and the demo."""
+
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from dancegenre.cli.parser import main
+from dancegenre.errors import StoreError
+from dancegenre.inference.evaluate import evaluate, expected_calibration_error
+from dancegenre.inference.classifier import Classifier, Prediction, sections_of
+from dancegenre.inference.sort import sort_into
+from dancegenre.training.scoring import classification_metrics, item_probabilities
+from tests.conftest import tone, write
+
+
+def test_metrics_against_hand_computed_values():
+    y = np.array([0, 0, 1, 1, 1])
+    probs = np.array([[0.9, 0.1], [0.4, 0.6], [0.2, 0.8], [0.3, 0.7], [0.6, 0.4]])
+    m = classification_metrics(y, probs, ["a", "b"])
+    # predictions 0,1,1,1,0: right 3 of 5
+    assert m["accuracy"] == pytest.approx(0.6)
+    assert m["balanced_accuracy"] == pytest.approx((1 / 2 + 2 / 3) / 2)
+    # class a: P=1/2 R=1/2 F=1/2; class b: P=2/3 R=2/3 F=2/3
+    assert m["per_class"]["a"]["f1"] == pytest.approx(0.5)
+    assert m["macro_f1"] == pytest.approx((0.5 + 2 / 3) / 2)
+    assert m["confusion"] == [[1, 1], [1, 2]]
+    # ROC-AUC: positives (0.8,0.7,0.4) vs negatives (0.1,0.6): 5 of 6 pairs ordered
+    assert m["roc_auc"] == pytest.approx(5 / 6)
+    three = classification_metrics(np.array([0, 1, 2]), np.eye(3), ["x", "y", "z"])
+    assert three["accuracy"] == 1.0 and three["roc_auc"] == 1.0
+
+
+def test_item_verdict_is_mean_of_segments():
+    probs = np.array([[0.9, 0.1], [0.2, 0.8], [0.3, 0.7], [0.6, 0.4]])
+    table = item_probabilities(probs, ["t1", "t1", "t1", "t2"])
+    assert table.loc["t1"].to_numpy() == pytest.approx([1.4 / 3, 1.6 / 3])
+    assert expected_calibration_error(np.array([0, 1]), np.array([[1.0, 0.0], [0.0, 1.0]])) == 0
+
+
+def test_evaluate_run_test_split(trained_run):
+    ev = evaluate(trained_run)
+    for name in ("metrics.json", "report.md", "confusion.png", "reliability.png", "items.csv"):
+        assert (ev.out / name).exists()
+    split = pd.read_csv(trained_run / "split.csv")
+    assert set(ev.items["item"]) == set(split.query("side == 'test'")["item"])
+    assert "test split" in (ev.out / "report.md").read_text()
+    assert np.sum(ev.item["confusion"]) == len(ev.items)
+
+
+def test_evaluate_other_store_and_mismatch(trained_run, corpus, tmp_path, corpus_store):
+    ev = evaluate(trained_run, corpus_store, out=tmp_path / "ev")
+    assert ev.item["n"] == 16
+    from dancegenre.config import FeatureConfig
+    from dancegenre.data.store import prepare
+
+    prepare(corpus, tmp_path / "s64", config=FeatureConfig(n_mels=64), workers=2, progress=False)
+    with pytest.raises(StoreError, match="another feature config"):
+        evaluate(trained_run, tmp_path / "s64")
+
+
+def test_predict_folder_with_bad_files(trained_run, tmp_path, capsys):
+    folder = tmp_path / "in"
+    write(folder / "good.wav", tone(7.0, 44100, seed=1), 44100)
+    write(folder / "sub" / "good2.flac", tone(6.5, 48000, seed=2), 48000)
+    (folder / "bad.mp3").write_bytes(b"\x00" * 500)
+    write(folder / "short.wav", tone(0.5, 22050), 22050)
+    code = main(["predict", "-q", str(trained_run), str(folder), "--out", str(tmp_path / "r.csv"),
+                 "--timeline", str(tmp_path / "t.csv")])
+    assert code == 0
+    table = pd.read_csv(tmp_path / "r.csv", keep_default_na=False)
+    assert len(table) == 4
+    errors = table.set_index(table["path"].map(lambda p: p.split("/")[-1]))["error"]
+    assert errors["bad.mp3"] and "too short" in errors["short.wav"] and errors["good.wav"] == ""
+    timeline = pd.read_csv(tmp_path / "t.csv")
+    assert set(timeline["path"].map(lambda p: p.split("/")[-1])) == {"good.wav", "good2.flac"}
+
+
+def test_api_and_cli_agree(trained_run, corpus, tmp_path):
+    files = sorted((corpus / "techno").glob("*.flac"))[:3]
+    clf = Classifier.load(trained_run)
+    api = [clf.predict(f) for f in files]
+    many = list(clf.predict_many(files, workers=2))
+    assert main(["predict", "-q", str(trained_run), *map(str, files), "--out", str(tmp_path / "r.jsonl")]) == 0
+    rows = [json.loads(line) for line in (tmp_path / "r.jsonl").read_text().splitlines()]
+    for a, m, r in zip(api, many, rows):
+        assert a.genre == m.genre == r["genre"]
+        for lab in clf.labels:
+            assert a.probabilities[lab] == pytest.approx(m.probabilities[lab], abs=1e-4)
+            assert a.probabilities[lab] == pytest.approx(r["probabilities"][lab], abs=1e-3)
+        assert len(r["timeline"]) == 10
+    import soundfile as sf
+
+    y, sr = sf.read(str(files[0]), dtype="float32")
+    from_wave = clf.predict(y, sr=sr)
+    assert from_wave.genre == api[0].genre
+    assert from_wave.probabilities[clf.labels[0]] == pytest.approx(api[0].probabilities[clf.labels[0]], abs=1e-3)
+
+
+def test_long_file_timeline(trained_run, tmp_path):
+    path = write(tmp_path / "long.flac", tone(660.0, 22050, seed=4), 22050)  # 11 minutes
+    pred = Classifier.load(trained_run).predict(path)
+    frames = 1 + 660 * 22050 // 512
+    assert len(pred.timeline) == 1 + (frames - 128) // 128
+    assert pred.timeline["start"].is_monotonic_increasing
+    assert pred.sections and pred.sections[0]["start"] == 0.0
+
+
+def test_sections_find_a_change():
+    t = pd.DataFrame({"start": np.arange(20) * 3.0, "end": np.arange(20) * 3.0 + 3})
+    t["a"] = [0.9] * 10 + [0.1] * 10
+    t["b"] = 1 - t["a"]
+    secs = sections_of(t, ["a", "b"], smooth=3)
+    assert [s["genre"] for s in secs] == ["a", "b"] and secs[1]["start"] == 30.0
+
+
+def _pred(path, genre, conf):
+    return Prediction(str(path), genre, {genre: conf, "other": 1 - conf}, pd.DataFrame())
+
+
+def test_sort_into_never_overwrites_or_loses(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.mp3").write_bytes(b"one")
+    (src / "b").mkdir()
+    (src / "b" / "a.mp3").write_bytes(b"two")
+    (src / "c.mp3").write_bytes(b"three")
+    target = tmp_path / "sorted"
+    (target / "techno").mkdir(parents=True)
+    (target / "techno" / "a.mp3").write_bytes(b"already there")
+    preds = [_pred(src / "a.mp3", "techno", 0.9), _pred(src / "b" / "a.mp3", "techno", 0.95),
+             _pred(src / "c.mp3", "edm", 0.55), Prediction(str(src / "x.mp3"), None, {}, pd.DataFrame(), error="bad")]
+    plan = sort_into(preds, target, dry_run=True, min_confidence=0.6)
+    assert not (target / "techno" / "a-1.mp3").exists() and not (target / "_unsure").exists()
+    assert [a.destination for a in plan[:3]] == [str(target / "techno" / "a-1.mp3"), str(target / "techno" / "a-2.mp3"),
+                                                 str(target / "_unsure" / "c.mp3")]
+    assert plan[3].action == "skip"
+    sort_into(preds, target, move=True, min_confidence=0.6)
+    assert (target / "techno" / "a.mp3").read_bytes() == b"already there"
+    assert (target / "techno" / "a-1.mp3").read_bytes() == b"one"
+    assert (target / "techno" / "a-2.mp3").read_bytes() == b"two"
+    assert (target / "_unsure" / "c.mp3").read_bytes() == b"three"
+    assert not (src / "a.mp3").exists() and not (src / "c.mp3").exists()
+
+
+def test_cli_sort_into_dry_run_changes_nothing(trained_run, corpus, tmp_path, capsys):
+    files = sorted((corpus / "edm").glob("*.flac"))[:2]
+    before = sorted(p.name for p in (corpus / "edm").iterdir())
+    assert main(["predict", "-q", str(trained_run), *map(str, files), "--sort-into", str(tmp_path / "s"), "--dry-run"]) == 0
+    assert "would copy" in capsys.readouterr().out
+    assert not (tmp_path / "s").exists() and sorted(p.name for p in (corpus / "edm").iterdir()) == before
+
+
+def test_cli_errors_one_line(tmp_path, trained_run):
+    r = subprocess.run([sys.executable, "-m", "dancegenre", "predict", "-q", str(trained_run), str(tmp_path / "nothing")],
+                       capture_output=True, text=True)
+    # a missing file gets its own error row; nothing predicted -> exit 2
+    assert r.returncode == 2 and "Traceback" not in r.stderr and "no such file" in r.stdout
+    (tmp_path / "empty").mkdir()
+    r = subprocess.run([sys.executable, "-m", "dancegenre", "predict", "-q", str(trained_run), str(tmp_path / "empty")],
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and r.stderr.strip().splitlines() == [
+        f"dancegenre predict: error: no audio files in {tmp_path / 'empty'}"]
+    (tmp_path / "x.pt").write_bytes(b"junk")
+    r = subprocess.run([sys.executable, "-m", "dancegenre", "evaluate", str(tmp_path / "x.pt")], capture_output=True, text=True)
+    assert r.returncode == 2 and "not a loadable dancegenre checkpoint" in r.stderr
+
+
+def test_demo_end_to_end(tmp_path):
+    from dancegenre.demo import run_demo
+
+    report = run_demo(tmp_path / "demo", per_genre=8, epochs=2, heldout_per_genre=1, fmt="flac", progress=False,
+                      log=lambda *a: None)
+    text = report.read_text()
+    from html.parser import HTMLParser
+
+    class Images(HTMLParser):
+        count = 0
+
+        def handle_starttag(self, tag, attrs):
+            if tag == "img" and dict(attrs)["src"].startswith("data:image/png;base64,"):
+                Images.count += 1
+
+    Images().feed(text)
+    assert Images.count == 5  # spectrograms, curves, confusion, reliability, timeline
+    assert "Predictions on held-back clips" in text
+    assert len(pd.read_csv(tmp_path / "demo" / "predictions.csv")) == 2
+    shutil.rmtree(tmp_path / "demo" / "corpus")

@@ -1,0 +1,144 @@
+"""musicnn in PyTorch: parity with the original, the checkpoint reader, the wheel, the front end.
+
+The weights come from the musicnn 0.1.0 wheel named by DANCEGENRE_MUSICNN_WHEEL; `.ci/run`
+downloads it with pip, so in CI (CI=true) a missing wheel fails instead of skipping.
+"""
+
+from __future__ import annotations
+
+import shutil
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from dancegenre.config import FeatureConfig
+from dancegenre.errors import CheckpointError
+from dancegenre.audio.frontend import log_mel
+from dancegenre.models.musicnn import MusiCNNBackbone
+from dancegenre.models.tfbundle import crc32c, read_bundle, read_index
+
+from conftest import need_wheel
+
+REFERENCE = Path(__file__).parent / "musicnn_reference.npz"
+def test_crc32c_known_values():
+    assert crc32c(b"") == 0
+    assert crc32c(b"123456789") == 0xE3069283  # the standard check value of CRC-32C
+
+
+@pytest.mark.parametrize("name", ["msd", "mtt"])
+def test_parity_with_original_musicnn(weights_cache, name):
+    """The port on the reference patches equals the original TF graph (tools/musicnn_reference.py)."""
+    from dancegenre.models.pretrained import load_backbone_state
+
+    ref = np.load(REFERENCE)
+    net = MusiCNNBackbone()
+    net.load_state_dict(load_backbone_state(f"musicnn-{name}", log=lambda *_: None))
+    net.eval()
+    x = torch.from_numpy(ref["patches"].astype(np.float32)).transpose(1, 2)  # (B, 96, 187)
+    with torch.no_grad():
+        out = net(x)
+    for key in ("taggram", "penultimate", "max_pool", "mean_pool"):
+        expected = ref[f"{name}_{key}"]
+        error = np.abs(out[key].numpy() - expected).max() / max(1.0, np.abs(expected).max())
+        assert error < 1e-4, (key, error)
+    # one patch at a time gives what the batch gives
+    with torch.no_grad():
+        alone = torch.cat([net(x[i : i + 1])["taggram"] for i in range(len(x))])
+    assert torch.allclose(alone, out["taggram"], atol=1e-6)
+
+
+def test_frontend_preset_matches_librosa():
+    import librosa
+
+    cfg = FeatureConfig.preset("musicnn")
+    rng = np.random.default_rng(0)
+    y = (0.3 * np.sin(2 * np.pi * 330 * np.arange(48000) / 16000) + 0.05 * rng.standard_normal(48000)).astype(np.float32)
+    ours = log_mel(y, cfg)
+    mel = librosa.feature.melspectrogram(y=y, sr=16000, n_fft=512, hop_length=256, n_mels=96, pad_mode="constant")
+    expected = np.log10(1 + 10000 * mel)
+    assert ours.shape == expected.shape == (96, 188)
+    assert np.abs(ours - expected).max() < 1e-3
+    assert cfg.segment_frames == 187 and cfg.frontend == "musicnn"
+    # loud input: the original's float16 cast overflows to inf; ours stays finite
+    loud = np.clip(y * 40, -1, 1)
+    assert np.isfinite(log_mel(loud, cfg)).all()
+    with np.errstate(over="ignore"):
+        original = np.log10(1 + 10000 * librosa.feature.melspectrogram(
+            y=loud, sr=16000, n_fft=512, hop_length=256, n_mels=96).astype(np.float16))
+    assert not np.isfinite(original).all()
+
+
+def _bundle(wheel: Path) -> tuple[bytes, bytes]:
+    with zipfile.ZipFile(wheel) as z:
+        return z.read("musicnn/MSD_musicnn/.index"), z.read("musicnn/MSD_musicnn/.data-00000-of-00001")
+
+
+def test_reader_refuses_truncated_and_corrupt_checkpoints():
+    index, data = _bundle(need_wheel())
+    tensors = read_bundle(index, data, names=["conv2d/kernel", "dense_1/bias"])
+    assert tensors["conv2d/kernel"].shape == (7, 38, 1, 204)
+    with pytest.raises(CheckpointError, match="truncated checkpoint data"):
+        read_bundle(index, data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="index"):
+        read_bundle(index[:-10], data)
+    with pytest.raises(CheckpointError, match="checksum"):
+        broken = bytearray(data)
+        broken[read_index(index)["conv2d/kernel"]["offset"] + 100] ^= 0xFF
+        read_bundle(index, bytes(broken), names=["conv2d/kernel"])
+    with pytest.raises(CheckpointError, match="no tensor"):
+        read_bundle(index, data, names=["nope"])
+
+
+def test_wrong_wheel_is_refused_and_nothing_cached(tmp_path, monkeypatch):
+    wheel = need_wheel()
+    from dancegenre.models import pretrained
+
+    cache = tmp_path / "cache"
+    monkeypatch.setenv(pretrained.CACHE_ENV, str(cache))
+    # a wheel with one byte changed: its hash is wrong
+    bad = tmp_path / pretrained.WHEEL
+    shutil.copy(wheel, bad)
+    with open(bad, "r+b") as f:
+        f.seek(1000)
+        byte = f.read(1)
+        f.seek(1000)
+        f.write(bytes([byte[0] ^ 1]))
+    monkeypatch.setenv(pretrained.WHEEL_ENV, str(bad))
+    with pytest.raises(pretrained.PretrainedError, match="sha256"):
+        pretrained.fetch(["musicnn-msd"], log=lambda *_: None)
+    monkeypatch.setenv(pretrained.WHEEL_ENV, str(tmp_path / "missing.whl"))
+    with pytest.raises(pretrained.PretrainedError, match="no musicnn wheel"):
+        pretrained.fetch(["musicnn-msd"], log=lambda *_: None)
+    assert not cache.exists() or not list(cache.iterdir())
+
+
+def test_fetch_cli_one_line_without_index(tmp_path, monkeypatch, capsys):
+    """No index and no file: one line, exit 2, nothing cached."""
+    from dancegenre.models import pretrained
+    from dancegenre.cli.parser import main
+
+    monkeypatch.setenv(pretrained.CACHE_ENV, str(tmp_path / "cache"))
+    monkeypatch.delenv(pretrained.WHEEL_ENV, raising=False)
+    monkeypatch.setenv("PIP_INDEX_URL", "http://127.0.0.1:9/simple")  # nothing listens on port 9
+    monkeypatch.setenv("PIP_NO_INDEX", "1")
+    monkeypatch.setenv("PIP_FIND_LINKS", str(tmp_path))
+    assert main(["pretrained", "fetch", "-q"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "DANCEGENRE_MUSICNN_WHEEL" in err[0]
+    assert not (tmp_path / "cache").exists() or not list((tmp_path / "cache").iterdir())
+
+
+def test_finetune_freezes_all_but_last_blocks():
+    from dancegenre.models.registry import build_model, model_config
+
+    net = build_model(model_config("musicnn-msd", n_classes=3, n_mels=96, finetune=1))
+    trainable = {n.split(".")[1] for n, p in net.named_parameters() if p.requires_grad and n.startswith("backbone")}
+    assert trainable == {"pool_bn", "dense", "dense_bn", "output"}
+    net.train()
+    assert not net.backbone.mid[2].bn.training and net.backbone.dense_bn.training
+    frozen = build_model(model_config("musicnn-msd", n_classes=3, n_mels=96))
+    assert frozen.trains_on_features
+    assert not any(p.requires_grad for p in frozen.backbone.parameters())

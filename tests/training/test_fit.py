@@ -1,0 +1,141 @@
+"""Splits, training, resume, determinism, DDP, bad input."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from dancegenre.config import FeatureConfig, TrainConfig
+from dancegenre.data.store import prepare
+from dancegenre.errors import ConfigError, EmptyInputError, StoreError
+from dancegenre.data.splits import grouped_split
+from dancegenre.training.fit import cross_validate, fit
+from tests.conftest import tone, write
+
+FAST = dict(epochs=2, batch_size=32, patience=5)
+
+
+@settings(max_examples=40, deadline=None)
+@given(n_groups=st.integers(16, 40), n_labels=st.integers(2, 4), seed=st.integers(0, 10_000),
+       folds=st.sampled_from([0, 3]))
+def test_split_never_puts_a_group_on_two_sides(n_groups, n_labels, seed, folds):
+    rng = np.random.default_rng(seed)
+    group_label = rng.integers(0, n_labels, n_groups)
+    group_label[:n_labels * 4] = np.repeat(np.arange(n_labels), 4)  # every label has >= 4 groups
+    sizes = rng.integers(1, 6, n_groups)
+    groups = np.repeat(np.arange(n_groups), sizes)
+    items = pd.DataFrame({"item": [f"i{k}" for k in range(len(groups))], "group": groups.astype(str),
+                          "label": group_label[groups].astype(str)})
+    try:
+        sides = grouped_split(items, group_column="group", seed=seed, folds=folds, fold=1 if folds else None,
+                              val_fraction=0.2, test_fraction=0.2)
+    except EmptyInputError:
+        return  # too few groups of a genre for a side: refused, not leaked
+    seen = {}
+    for side, pos in sides.items():
+        for g in items["group"].iloc[pos]:
+            assert seen.setdefault(g, side) == side
+    assert sorted(np.concatenate(list(sides.values()))) == list(range(len(items)))
+
+
+def test_train_one_split_end_to_end(corpus_store, tmp_path):
+    result = fit(corpus_store, out=tmp_path / "run", config=TrainConfig(**FAST, val_fraction=0.25, test_fraction=0.25),
+                 progress=False, log=lambda *a: None)
+    run = tmp_path / "run"
+    for name in ("best.pt", "last.pt", "metrics.csv", "curves.png", "split.csv", "results.json"):
+        assert (run / name).exists(), name
+    assert result.split_column == "artist"
+    split = pd.read_csv(run / "split.csv")
+    assert split.groupby("group")["side"].nunique().max() == 1  # no artist on two sides
+    metrics = pd.read_csv(run / "metrics.csv")
+    assert list(metrics["epoch"]) == [1, 2]
+    results = json.loads((run / "results.json").read_text())
+    assert results["split"] == "test" and 0 <= results["test"]["item"]["accuracy"] <= 1
+    with pytest.raises(ConfigError, match="already holds a run"):
+        fit(corpus_store, out=run, config=TrainConfig(**FAST), progress=False, log=lambda *a: None)
+
+
+def test_deterministic_and_resume(corpus_store, tmp_path):
+    cfg = TrainConfig(epochs=3, batch_size=32, patience=10, split_by="item", augment=True)
+    quiet = dict(progress=False, log=lambda *a: None)
+    a = fit(corpus_store, out=tmp_path / "a", config=cfg, **quiet)
+    b = fit(corpus_store, out=tmp_path / "b", config=cfg, **quiet)
+    assert np.allclose(a.history["train_loss"], b.history["train_loss"], rtol=1e-5)
+    # an interrupted run: train 1 epoch, then resume the same run to 3
+    import dataclasses
+
+    short = dataclasses.replace(cfg, epochs=1)
+    fit(corpus_store, out=tmp_path / "c", config=short, **quiet)
+    last = tmp_path / "c" / "last.pt"
+    import torch
+
+    payload = torch.load(last, weights_only=True)
+    payload["train_config"]["epochs"] = 3  # the full run's setting
+    torch.save(payload, last)
+    c = fit(corpus_store, out=tmp_path / "c", resume=True, **quiet)
+    assert list(c.history["epoch"]) == [1, 2, 3]
+    assert np.allclose(c.history["train_loss"], a.history["train_loss"], rtol=1e-4)
+
+
+@pytest.mark.parametrize("model", ["crnn", "cnn2d"])
+def test_other_models_train(corpus_store, tmp_path, model):
+    r = fit(corpus_store, out=tmp_path / model, model=model, config=TrainConfig(epochs=1, batch_size=32, split_by="item"),
+            progress=False, log=lambda *a: None)
+    assert r.epochs_run == 1
+
+
+def test_cross_validation_folds_hold_out_groups(corpus_store, tmp_path):
+    summary = cross_validate(corpus_store, out=tmp_path / "cv", folds=2,
+                             config=TrainConfig(epochs=1, batch_size=32, split_by="track_id"),
+                             progress=False, log=lambda *a: None)
+    assert len(summary["folds"]) == 2
+    tests = [set(pd.read_csv(tmp_path / "cv" / f"fold-{k}" / "split.csv").query("side == 'test'")["group"]) for k in range(2)]
+    assert not tests[0] & tests[1]
+    assert (tmp_path / "cv" / "cv.json").exists()
+    again = cross_validate(corpus_store, out=tmp_path / "cv", folds=2, config=TrainConfig(epochs=1, split_by="track_id"),
+                           progress=False, log=lambda *a: None)
+    assert again["item_accuracy_mean"] == summary["item_accuracy_mean"]  # finished folds reused
+
+
+def test_bad_training_input(tmp_path, corpus_store):
+    root = tmp_path / "one"
+    for i in range(3):
+        write(root / "techno" / f"{i}.wav", tone(4.0, 22050, seed=i), 22050)
+    prepare(root, tmp_path / "s1", workers=1, progress=False)
+    with pytest.raises(EmptyInputError, match="one genre only"):
+        fit(tmp_path / "s1", out=tmp_path / "r1", config=TrainConfig(**FAST), progress=False, log=lambda *a: None)
+    with pytest.raises(StoreError, match="not a prepared store"):
+        fit(tmp_path, out=tmp_path / "r2", progress=False, log=lambda *a: None)
+    with pytest.raises(ConfigError, match="no such column"):
+        fit(corpus_store, out=tmp_path / "r3", config=TrainConfig(split_by="album"), progress=False, log=lambda *a: None)
+    with pytest.raises(ConfigError, match="not in the store"):
+        fit(corpus_store, out=tmp_path / "r4", config=TrainConfig(labels=("techno", "house")), progress=False,
+            log=lambda *a: None)
+
+
+def test_resume_refuses_store_with_other_features(corpus, corpus_store, tmp_path):
+    fit(corpus_store, out=tmp_path / "r", config=TrainConfig(epochs=1, split_by="item"), progress=False, log=lambda *a: None)
+    prepare(corpus, tmp_path / "s64", config=FeatureConfig(n_mels=64), workers=2, progress=False)
+    with pytest.raises(StoreError, match="another feature config"):
+        fit(tmp_path / "s64", out=tmp_path / "r", resume=True, progress=False, log=lambda *a: None)
+
+
+def test_ddp_two_processes_matches_single(corpus_store, tmp_path):
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+           "--master_port", str(29500 + os.getpid() % 1000), "-m", "dancegenre", "train", "-q", str(corpus_store),
+           "--out", str(tmp_path / "ddp"), "--epochs", "3", "--batch-size", "16", "--split-by", "item"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert r.returncode == 0, r.stderr[-2000:]
+    ddp = json.loads((tmp_path / "ddp" / "results.json").read_text())
+    single = fit(corpus_store, out=tmp_path / "single", config=TrainConfig(epochs=3, batch_size=32, split_by="item"),
+                 progress=False, log=lambda *a: None)
+    # same split, same kind of result: both learn the synthetic genres
+    assert pd.read_csv(tmp_path / "ddp" / "split.csv").equals(pd.read_csv(tmp_path / "single" / "split.csv"))
+    assert ddp["epochs_run"] == 3
+    assert ddp["test"]["item"]["accuracy"] >= 0.5 and single.test["item"]["accuracy"] >= 0.5
