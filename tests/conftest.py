@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import os
+from html.parser import HTMLParser
 from pathlib import Path
 
 import numpy as np
@@ -141,3 +143,45 @@ def write_m4a(path: Path, y: np.ndarray, sr: int, codec: str = "aac") -> Path:
         for packet in stream.encode(None):
             out.mux(packet)
     return path
+
+
+# ---- HTML pages (reports, explain, experiment summaries)
+
+class _Page(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.images: list[str] = []
+        self.stack: list[str] = []
+        self.h2: list[str] = []
+        self._in_h2 = False
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "img":
+            self.images.append(dict(attrs)["src"])
+        elif tag not in ("meta", "br", "hr", "input", "link"):
+            self.stack.append(tag)
+        self._in_h2 = tag == "h2"
+
+    def handle_endtag(self, tag):
+        assert self.stack and self.stack[-1] == tag, f"</{tag}> closes <{self.stack[-1] if self.stack else None}>"
+        self.stack.pop()
+        self._in_h2 = False
+
+    def handle_data(self, data):
+        if self._in_h2:
+            self.h2.append(data)
+
+
+def check_html(path: Path, min_images: int = 1) -> _Page:
+    """Parse the page: tags balance, every image is an embedded, decodable PNG."""
+    text = path.read_text()
+    assert text.startswith("<!DOCTYPE html>")
+    parser = _Page()
+    parser.feed(text)
+    parser.close()
+    assert not parser.stack, f"unclosed: {parser.stack}"
+    assert len(parser.images) >= min_images
+    for src in parser.images:
+        assert src.startswith("data:image/png;base64,"), src[:40]
+        assert base64.b64decode(src.split(",", 1)[1])[:8] == b"\x89PNG\r\n\x1a\n"
+    return parser

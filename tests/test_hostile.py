@@ -300,9 +300,9 @@ def test_checkpoints_that_do_not_fit_are_one_line(trained_run, music, tmp_path, 
 def test_every_page_escapes_what_it_shows(trained_run, tmp_path):
     """Values that reach HTML (file names, run and column names, crafted checkpoint
     fields) come out escaped on every page."""
+    from dancegenre.present.html import fragment, page
     from dancegenre.research.eda import run_eda
     from dancegenre.research.explanation import explain_to
-    from dancegenre.present.html import fragment, page
     from dancegenre.research.report import build_report
     from dancegenre.web.app import create_app
 

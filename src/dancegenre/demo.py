@@ -16,12 +16,13 @@ import pandas as pd
 
 from dancegenre.config import TrainConfig
 from dancegenre.data.store import SegmentStore, prepare
-from dancegenre.inference.evaluate import evaluate
-from dancegenre.inference.classifier import Classifier, expand_paths, results_table
-from dancegenre.present.html import fragment, image_tag, page, table_html
-from dancegenre.present.figures import spectrogram_grid, timeline_plot
 from dancegenre.data.synth import synthesize
+from dancegenre.inference.classifier import Classifier, expand_paths, results_table
+from dancegenre.inference.evaluate import evaluate
+from dancegenre.present.figures import spectrogram_grid, timeline_plot
+from dancegenre.present.html import fragment, image_tag, page, table_html
 from dancegenre.training.fit import fit
+from dancegenre.training.runs import is_finished
 
 
 def run_demo(out: str | os.PathLike[str] = "demo-out", *, per_genre: int = 40, epochs: int = 15,
@@ -44,7 +45,7 @@ def run_demo(out: str | os.PathLike[str] = "demo-out", *, per_genre: int = 40, e
     summary = prepare(catalog, out / "store", progress=progress)
     log("3/6 training cnn1d (split by artist)")
     run = out / "run"
-    if is_ours(run, "run") or (run / "results.json").exists():  # only a run an earlier demo made
+    if is_ours(run, "run") or is_finished(run):  # only a run an earlier demo made
         shutil.rmtree(run)
     result = fit(out / "store", out=run, model="cnn1d", config=TrainConfig(epochs=epochs, patience=4, seed=seed),
                  progress=progress, log=log)

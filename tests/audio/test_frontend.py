@@ -4,9 +4,9 @@ import librosa
 import numpy as np
 import pytest
 
+from dancegenre.audio.frontend import LogMelStream, iter_segments, log_mel, segments_of
 from dancegenre.config import FeatureConfig
 from dancegenre.errors import AudioTooShortError, ConfigError, SilentAudioError
-from dancegenre.audio.frontend import LogMelStream, iter_segments, log_mel, segments_of
 from tests.conftest import tone, write
 
 TOLERANCE_DB = 1e-3  # float32 arithmetic; librosa computes in float32 too

@@ -6,7 +6,6 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import cross_val_score
 
-from dancegenre.errors import ConfigError
 from dancegenre.data.synth import (
     CLIP_SECONDS,
     SR,
@@ -16,6 +15,7 @@ from dancegenre.data.synth import (
     render_clip,
     synthesize,
 )
+from dancegenre.errors import ConfigError
 
 
 def test_render_is_deterministic_and_well_formed():

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-
 from conftest import tone, write
+
 from dancegenre.cli.parser import main
 from dancegenre.data.store import SegmentStore, prepare
 

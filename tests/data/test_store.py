@@ -12,11 +12,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dancegenre.data import store as dataset
 from dancegenre.config import FeatureConfig
+from dancegenre.data import store as dataset
 from dancegenre.data.store import SegmentStore, prepare
-from dancegenre.errors import Interrupted
-from dancegenre.errors import CatalogError, EmptyInputError, StoreError
+from dancegenre.errors import CatalogError, EmptyInputError, Interrupted, StoreError
 from tests.conftest import REAL_DATA, needs_real_data, tone, write
 
 

@@ -11,8 +11,8 @@ import pytest
 
 from dancegenre.cli.parser import main
 from dancegenre.errors import StoreError
-from dancegenre.inference.evaluate import evaluate, expected_calibration_error
 from dancegenre.inference.classifier import Classifier, Prediction, sections_of
+from dancegenre.inference.evaluate import evaluate, expected_calibration_error
 from dancegenre.inference.sort import sort_into
 from dancegenre.training.scoring import classification_metrics, item_probabilities
 from tests.conftest import tone, write

@@ -3,11 +3,11 @@
 import pytest
 import torch
 
-from dancegenre.training.checkpoint import load_checkpoint, save_checkpoint
 from dancegenre.config import FeatureConfig, TrainConfig
 from dancegenre.errors import CheckpointError, ConfigError
 from dancegenre.models.base import ACTIVATIONS, POOLINGS
 from dancegenre.models.registry import MODELS, build_model, model_config
+from dancegenre.training.checkpoint import load_checkpoint, save_checkpoint
 
 
 @pytest.mark.parametrize("name", list(MODELS))

@@ -13,14 +13,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import need_wheel
 
+from dancegenre.audio.frontend import log_mel
 from dancegenre.config import FeatureConfig
 from dancegenre.errors import CheckpointError
-from dancegenre.audio.frontend import log_mel
 from dancegenre.models.musicnn import MusiCNNBackbone
 from dancegenre.models.tfbundle import crc32c, read_bundle, read_index
-
-from conftest import need_wheel
 
 REFERENCE = Path(__file__).parent / "musicnn_reference.npz"
 def test_crc32c_known_values():
@@ -117,8 +116,8 @@ def test_wrong_wheel_is_refused_and_nothing_cached(tmp_path, monkeypatch):
 
 def test_fetch_cli_one_line_without_index(tmp_path, monkeypatch, capsys):
     """No index and no file: one line, exit 2, nothing cached."""
-    from dancegenre.models import pretrained
     from dancegenre.cli.parser import main
+    from dancegenre.models import pretrained
 
     monkeypatch.setenv(pretrained.CACHE_ENV, str(tmp_path / "cache"))
     monkeypatch.delenv(pretrained.WHEEL_ENV, raising=False)

@@ -74,8 +74,8 @@ def test_head_on_frozen_musicnn_end_to_end(weights_cache, corpus, musicnn_store,
 
 
 def test_finetune_trains_last_block(weights_cache, musicnn_store, tmp_path):
-    from dancegenre.training.checkpoint import load_checkpoint
     from dancegenre.models.pretrained import load_backbone_state
+    from dancegenre.training.checkpoint import load_checkpoint
 
     run = tmp_path / "ft"
     assert main(["train", "-q", str(musicnn_store), "--model", "musicnn-mtt", "--out", str(run),
@@ -207,8 +207,8 @@ def test_tag_files_and_timeline(weights_cache, corpus, tmp_path, capsys):
 
 
 def test_folds_ensemble(weights_cache, musicnn_store, tmp_path, capsys):
-    from dancegenre.training.checkpoint import load_checkpoint
     from dancegenre.inference.classifier import Classifier
+    from dancegenre.training.checkpoint import load_checkpoint
 
     out = tmp_path / "cv"
     assert main(["train", "-q", str(musicnn_store), "--model", "musicnn-msd", "--out", str(out), "--folds", "2",

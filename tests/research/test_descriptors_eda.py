@@ -5,6 +5,8 @@ import pandas as pd
 import pytest
 
 from dancegenre.cli.parser import main
+from dancegenre.data.synth import click_track
+from dancegenre.errors import CatalogError, EmptyInputError, SilentAudioError
 from dancegenre.research.descriptors import (
     DESCRIPTORS,
     SR,
@@ -15,8 +17,6 @@ from dancegenre.research.descriptors import (
     onset_envelope,
 )
 from dancegenre.research.eda import column_statistics, run_baseline, run_eda
-from dancegenre.errors import CatalogError, EmptyInputError, SilentAudioError
-from dancegenre.data.synth import click_track
 
 
 def test_tempo_within_one_bpm_on_known_clicks():

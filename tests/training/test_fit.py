@@ -1,4 +1,4 @@
-"""Splits, training, resume, determinism, DDP, bad input."""
+"""Training, resume, determinism, DDP, bad input."""
 
 import json
 import os
@@ -8,40 +8,14 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from dancegenre.config import FeatureConfig, TrainConfig
 from dancegenre.data.store import prepare
 from dancegenre.errors import ConfigError, EmptyInputError, StoreError
-from dancegenre.data.splits import grouped_split
 from dancegenre.training.fit import cross_validate, fit
 from tests.conftest import tone, write
 
 FAST = dict(epochs=2, batch_size=32, patience=5)
-
-
-@settings(max_examples=40, deadline=None)
-@given(n_groups=st.integers(16, 40), n_labels=st.integers(2, 4), seed=st.integers(0, 10_000),
-       folds=st.sampled_from([0, 3]))
-def test_split_never_puts_a_group_on_two_sides(n_groups, n_labels, seed, folds):
-    rng = np.random.default_rng(seed)
-    group_label = rng.integers(0, n_labels, n_groups)
-    group_label[:n_labels * 4] = np.repeat(np.arange(n_labels), 4)  # every label has >= 4 groups
-    sizes = rng.integers(1, 6, n_groups)
-    groups = np.repeat(np.arange(n_groups), sizes)
-    items = pd.DataFrame({"item": [f"i{k}" for k in range(len(groups))], "group": groups.astype(str),
-                          "label": group_label[groups].astype(str)})
-    try:
-        sides = grouped_split(items, group_column="group", seed=seed, folds=folds, fold=1 if folds else None,
-                              val_fraction=0.2, test_fraction=0.2)
-    except EmptyInputError:
-        return  # too few groups of a genre for a side: refused, not leaked
-    seen = {}
-    for side, pos in sides.items():
-        for g in items["group"].iloc[pos]:
-            assert seen.setdefault(g, side) == side
-    assert sorted(np.concatenate(list(sides.values()))) == list(range(len(items)))
 
 
 def test_train_one_split_end_to_end(corpus_store, tmp_path):

@@ -45,8 +45,8 @@ probability = _number(float, 0.0, 1.0, "a number")
 
 
 def scheduler_name(text: str) -> str:
-    from dancegenre.errors import ConfigError
     from dancegenre.data.scheduler import check_scheduler
+    from dancegenre.errors import ConfigError
 
     try:
         return check_scheduler(text)

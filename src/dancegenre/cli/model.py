@@ -5,7 +5,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from dancegenre.cli.common import add_scheduler_option, command, existing_path, positive_int, probability
+from dancegenre.cli.common import (
+    add_scheduler_option,
+    command,
+    existing_path,
+    positive_int,
+    probability,
+)
 from dancegenre.config import TrainConfig
 from dancegenre.errors import ConfigError
 from dancegenre.models.base import ACTIVATIONS, POOLINGS
@@ -171,10 +177,19 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 def _cmd_predict(args: argparse.Namespace) -> int:
     import json
 
-    from dancegenre.inference.classifier import Classifier, expand_paths, results_table, timeline_table
+    from dancegenre.inference.classifier import (
+        Classifier,
+        expand_paths,
+        results_table,
+        timeline_table,
+    )
     from dancegenre.inference.sort import sort_into
-
-    from dancegenre.safety import Inputs, check_distinct, check_output_file, check_target_folder
+    from dancegenre.safety import (
+        Inputs,
+        check_distinct,
+        check_output_file,
+        check_target_folder,
+    )
 
     for what, path, suffixes in (("--out", args.out, (".csv", ".jsonl")), ("--timeline", args.timeline, (".csv",))):
         if path is not None:

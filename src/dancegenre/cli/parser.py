@@ -13,7 +13,13 @@ from collections.abc import Sequence
 
 from dancegenre import __version__
 from dancegenre.cli import data, model, pretrained, research
-from dancegenre.cli.common import COMMANDS, EXIT_INTERRUPTED, EXIT_USAGE, _with_parents, one_line
+from dancegenre.cli.common import (
+    COMMANDS,
+    EXIT_INTERRUPTED,
+    EXIT_USAGE,
+    _with_parents,
+    one_line,
+)
 from dancegenre.errors import DanceGenreError
 
 

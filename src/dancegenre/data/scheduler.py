@@ -109,12 +109,18 @@ class Scheduler:
 
 
 class ProcessScheduler(Scheduler):
-    def __init__(self, workers: int, initializer: Callable[[], None] | None = worker_init) -> None:
+    """The one local process pool (prepare, features, predict, synth, experiment).
+
+    ``start="fork"`` (Linux) starts a worker in milliseconds (spawn re-imports numpy,
+    scipy and pandas in each); nothing forked here holds CUDA or threads that fork could
+    break.  ``start="spawn"`` gives each worker a fresh interpreter (experiment: every
+    training run starts torch afresh with its own thread count)."""
+
+    def __init__(self, workers: int, initializer: Callable[[], None] | None = worker_init,
+                 start: str = "fork") -> None:
         self.workers = workers
         self.description = f"{workers} local process(es)"
-        # fork starts a worker in milliseconds (spawn re-imports numpy, scipy and pandas
-        # in each); nothing forked here holds CUDA or threads that fork could break.
-        ctx = get_context("fork" if sys.platform == "linux" else "spawn")
+        ctx = get_context(start if start == "spawn" or sys.platform == "linux" else "spawn")
         self._pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=initializer)
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> Any:

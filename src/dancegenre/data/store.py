@@ -37,7 +37,12 @@ from dancegenre.audio.frontend import LogMelStream, iter_segments
 from dancegenre.config import FeatureConfig
 from dancegenre.data.catalog import item_key, list_items
 from dancegenre.data.scheduler import parallel_map
-from dancegenre.errors import AudioDecodeError, DanceGenreError, EmptyInputError, StoreError
+from dancegenre.errors import (
+    AudioDecodeError,
+    DanceGenreError,
+    EmptyInputError,
+    StoreError,
+)
 from dancegenre.safety import atomic_path, atomic_write, check_labels, claim_folder
 
 STORE_FORMAT = "dancegenre-store"

@@ -18,10 +18,11 @@ import pandas as pd
 import torch
 
 from dancegenre.audio.decode import is_audio_path
-from dancegenre.training.checkpoint import Checkpoint, load_checkpoint
+from dancegenre.audio.frontend import iter_segments
 from dancegenre.config import FeatureConfig
 from dancegenre.errors import DanceGenreError, EmptyInputError
-from dancegenre.audio.frontend import iter_segments
+from dancegenre.training.checkpoint import Checkpoint, load_checkpoint
+from dancegenre.training.scoring import predict_proba
 
 LONG_FILE_BYTES = 30 << 20  # files above this are streamed in the main process, not the pool
 UNSURE = "_unsure"
@@ -112,24 +113,10 @@ class Classifier:
         """From a checkpoint file or a run folder (its best.pt)."""
         return cls(load_checkpoint(path, device=device), batch_size=batch_size, device=device)
 
-    @torch.no_grad()
     def _probs(self, segments: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """(genre probabilities (k, n_classes), pretrained tag probabilities (k, 50) or None)."""
-        out, tags = [], []
-        for s in range(0, len(segments), self.batch_size):
-            x = torch.from_numpy(np.ascontiguousarray(segments[s : s + self.batch_size], dtype=np.float32))
-            x = x.to(self.device)
-            if self.tag_names:  # one backbone pass gives the verdict and the tags
-                from dancegenre.models.musicnn import backbone_features
-
-                named = self.model.backbone(x)
-                logits = self.model.from_features(backbone_features(named))
-                tags.append(named["taggram"].float().cpu().numpy())
-            else:
-                logits = self.model(x)
-            out.append(torch.softmax(logits.float(), 1).cpu().numpy())
-        probs = np.concatenate(out) if out else np.zeros((0, len(self.labels)), np.float32)
-        return probs, (np.concatenate(tags) if tags else None)
+        chunks = (segments[s : s + self.batch_size] for s in range(0, len(segments), self.batch_size))
+        return predict_proba(self.model, chunks, device=self.device, tags=True)
 
     def _result(self, source: str, scored: tuple[np.ndarray, np.ndarray | None], numbers: np.ndarray) -> Prediction:
         probs, taggram = scored

@@ -14,7 +14,6 @@ from torch import nn
 
 from dancegenre.models.embedding import compute_features, store_features, weights_digest
 
-
 LAYERS = ("all", "max_pool", "mean_pool", "penultimate", "taggram")
 
 
@@ -93,8 +92,8 @@ def list_sources(inputs: list[str | os.PathLike[str]]) -> pd.DataFrame:
     Returns a table with path, item, label (empty where unknown) and store (the store
     folder a row came from, else empty), in input order, each path once.
     """
-    from dancegenre.data.store import SegmentStore
     from dancegenre.data.catalog import list_items
+    from dancegenre.data.store import SegmentStore
     from dancegenre.errors import EmptyInputError
     from dancegenre.inference.classifier import expand_paths
 
@@ -153,7 +152,6 @@ def embed_files(inputs: list[str | os.PathLike[str]], out: str | os.PathLike[str
     from dancegenre.data.catalog import item_key
     from dancegenre.errors import AudioDecodeError, ConfigError, EmptyInputError
     from dancegenre.inference.classifier import decode_many
-
     from dancegenre.safety import (
         MARKER,
         Inputs,
@@ -184,7 +182,6 @@ def embed_files(inputs: list[str | os.PathLike[str]], out: str | os.PathLike[str
     pending = claim_folder(out.with_name(out.name + ".pending"), "embed-journal", what="journal folder")
     journal, blob = pending / "rows.jsonl", pending / "vectors.f32"
     done: dict[str, dict[str, Any]] = {}
-    dim = None
     if journal.exists() and blob.exists():
         size = blob.stat().st_size
         for line in journal.read_text().splitlines():
@@ -194,7 +191,6 @@ def embed_files(inputs: list[str | os.PathLike[str]], out: str | os.PathLike[str
                 continue  # the line a kill cut short
             if row.get("model") == embedder.model_id and (row["offset"] + row["count"] * row["dim"]) * 4 <= size:
                 done[row["key"]] = row
-                dim = row["dim"]
     keys, failures = {}, []
     for i, path in enumerate(sources["path"]):
         try:
@@ -239,8 +235,8 @@ def embed_files(inputs: list[str | os.PathLike[str]], out: str | os.PathLike[str
                                            network_threads=os.cpu_count() or 1):
             i = by_path[path]
             if err is None and segs is None:  # a long file: decoded here, block by block
-                from dancegenre.errors import DanceGenreError
                 from dancegenre.audio.frontend import iter_segments
+                from dancegenre.errors import DanceGenreError
 
                 try:
                     segs = np.concatenate([b.segments for b in iter_segments(path, embedder.config)])
@@ -303,14 +299,19 @@ def tag_files(inputs: list[str | os.PathLike[str]], *, model: str = "musicnn-msd
     ``timeline`` writes JSON lines, one a file, with every patch's start, end and the
     probability of each of the 50 tags.  A bad file gets a row with its error.
     """
-    from dancegenre.errors import ConfigError, DanceGenreError
     from dancegenre.audio.frontend import iter_segments
-    from dancegenre.models.musicnn import PRETRAINED
+    from dancegenre.errors import ConfigError, DanceGenreError
     from dancegenre.inference.classifier import decode_many
+    from dancegenre.models.musicnn import PRETRAINED
 
     if model not in PRETRAINED:
         raise ConfigError(f"--model must be one of {', '.join(PRETRAINED)} (the tags are theirs), not {model!r}")
-    from dancegenre.safety import Inputs, atomic_write, check_distinct, check_output_file
+    from dancegenre.safety import (
+        Inputs,
+        atomic_write,
+        check_distinct,
+        check_output_file,
+    )
 
     for target, what, suffixes in ((out, "--out", (".csv",)), (timeline, "--timeline", (".jsonl", ".json"))):
         if target is not None:

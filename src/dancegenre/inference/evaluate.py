@@ -16,9 +16,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from dancegenre.training.checkpoint import load_checkpoint
 from dancegenre.data.store import SegmentStore
 from dancegenre.errors import EmptyInputError, StoreError
+from dancegenre.training.checkpoint import load_checkpoint
 from dancegenre.training.scoring import evaluate_rows
 
 
@@ -51,7 +51,7 @@ def evaluate(checkpoint: str | os.PathLike[str], store: str | os.PathLike[str] |
     ckpt = load_checkpoint(checkpoint, device=device)
     labels = ckpt.labels
     if store is None:
-        store_path = ckpt.extra.get("store")
+        store_path = ckpt.store
         if not store_path or not Path(store_path).exists():
             raise StoreError(f"the run's store {store_path!r} is gone; pass the store to evaluate on")
         st = SegmentStore(store_path)

@@ -123,4 +123,14 @@ class Network(nn.Module):
         """(B, n_mels, T) log-mel -> (B, n_classes) logits."""
         return self.from_features(self.features(x))
 
+    def forward_with_tags(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(logits, pretrained tag probabilities (B, n_tags) or None) in one pass: a
+        pretrained backbone gives its own tags beside the verdict."""
+        return self(x), None
+
+    @property
+    def band_mean(self) -> torch.Tensor:
+        """(n_mels,) the training bands' mean: what occlusion and saliency compare against."""
+        return self.norm.mean
+
 

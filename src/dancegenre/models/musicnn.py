@@ -262,6 +262,10 @@ class MusiCNN(Network):
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         return self.feature_norm(self.features(x))
 
+    def forward_with_tags(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        named = self.backbone(x)
+        return self.from_features(backbone_features(named)), named["taggram"]
+
     def from_features(self, f: torch.Tensor) -> torch.Tensor:
         if len(self.members):  # log of the members' mean probability: softmax gives it back
             probs = torch.stack([torch.softmax(m(f), dim=1) for m in self.members]).mean(0)

@@ -17,14 +17,17 @@ rms_db
 onset_rate
     Onset-envelope peaks per second.
 spectral_centroid, spectral_bandwidth, spectral_rolloff (85%), spectral_flatness, zcr
-    Means over STFT frames (n_fft 2048, hop 512 at 22,050 Hz); Hz, except flatness
-    (0 tonal .. 1 noise) and zero-crossing rate (crossings per sample).
+    librosa's, averaged over STFT frames (n_fft 2048, hop 512 at 22,050 Hz, no
+    centring); Hz, except flatness (0 tonal .. 1 noise) and zero-crossing rate
+    (crossings per sample).
 percussive_ratio
-    Median-filter harmonic/percussive separation: percussive share of the energy.
+    librosa's median-filter harmonic/percussive separation (soft masks, kernel 17):
+    the percussive share of the energy.
 low_energy, mid_energy, high_energy
     Share of the energy below 250 Hz, 250-4,000 Hz, above 4,000 Hz.
 mfcc_k_mean, mfcc_k_std (k = 1..13)
-    DCT of the log-mel frames, mean and spread over time.
+    librosa's MFCCs (DCT-II) of the training front end's log-mel frames, mean and
+    spread over time.
 vocal_presence
     A rough estimate, 0..1: the share of frames where the *harmonic* part of the sound
     carries more than 40% of its energy in the voice band (300-3,400 Hz) and that band
@@ -37,22 +40,21 @@ from __future__ import annotations
 import os
 from typing import Any
 
+import librosa
 import numpy as np
-import scipy.fft
-import scipy.ndimage
 import scipy.signal
 
 from dancegenre.audio.decode import load, stream_array
+from dancegenre.audio.frontend import log_mel
 from dancegenre.config import FeatureConfig
 from dancegenre.errors import AudioTooShortError, SilentAudioError
-from dancegenre.audio.frontend import log_mel
 
 SR = 22050
 ONSET_CONFIG = FeatureConfig(sample_rate=SR, n_fft=1024, hop_length=128, n_mels=64)  # 172 frames/s
 SPEC_N_FFT, SPEC_HOP = 2048, 512
 TEMPO_RANGE = (85.0, 185.0)  # BPM window for the octave choice: dance music lives here
 MAX_SECONDS = 600.0  # analyse at most the first 10 minutes of a track
-VERSION = 2  # part of every cache key: bump when a descriptor's definition changes
+VERSION = 3  # part of every cache key: bump when a descriptor's definition changes
 N_MFCC = 13
 
 DESCRIPTORS = (
@@ -125,28 +127,19 @@ def describe_signal(y: np.ndarray) -> dict[str, float]:
     peaks, _ = scipy.signal.find_peaks(env, height=env.mean() + 0.5 * env.std(), distance=max(1, int(0.05 * fps)))
     out["onset_rate"] = float(len(peaks) / (len(y) / SR))
 
-    _, _, Z = scipy.signal.stft(y, fs=SR, window="hann", nperseg=SPEC_N_FFT, noverlap=SPEC_N_FFT - SPEC_HOP,
-                                boundary=None, padded=False)
-    mag = np.abs(Z).astype(np.float64)  # (bins, frames)
-    power = mag**2
-    freqs = np.fft.rfftfreq(SPEC_N_FFT, 1 / SR)[:, None]
-    total = power.sum(axis=0) + 1e-12
-    centroid = (freqs * power).sum(axis=0) / total
-    out["spectral_centroid"] = float(centroid.mean())
-    out["spectral_bandwidth"] = float(np.sqrt(((freqs - centroid) ** 2 * power).sum(axis=0) / total).mean())
-    cum = np.cumsum(power, axis=0)
-    out["spectral_rolloff"] = float(freqs[np.argmax(cum >= 0.85 * cum[-1], axis=0), 0].mean())
-    geo = np.exp(np.mean(np.log(power + 1e-12), axis=0))
-    out["spectral_flatness"] = float((geo / (power.mean(axis=0) + 1e-12)).mean())
-    frames = np.lib.stride_tricks.sliding_window_view(y, SPEC_N_FFT)[::SPEC_HOP]
-    out["zcr"] = float(np.mean(np.abs(np.diff(np.signbit(frames), axis=1)), axis=1).mean())
+    mag = np.abs(librosa.stft(y, n_fft=SPEC_N_FFT, hop_length=SPEC_HOP, center=False))  # (bins, frames)
+    power = mag.astype(np.float64) ** 2
+    out["spectral_centroid"] = float(librosa.feature.spectral_centroid(S=mag, sr=SR).mean())
+    out["spectral_bandwidth"] = float(librosa.feature.spectral_bandwidth(S=mag, sr=SR).mean())
+    out["spectral_rolloff"] = float(librosa.feature.spectral_rolloff(S=mag, sr=SR, roll_percent=0.85).mean())
+    out["spectral_flatness"] = float(librosa.feature.spectral_flatness(S=mag).mean())
+    out["zcr"] = float(librosa.feature.zero_crossing_rate(y, frame_length=SPEC_N_FFT, hop_length=SPEC_HOP,
+                                                          center=False).mean())
 
-    harm = scipy.ndimage.median_filter(mag, size=(1, 17))
-    perc = scipy.ndimage.median_filter(mag, size=(17, 1))
-    h_mask = harm**2 / (harm**2 + perc**2 + 1e-12)
-    h_pow, p_pow = power * h_mask, power * (1 - h_mask)
+    h_mask, p_mask = librosa.decompose.hpss(mag, kernel_size=17, mask=True)
+    h_pow, p_pow = power * h_mask, power * p_mask
     out["percussive_ratio"] = float(p_pow.sum() / (h_pow.sum() + p_pow.sum() + 1e-12))
-    f = freqs[:, 0]
+    f = librosa.fft_frequencies(sr=SR, n_fft=SPEC_N_FFT)
     all_energy = power.sum() + 1e-12
     out["low_energy"] = float(power[f < 250].sum() / all_energy)
     out["mid_energy"] = float(power[(f >= 250) & (f < 4000)].sum() / all_energy)
@@ -157,7 +150,7 @@ def describe_signal(y: np.ndarray) -> dict[str, float]:
     out["vocal_presence"] = float(np.mean((voice_share > 0.4) & (band_flat < 0.2)))
 
     mel = log_mel(y, FeatureConfig(sample_rate=SR))  # (128, T) dB: the training front end
-    mfcc = scipy.fft.dct(mel, type=2, axis=0, norm="ortho")[:N_MFCC]
+    mfcc = librosa.feature.mfcc(S=mel, n_mfcc=N_MFCC)  # DCT-II (orthonormal) of the dB frames
     for k in range(N_MFCC):
         out[f"mfcc_{k + 1}_mean"] = float(mfcc[k].mean())
         out[f"mfcc_{k + 1}_std"] = float(mfcc[k].std())
@@ -207,10 +200,10 @@ def describe_files(source: str | os.PathLike[str], out: str | os.PathLike[str], 
 
     import pandas as pd
 
-    from dancegenre.data.store import SegmentStore
     from dancegenre.data.catalog import item_key, list_items
-    from dancegenre.errors import AudioDecodeError, EmptyInputError
     from dancegenre.data.scheduler import parallel_map
+    from dancegenre.data.store import SegmentStore
+    from dancegenre.errors import AudioDecodeError, EmptyInputError
 
     src = Path(source)
     if src.is_dir() and (src / "store.json").exists():  # a prepared store: its sources
@@ -220,7 +213,14 @@ def describe_files(source: str | os.PathLike[str], out: str | os.PathLike[str], 
     else:
         items, _ = list_items(src)
     from dancegenre.errors import OutputError
-    from dancegenre.safety import MARKER, Inputs, atomic_write, check_output_file, claim_folder, remove_ours
+    from dancegenre.safety import (
+        MARKER,
+        Inputs,
+        atomic_write,
+        check_output_file,
+        claim_folder,
+        remove_ours,
+    )
 
     out = Path(out)
     failures_path = out.with_name(out.stem + ".failures.csv")

@@ -22,10 +22,10 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from dancegenre.data.splits import group_folds
 from dancegenre.errors import CatalogError, EmptyInputError
 from dancegenre.present.html import fragment, image_tag, page, table_html
 from dancegenre.safety import atomic_write
-from dancegenre.data.splits import group_folds
 
 NOT_FEATURES = {"item", "path", "label", "track_id", "artist", "artist_id", "album_id", "cache_key", "segment",
                 "row", "offset", "n_segments", "key", "catalog_key", "mode", "time_signature", "analysed_seconds",

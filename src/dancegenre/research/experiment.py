@@ -43,9 +43,7 @@ import json
 import os
 import time
 import tomllib
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
@@ -53,10 +51,12 @@ import numpy as np
 import pandas as pd
 
 from dancegenre.config import ModelConfig, TrainConfig
+from dancegenre.data.scheduler import ProcessScheduler
 from dancegenre.data.store import SegmentStore
 from dancegenre.errors import ConfigError, Interrupted, StoreError
 from dancegenre.models.registry import model_config
 from dancegenre.safety import atomic_write, claim_folder
+from dancegenre.training.runs import RUN_FILES, Run, is_finished
 
 MODEL_KEYS = frozenset(f.name for f in dataclasses.fields(ModelConfig)) - {"name", "n_classes", "n_mels"}
 TRAIN_KEYS = frozenset(f.name for f in dataclasses.fields(TrainConfig)) - {"folds", "fold", "seed", "device"}
@@ -256,7 +256,7 @@ def run_experiment(spec_path: str | os.PathLike[str], *, store: str | os.PathLik
     configs_table, configs = _plan(spec, st)
     tasks = [Task(cid, seed, k, out / "runs" / cid / f"seed-{seed}" / f"fold-{k}")
              for cid in configs for seed in spec.seeds for k in range(spec.folds)]
-    done = [t for t in tasks if (t.run_dir / "results.json").exists()]
+    done = [t for t in tasks if is_finished(t.run_dir)]
     log(f"experiment {spec.name!r}: {len(configs)} configurations x {len(spec.seeds)} seed(s) x "
         f"{spec.folds} folds = {len(tasks)} runs; {len(done)} done before")
     if dry_run:
@@ -314,16 +314,9 @@ def _execute(todo: list[Task], configs: dict[str, Configuration], store: Segment
             report(t, train_one(*a))
     else:
         # spawn, not fork: each run starts torch afresh, with its own thread count
-        with ProcessPoolExecutor(jobs, mp_context=get_context("spawn")) as pool:
-            running: dict[Future, Task] = {pool.submit(train_one, *a): t for t, a in zip(todo, args)}
-            try:
-                while running:
-                    finished, _ = wait(running, return_when=FIRST_COMPLETED)
-                    for fut in finished:
-                        report(running.pop(fut), fut.result())
-            except KeyboardInterrupt:
-                pool.shutdown(wait=False, cancel_futures=True)
-                raise
+        with ProcessScheduler(jobs, initializer=None, start="spawn") as pool:
+            for k, summary in pool.map_unordered(train_one, dict(enumerate(args))):
+                report(todo[k], summary)
     bar.close()
 
 
@@ -335,7 +328,6 @@ def train_one(store: str, run_dir: str, model: str, options: dict[str, Any], tra
     from dancegenre.training.fit import fit
 
     torch.set_num_threads(threads)
-    from dancegenre.training.fit import RUN_FILES
 
     run = claim_folder(run_dir, "run", legacy=(*RUN_FILES, "train.log"), what="run folder")
     with open(run / "train.log", "a") as logfile:
@@ -346,15 +338,7 @@ def train_one(store: str, run_dir: str, model: str, options: dict[str, Any], tra
 
 def run_row(run: Path) -> dict[str, Any]:
     """Metrics of one finished run: held-out fold (test side) and the chosen epoch's validation."""
-    res = json.loads((run / "results.json").read_text())
-    history = pd.read_csv(run / "metrics.csv")
-    best = history.loc[history["epoch"] == res["best_epoch"]].iloc[0]
-    test = res["test"]
-    return {"item_accuracy": test["item"]["accuracy"], "item_macro_f1": test["item"]["macro_f1"],
-            "segment_accuracy": test["segment"]["accuracy"], "segment_macro_f1": test["segment"]["macro_f1"],
-            "val_item_accuracy": float(best["val_item_acc"]), "val_item_macro_f1": float(best["val_item_macro_f1"]),
-            "best_epoch": res["best_epoch"], "epochs_run": res["epochs_run"], "seconds": res["seconds"],
-            "parameters": res["parameters"], "test_items": test["item"]["n"], "split_column": res["split_column"]}
+    return Run(Path(run)).row()
 
 
 def write_tables(out: str | os.PathLike[str]) -> pd.DataFrame:
@@ -369,7 +353,7 @@ def write_tables(out: str | os.PathLike[str]) -> pd.DataFrame:
     rows = []
     for cid in configs["config"]:
         for run in sorted((out / "runs" / cid).glob("seed-*/fold-*")):
-            if (run / "results.json").exists():
+            if is_finished(run):
                 rows.append({"config": cid, "seed": int(run.parent.name[5:]), "fold": int(run.name[5:]), **run_row(run)})
     results = pd.DataFrame(rows)
     if results.empty:

@@ -29,12 +29,12 @@ import pandas as pd
 import torch
 from torch import nn
 
-from dancegenre.training.checkpoint import Checkpoint, load_checkpoint
-from dancegenre.config import FeatureConfig
-from dancegenre.data.store import SegmentStore
-from dancegenre.errors import ConfigError, EmptyInputError, StoreError
 from dancegenre.audio.frontend import iter_segments
-from dancegenre.data.store import batches
+from dancegenre.config import FeatureConfig
+from dancegenre.data.store import SegmentStore, batches
+from dancegenre.errors import ConfigError, EmptyInputError, StoreError
+from dancegenre.training.checkpoint import Checkpoint, load_checkpoint
+from dancegenre.training.scoring import predict_proba
 
 BAND_GROUP = 8  # mel bands occluded together: 16 groups for 128 bands
 
@@ -103,7 +103,7 @@ def explain_track(checkpoint: str | os.PathLike[str] | Checkpoint, source: str |
             acts = dict(captured)
             acts[last].retain_grad()
             logits[:, genre_i].sum().backward()
-            sal.append((x.grad * (x.detach() - model.norm.mean[:, None])).abs().numpy())
+            sal.append((x.grad * (x.detach() - model.band_mean[:, None])).abs().numpy())
             a, g = acts[last].detach(), acts[last].grad
             weights = g.mean(dim=tuple(range(2, g.dim())), keepdim=True)  # (B, C, 1[, 1])
             cam = torch.relu((weights * a).sum(1))  # (B, T') or (B, M', T')
@@ -136,11 +136,9 @@ def explain_track(checkpoint: str | os.PathLike[str] | Checkpoint, source: str |
         segment_probs=seg_probs, bands=bands, seconds_per_frame=config.hop_length / config.sample_rate)
 
 
-@torch.no_grad()
 def _probabilities(model: nn.Module, segments: np.ndarray, batch_size: int) -> np.ndarray:
-    """(S, n_mels, F) -> (S, n_classes) softmax probabilities."""
-    return np.concatenate([torch.softmax(model(torch.from_numpy(np.ascontiguousarray(segments[s:s + batch_size]))), 1).numpy()
-                           for s in range(0, len(segments), batch_size)])
+    """(S, n_mels, F) -> (S, n_classes) softmax probabilities (the one batched path)."""
+    return predict_proba(model, (segments[s:s + batch_size] for s in range(0, len(segments), batch_size)))
 
 
 @torch.no_grad()
@@ -148,7 +146,7 @@ def occlusion(model: nn.Module, segments: np.ndarray, target: int, config: Featu
               *, band_group: int = BAND_GROUP, batch_size: int = 64) -> pd.DataFrame:
     """Drop in the ``target`` probability when each group of ``band_group`` mel bands is
     replaced by its training mean, averaged over ``segments`` (S, n_mels, F)."""
-    fill = model.norm.mean.numpy()
+    fill = model.band_mean.numpy()
     edges = band_edges(config)
 
     def target_prob(x: np.ndarray) -> np.ndarray:

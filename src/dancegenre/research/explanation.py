@@ -11,9 +11,9 @@ import pandas as pd
 from markupsafe import Markup
 
 from dancegenre.data.store import SegmentStore
-from dancegenre.research.explain import FilterAnalysis, TrackExplanation
-from dancegenre.present.html import fragment, image_tag, page, table_html
 from dancegenre.present.figures import pyplot, timeline_plot
+from dancegenre.present.html import fragment, image_tag, page, table_html
+from dancegenre.research.explain import FilterAnalysis, TrackExplanation
 from dancegenre.safety import atomic_write
 
 
@@ -205,12 +205,11 @@ def explain_to(checkpoint: str | os.PathLike[str], out: str | os.PathLike[str], 
     CheckpointError, StoreError, EmptyInputError (nothing to explain)
     """
     from dancegenre.audio.decode import load
-    from dancegenre.training.checkpoint import load_checkpoint
     from dancegenre.errors import AudioDecodeError, EmptyInputError
-    from dancegenre.research.explain import explain_store, explain_track
     from dancegenre.inference.classifier import Classifier
-
+    from dancegenre.research.explain import explain_store, explain_track
     from dancegenre.safety import claim_folder
+    from dancegenre.training.checkpoint import load_checkpoint
 
     if not audio and store is None:
         raise EmptyInputError("nothing to explain: give audio files and/or --store")

@@ -21,20 +21,9 @@ from markupsafe import Markup
 from dancegenre.data.store import SegmentStore
 from dancegenre.errors import EmptyInputError, StoreError
 from dancegenre.inference.evaluate import plot_confusion
-from dancegenre.present.html import fragment, image_tag, page, table_html
 from dancegenre.present.figures import spectrogram_grid
-
-
-def kind_of(path: Path) -> str:
-    """'experiment', 'cv' or 'run'; raises EmptyInputError for anything else."""
-    if (path / "experiment.json").exists():
-        return "experiment"
-    if (path / "cv.json").exists():
-        return "cv"
-    if (path / "results.json").exists() and (path / "best.pt").exists():
-        return "run"
-    raise EmptyInputError(f"{path} is not a finished run, cross-validation or experiment folder "
-                          "(no results.json + best.pt, cv.json or experiment.json)")
+from dancegenre.present.html import fragment, image_tag, page, table_html
+from dancegenre.training.runs import Run, finished_runs, kind_of, read_cv
 
 
 def build_report(target: str | os.PathLike[str], out: str | os.PathLike[str], *,
@@ -139,7 +128,7 @@ def _per_class(test: dict[str, Any]) -> pd.DataFrame:
 
 
 def _run_sections(run: Path, work: Path) -> tuple[str, list[tuple[str, Markup]], Path, Path | None]:
-    res = json.loads((run / "results.json").read_text())
+    res = Run(run).results
     store = _store_of(run / "best.pt")
     model = res["model"]
     sides = ", ".join(f"{s} {v['items']} items" for s, v in res["sides"].items())
@@ -158,9 +147,9 @@ def _run_sections(run: Path, work: Path) -> tuple[str, list[tuple[str, Markup]],
 
 
 def _store_of(checkpoint: Path) -> Path | None:
-    from dancegenre.training.checkpoint import read_payload
+    from dancegenre.training.checkpoint import load_checkpoint
 
-    store = read_payload(checkpoint).get("extra", {}).get("store")
+    store = load_checkpoint(checkpoint).store
     return Path(store) if store else None
 
 
@@ -168,7 +157,7 @@ def _folds_sections(folds: list[Path], labels: list[str], work: Path, name: str)
     """Per-fold table, the held-out confusion matrix summed over folds, and each fold's curves."""
     rows, confusion = [], None
     for f in folds:
-        res = json.loads((f / "results.json").read_text())
+        res = Run(f).results
         t = res["test"]
         rows.append({"fold": f.name, "test items": t["item"]["n"], "item accuracy": t["item"]["accuracy"],
                      "item macro-F1": t["item"]["macro_f1"], "item weighted F1": t["item"]["weighted_f1"],
@@ -191,11 +180,11 @@ def _folds_sections(folds: list[Path], labels: list[str], work: Path, name: str)
 
 
 def _cv_sections(cv: Path, work: Path) -> tuple[str, list[tuple[str, Markup]], Path, Path | None]:
-    summary = json.loads((cv / "cv.json").read_text())
-    folds = sorted(p for p in cv.glob("fold-*") if (p / "results.json").exists())
+    summary = read_cv(cv)
+    folds = [r.path for r in finished_runs(cv, "fold-*")]
     if not folds:
         raise EmptyInputError(f"no finished folds in {cv}")
-    res = json.loads((folds[0] / "results.json").read_text())
+    res = Run(folds[0]).results
     sections = [("Cross-validation", fragment("<p>{{ split }}, grouped by <b>{{ column }}</b>; {{ name }}, "
                                               "{{ params }} parameters.</p>", split=summary["split"],
                                               column=res["split_column"], name=res["model"]["name"],
@@ -218,8 +207,8 @@ def _experiment_sections(exp: Path, work: Path) -> tuple[str, list[tuple[str, Ma
     if not len(best):
         raise StoreError(f"no configuration of {exp} has finished all its runs yet")
     b = best.iloc[0]
-    folds = sorted(p for p in (exp / "runs" / b["config"]).glob("seed-*/fold-*") if (p / "results.json").exists())
-    labels = json.loads((folds[0] / "results.json").read_text())["labels"]
+    folds = [r.path for r in finished_runs(exp / "runs" / b["config"], "seed-*/fold-*")]
+    labels = Run(folds[0]).labels
     sections = [("Configurations", fragment("<p>{{ folds }}-fold grouped cross-validation, seeds {{ seeds }}; held-out "
                                             "columns are on the held-out folds; ★ marks the best complete configuration "
                                             "by mean validation item accuracy.</p>", folds=spec.folds,

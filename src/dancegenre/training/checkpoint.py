@@ -9,7 +9,7 @@ opening a checkpoint someone sent you runs no code of theirs.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,8 +36,13 @@ class Checkpoint:
     train_config: TrainConfig
     labels: list[str]
     split: dict[str, Any]  # column, sides {train, val, test: [item ids]}, seed
-    extra: dict[str, Any]  # epoch, metrics, store path, versions, ...
     path: Path
+    store: str | None = None  # the store it was trained on (absolute path when saved)
+    epoch: int | None = None  # the epoch these weights come from
+    validation: dict[str, Any] | None = None  # that epoch's validation metrics
+    ensemble_of: list[str] = field(default_factory=list)  # an ensemble: its members' checkpoints
+    cv: dict[str, Any] = field(default_factory=dict)  # an ensemble: the folds' held-out means and stds
+    resume: dict[str, Any] | None = None  # last.pt: optimizer, history, early-stopping state
 
 
 def save_checkpoint(path: str | os.PathLike[str], model: Network, *, feature_config: FeatureConfig,
@@ -108,5 +113,7 @@ def load_checkpoint(path: str | os.PathLike[str], *, device: str | torch.device 
     extra = payload.get("extra") if isinstance(payload.get("extra"), dict) else {}
     model.to(device).eval()
     return Checkpoint(model=model, model_config=model_config, feature_config=feature_config,
-                      train_config=train_config, labels=labels, split=split, extra=extra,
-                      path=Path(payload["path"]))
+                      train_config=train_config, labels=labels, split=split, path=Path(payload["path"]),
+                      store=extra.get("store"), epoch=extra.get("epoch"), validation=extra.get("val"),
+                      ensemble_of=list(extra.get("ensemble_of", [])), cv=dict(extra.get("cv", {})),
+                      resume=payload.get("resume") if isinstance(payload.get("resume"), dict) else None)

@@ -14,7 +14,6 @@ selection, optional class weights and augmentation), data-parallel through
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import time
@@ -28,18 +27,36 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from dancegenre.training.checkpoint import read_payload, save_checkpoint
-from dancegenre.config import FeatureConfig, ModelConfig, TrainConfig
-from dancegenre.data.store import SegmentStore
+from dancegenre.config import FeatureConfig, TrainConfig
+from dancegenre.data.splits import grouped_split, resolve_split_column
+from dancegenre.data.store import SegmentStore, batches
+from dancegenre.errors import (
+    CheckpointError,
+    ConfigError,
+    EmptyInputError,
+    Interrupted,
+    StoreError,
+)
 from dancegenre.models.embedding import store_features
-from dancegenre.errors import CheckpointError, ConfigError, EmptyInputError, Interrupted, StoreError
-from dancegenre.models.registry import MODELS, build_model, count_parameters, model_config
 from dancegenre.models.musicnn import PRETRAINED
 from dancegenre.models.pretrained import load_backbone_state
-from dancegenre.safety import claim_folder
-from dancegenre.data.store import batches
+from dancegenre.models.registry import (
+    MODELS,
+    build_model,
+    count_parameters,
+    model_config,
+)
+from dancegenre.safety import atomic_write, claim_folder
+from dancegenre.training.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from dancegenre.training.runs import (
+    RUN_FILES,
+    Run,
+    is_finished,
+    write_cv,
+    write_history,
+    write_results,
+)
 from dancegenre.training.scoring import evaluate_rows
-from dancegenre.data.splits import grouped_split, resolve_split_column
 
 RAM_BUDGET_BYTES = 2 << 30  # load the training segments into memory below this size
 
@@ -204,17 +221,16 @@ def fit(
     if resume:
         if not last_path.exists():
             raise CheckpointError(f"nothing to resume in {out}: no last.pt")
-        payload = read_payload(last_path)
-        if payload["feature_config"] != store.config.to_dict():
+        previous = load_checkpoint(last_path)
+        if previous.feature_config != store.config:
             raise StoreError(f"{store_path} was prepared with another feature config than the run in {out}")
-        config = TrainConfig.from_dict(payload["train_config"])
-        model_cfg = ModelConfig.from_dict(payload["model_config"])
+        config, model_cfg = previous.train_config, previous.model_config
     else:
         if (out / "best.pt").exists() or last_path.exists():
             raise ConfigError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
         n_classes = len(config.labels) if config.labels else len(store.labels)
         model_cfg = model_config(model, n_classes=n_classes, n_mels=store.config.n_mels, **(model_options or {}))
-        payload = None
+        previous = None
     needs = MODELS[model_cfg.name].FRONTEND if model_cfg.name in MODELS else None
     if needs and not store.config.same_frontend(FeatureConfig.preset(needs)):
         raise ConfigError(f"{model_cfg.name} takes the {needs} front end, but {store_path} was prepared with "
@@ -228,42 +244,27 @@ def fit(
         raise CheckpointError(f"the run in {out} has {model_cfg.n_classes} classes, the store {len(labels)}")
 
     # ---- split (by group), stored with the run
-    split_col = resolve_split_column(items, store.group_columns, config.split_by)
-    if payload is not None:
-        side_of = {item: side for side, ids in payload["split"]["sides"].items() for item in ids}
-        sides = {s: np.flatnonzero(items["item"].map(side_of).to_numpy() == s) for s in ("train", "val", "test")}
-    else:
-        sides = grouped_split(items, group_column=split_col, val_fraction=config.val_fraction,
-                              test_fraction=config.test_fraction, seed=config.seed,
-                              folds=config.folds, fold=config.fold)
-    split = {"column": split_col, "seed": config.seed, "folds": config.folds, "fold": config.fold,
-             "sides": {s: items["item"].iloc[pos].tolist() for s, pos in sides.items()}}
-    rows = {s: _rows_of(store, items["item"].iloc[pos]) for s, pos in sides.items()}
+    split_col, sides, split, rows = _split(store, items, config, previous)
     say(f"split by {split_col!r}: " + ", ".join(
         f"{s} {len(sides[s])} items / {len(rows[s])} segments" for s in ("train", "val", "test")))
-    if rank == 0 and payload is None:
-        table = items[["item", "label"]].copy()
-        table["group"] = items[split_col] if split_col != "item" else items["item"]
-        table["side"] = ""
-        for s, pos in sides.items():
-            table.loc[table.index[pos], "side"] = s
-        table.to_csv(out / "split.csv", index=False)
+    if rank == 0 and previous is None:
+        _write_split_table(out / "split.csv", items, split_col, sides)
 
     # ---- normalisation, optimiser (the model was built before anything was written)
     label_of = store.index["label"].map({lab: i for i, lab in enumerate(labels)}).fillna(-1).astype(int).to_numpy()
-    if payload is None:
+    if previous is None:
         mean, std = band_statistics(store.segments, rows["train"])
         net.norm.set_stats(torch.from_numpy(mean), torch.from_numpy(std))
         if model_cfg.name in PRETRAINED:
             net.backbone.load_state_dict(load_backbone_state(model_cfg.name, log=say))
     else:
-        net.load_state_dict(payload["state_dict"])
+        net.load_state_dict(previous.model.state_dict())
     net.to(device)
     # A frozen backbone runs once per store (cached); the head then trains on its features.
     inputs: np.ndarray = store.segments
-    if net.trains_on_features or (payload is None and hasattr(net, "feature_norm")):
+    if net.trains_on_features or (previous is None and hasattr(net, "feature_norm")):
         feats = store_features(store, net, device=device, progress=progress and rank == 0, log=say)
-        if payload is None and hasattr(net, "feature_norm"):
+        if previous is None and hasattr(net, "feature_norm"):
             f = feats[np.sort(rows["train"])]
             net.feature_norm.set_stats(torch.from_numpy(f.mean(0)), torch.from_numpy(f.std(0)))
         if net.trains_on_features:
@@ -284,8 +285,8 @@ def fit(
 
     history: list[dict[str, Any]] = []
     start_epoch, best_loss, best_epoch, bad_epochs = 1, math.inf, 0, 0
-    if payload is not None and payload.get("resume"):
-        state = payload["resume"]
+    if previous is not None and previous.resume:
+        state = previous.resume
         opt.load_state_dict(state["optimizer"])
         history = list(state["history"])
         start_epoch, best_loss = state["epoch"] + 1, state["best_loss"]
@@ -360,7 +361,7 @@ def fit(
                                 state={"optimizer": opt.state_dict(), "epoch": epoch, "history": history,
                                        "best_loss": best_loss, "best_epoch": best_epoch,
                                        "bad_epochs": bad_epochs})
-                pd.DataFrame(history).to_csv(out / "metrics.csv", index=False)
+                write_history(out, pd.DataFrame(history))
             if bad_epochs >= config.patience:
                 stopped_early = True
                 say(f"early stop: no validation-loss improvement for {config.patience} epochs")
@@ -371,8 +372,7 @@ def fit(
     if world > 1:
         dist.barrier()
     # ---- the best epoch on the test side
-    best = read_payload(out / "best.pt")
-    net.load_state_dict(best["state_dict"])
+    net.load_state_dict(load_checkpoint(out / "best.pt").model.state_dict())
     test: dict[str, Any] = {}
     if len(rows["test"]):
         res = evaluate_rows(scorer, store, rows["test"], labels, device=device, inputs=inputs)
@@ -387,7 +387,7 @@ def fit(
                    "parameters": count_parameters(net), "seconds": round(seconds, 1),
                    "sides": {s: {"items": len(sides[s]), "segments": len(rows[s])} for s in sides},
                    "test": test}
-        (out / "results.json").write_text(json.dumps(results, indent=2))
+        write_results(out, results)
         if test:
             say(f"test ({split_col}-grouped, {len(sides['test'])} items): item accuracy "
                 f"{test['item']['accuracy']:.3f}, macro-F1 {test['item']['macro_f1']:.3f}; "
@@ -398,6 +398,34 @@ def fit(
                        epochs_run=int(hist["epoch"].max()) if len(hist) else 0, split_column=split_col,
                        test=test, history=hist, seconds=seconds, parameters=count_parameters(net),
                        stopped_early=stopped_early)
+
+
+def _split(store: SegmentStore, items: pd.DataFrame, config: TrainConfig, previous: Checkpoint | None,
+           ) -> tuple[str, dict[str, np.ndarray], dict[str, Any], dict[str, np.ndarray]]:
+    """(grouping column, item positions per side, the split as stored in checkpoints,
+    segment rows per side): a new grouped split, or the resumed run's own."""
+    split_col = resolve_split_column(items, store.group_columns, config.split_by)
+    if previous is not None:
+        side_of = {item: side for side, ids in previous.split["sides"].items() for item in ids}
+        sides = {s: np.flatnonzero(items["item"].map(side_of).to_numpy() == s) for s in ("train", "val", "test")}
+    else:
+        sides = grouped_split(items, group_column=split_col, val_fraction=config.val_fraction,
+                              test_fraction=config.test_fraction, seed=config.seed,
+                              folds=config.folds, fold=config.fold)
+    split = {"column": split_col, "seed": config.seed, "folds": config.folds, "fold": config.fold,
+             "sides": {s: items["item"].iloc[pos].tolist() for s, pos in sides.items()}}
+    rows = {s: _rows_of(store, items["item"].iloc[pos]) for s, pos in sides.items()}
+    return split_col, sides, split, rows
+
+
+def _write_split_table(path: Path, items: pd.DataFrame, split_col: str, sides: dict[str, np.ndarray]) -> None:
+    """``split.csv``: item, label, group, side: which items trained, validated, tested."""
+    table = items[["item", "label"]].copy()
+    table["group"] = items[split_col] if split_col != "item" else items["item"]
+    table["side"] = ""
+    for s, pos in sides.items():
+        table.loc[table.index[pos], "side"] = s
+    atomic_write(path, table.to_csv(index=False))
 
 
 def _select_labels(store: SegmentStore, wanted: tuple[str, ...] | None) -> tuple[list[str], pd.DataFrame]:
@@ -412,9 +440,6 @@ def _select_labels(store: SegmentStore, wanted: tuple[str, ...] | None) -> tuple
         raise EmptyInputError("--labels must name at least two genres")
     items = store.items[store.items["label"].isin(labels)].reset_index(drop=True)
     return labels, items
-
-
-RUN_FILES = ("results.json", "best.pt", "last.pt", "metrics.csv")  # a run folder made before the marker
 
 
 def cross_validate(store_path: str | os.PathLike[str], *, out: str | os.PathLike[str], folds: int = 5,
@@ -440,33 +465,19 @@ def cross_validate(store_path: str | os.PathLike[str], *, out: str | os.PathLike
     for k in range(folds):
         fold_dir = out / f"fold-{k}"
         cfg = dataclasses.replace(config, folds=folds, fold=k)
-        if (fold_dir / "results.json").exists():
-            res = json.loads((fold_dir / "results.json").read_text())
-            test = res["test"]
+        if is_finished(fold_dir):
             log(f"fold {k}: done before, reused")
         else:
             log(f"fold {k + 1}/{folds}")
-            resume = (fold_dir / "last.pt").exists()
-            test = fit(store_path, out=fold_dir, model=model, model_options=model_options, config=cfg,
-                       resume=resume, progress=progress, log=log).test
-        history = pd.read_csv(fold_dir / "metrics.csv")
-        best = history.loc[history["val_loss"].idxmin()]
-        rows.append({"fold": k, "items": test["item"]["n"],
-                     # validation of the chosen epoch: what to compare configurations by
-                     "val_item_accuracy": float(best["val_item_acc"]), "val_item_macro_f1": float(best["val_item_macro_f1"]),
-                     "item_accuracy": test["item"]["accuracy"], "item_macro_f1": test["item"]["macro_f1"],
-                     "item_weighted_f1": test["item"]["weighted_f1"],
-                     "segment_accuracy": test["segment"]["accuracy"], "segment_macro_f1": test["segment"]["macro_f1"]})
-    table = pd.DataFrame(rows)
-    table.to_csv(out / "cv.csv", index=False)
-    summary = {"split": f"{folds}-fold grouped cross-validation (held-out folds)", "folds": rows,
-               **{f"{c}_mean": float(table[c].mean()) for c in table.columns if c not in ("fold", "items")},
-               **{f"{c}_std": float(table[c].std(ddof=1)) for c in table.columns if c not in ("fold", "items")}}
-    (out / "cv.json").write_text(json.dumps(summary, indent=2))
+            fit(store_path, out=fold_dir, model=model, model_options=model_options, config=cfg,
+                resume=(fold_dir / "last.pt").exists(), progress=progress, log=log)
+        r = Run(fold_dir).row()  # validation of the chosen epoch: what to compare configurations by
+        rows.append({"fold": k, "items": r["test_items"],
+                     **{c: r[c] for c in ("val_item_accuracy", "val_item_macro_f1", "item_accuracy", "item_macro_f1",
+                                          "item_weighted_f1", "segment_accuracy", "segment_macro_f1")}})
+    summary = write_cv(out, rows, f"{folds}-fold grouped cross-validation (held-out folds)")
     if ensemble:
-        from dancegenre.training.checkpoint import load_checkpoint
         from dancegenre.models.registry import ensemble_of
-
         members = [load_checkpoint(out / f"fold-{k}") for k in range(folds)]
         net = ensemble_of([m.model for m in members])
         first = members[0]

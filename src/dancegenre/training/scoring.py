@@ -19,21 +19,34 @@ from dancegenre.data.store import batches
 
 
 @torch.no_grad()
-def predict_proba(model: nn.Module, segments: Iterable[np.ndarray], *, device: torch.device | str = "cpu") -> np.ndarray:
-    """Class probabilities of every segment: (n_segments, n_classes) float32.
+def predict_proba(model: nn.Module, segments: Iterable[np.ndarray], *, device: torch.device | str = "cpu",
+                  tags: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray | None]:
+    """Class probabilities of every segment: (n_segments, n_classes) float32.  The one
+    batched inference path (training's scoring, ``predict``, ``explain``).
 
-    ``segments`` yields float32 arrays (B, n_mels, frames).  The model is put in eval
-    mode (no dropout, batch-norm running statistics).
+    ``segments`` yields arrays (B, n_mels, frames) (float16 or float32).  The model is
+    put in eval mode (no dropout, batch-norm running statistics) and back.  With
+    ``tags``, returns (probabilities, the pretrained tags (n_segments, n_tags) or None
+    for a network without them), from the same forward pass.
     """
     was_training = model.training
     model.eval()
-    out = []
+    out, taggram = [], []
     for x in segments:
-        logits = model(torch.from_numpy(np.ascontiguousarray(x)).to(device))
+        batch = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(device)
+        if tags:
+            logits, t = model.forward_with_tags(batch)
+            if t is not None:
+                taggram.append(t.float().cpu().numpy())
+        else:
+            logits = model(batch)
         out.append(torch.softmax(logits.float(), dim=1).cpu().numpy())
     model.train(was_training)
     n_classes = model.config.n_classes if hasattr(model, "config") else 0
-    return np.concatenate(out) if out else np.zeros((0, n_classes), np.float32)
+    probs = np.concatenate(out) if out else np.zeros((0, n_classes), np.float32)
+    if not tags:
+        return probs
+    return probs, (np.concatenate(taggram) if taggram else None)
 
 
 def item_probabilities(segment_probs: np.ndarray, items: Iterable[str]) -> pd.DataFrame:

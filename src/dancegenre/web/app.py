@@ -20,7 +20,6 @@ from __future__ import annotations
 import atexit
 import base64
 import io
-import json
 import os
 import shutil
 import tempfile
@@ -28,11 +27,11 @@ import threading
 from pathlib import Path
 from typing import Any
 
-
 from dancegenre.audio.decode import AUDIO_EXTENSIONS, load
-from dancegenre.errors import ConfigError, DanceGenreError
 from dancegenre.audio.frontend import log_mel
+from dancegenre.errors import ConfigError, DanceGenreError
 from dancegenre.inference.classifier import Classifier
+from dancegenre.training.runs import results_beside
 
 DEFAULT_MAX_UPLOAD_MB = 100  # a 2-hour 128 kbps mix is ~115 MB; previews are < 1 MB
 DEFAULT_REQUEST_TIMEOUT = 30  # seconds a connection may stay silent (mid-upload too)
@@ -67,14 +66,12 @@ def model_summary(clf: Classifier) -> dict[str, Any]:
     sides = {k: len(v) for k, v in ckpt.split.get("sides", {}).items()}
     summary: dict[str, Any] = {"genres": clf.labels, "model": ckpt.model_config.to_dict(),
                                "features": ckpt.feature_config.to_dict(), "split_by": ckpt.split.get("column"),
-                               "items_per_side": sides, "epoch": ckpt.extra.get("epoch"),
-                               "validation": ckpt.extra.get("val")}
-    results = ckpt.path.parent / "results.json"
-    if results.exists():
-        test = json.loads(results.read_text()).get("test", {})
-        if test:
-            summary["test"] = {level: {k: test[level][k] for k in ("n", "accuracy", "macro_f1", "roc_auc")}
-                               for level in ("item", "segment")}
+                               "items_per_side": sides, "epoch": ckpt.epoch,
+                               "validation": ckpt.validation}
+    test = results_beside(ckpt.path).get("test", {})
+    if test:
+        summary["test"] = {level: {k: test[level][k] for k in ("n", "accuracy", "macro_f1", "roc_auc")}
+                           for level in ("item", "segment")}
     return summary
 
 

@@ -60,7 +60,9 @@ def _claim_out(out: str | os.PathLike[str]) -> Path:
 
 
 def _label(label: str) -> str:
-    from dancegenre.safety import check_label  # the one label rule: it becomes a folder name
+    from dancegenre.safety import (
+        check_label,  # the one label rule: it becomes a folder name
+    )
 
     return check_label(label, "--label")
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import requests
 
 from dancegenre.audio.decode import probe
-from dancegenre.data.collect.http import is_http_url, session, sleep_retry_after
+from dancegenre.data.collect.http import is_http_url, session
 from dancegenre.errors import AudioDecodeError
 
 MAX_BYTES = 50 << 20  # a 30-second preview is well under 1 MB; refuse anything huge
@@ -43,12 +43,11 @@ def fetch(job: Download, http: requests.Session, attempts: int = 4) -> Download:
         job.status, job.reason = "failed", "not an http(s) URL"
         return job
     tmp = job.dest.with_name(f".{job.dest.name}.part")
+    # 429/5xx and connection errors are retried by the session (http.CappedRetry); this
+    # loop only starts again a body that was cut off part way, which urllib3 cannot.
     for attempt in range(attempts):
         try:
             with http.get(job.url, stream=True, timeout=20) as r:  # no auth header: plain GET
-                if r.status_code == 429 or r.status_code >= 500:
-                    sleep_retry_after(r, attempt)
-                    continue
                 if r.status_code >= 400:
                     job.status, job.reason = "failed", f"HTTP {r.status_code}"
                     return job
@@ -86,7 +85,7 @@ def download_all(jobs: list[Download], *, workers: int = 4, progress: bool = Tru
     """Fetch every job, ``workers`` at a time, with a progress bar."""
     from tqdm import tqdm
 
-    http = session(retries=2)
+    http = session()
     out = []
     with ThreadPoolExecutor(max(1, workers)) as pool:
         for job in tqdm(pool.map(lambda j: fetch(j, http), jobs), total=len(jobs), desc="download",

@@ -1,7 +1,10 @@
-"""HTTP plumbing shared by the collectors: sessions with retries, safe URLs, base URLs.
+"""HTTP plumbing shared by the collectors: one retry policy, safe URLs, base URLs.
 
-Retries: connection errors and 429/5xx answers are retried with exponential backoff,
-and a 429's ``Retry-After`` is honoured (capped, so a hostile server cannot park us).
+One retry policy for every request (Spotify through spotipy, Deezer, iTunes, the
+downloads): :class:`CappedRetry` retries connection errors and 429/5xx answers with
+exponential backoff, honouring ``Retry-After`` up to :data:`MAX_RETRY_AFTER` seconds, so
+a hostile server cannot park us.  Only Deezer's in-band "quota exceeded" (an HTTP 200
+holding an error) is retried by hand, with the same cap.
 """
 
 from __future__ import annotations
@@ -37,13 +40,22 @@ def base_url(env: str, default: str) -> str:
     return url if url.endswith("/") else url + "/"
 
 
+class CappedRetry(Retry):
+    """urllib3's Retry with ``Retry-After`` capped at :data:`MAX_RETRY_AFTER` seconds
+    (urllib3 2.x caps only its own backoff, ``backoff_max``, not the server's header)."""
+
+    def get_retry_after(self, response: object) -> float | None:
+        seconds = super().get_retry_after(response)  # type: ignore[arg-type]
+        return None if seconds is None else min(max(seconds, 0.0), MAX_RETRY_AFTER)
+
+
 def session(retries: int = 4, backoff: float = 0.5) -> requests.Session:
-    """A session retrying connection errors and 429/5xx, honouring Retry-After."""
+    """A session retrying connection errors and 429/5xx, honouring a capped Retry-After."""
     s = requests.Session()
-    retry = Retry(total=retries, connect=retries, read=retries, status=retries, backoff_factor=backoff,
-                  status_forcelist=(429, 500, 502, 503, 504), allowed_methods=frozenset(["GET", "POST"]),
-                  respect_retry_after_header=True, raise_on_status=False)
-    retry.DEFAULT_BACKOFF_MAX = MAX_RETRY_AFTER
+    retry = CappedRetry(total=retries, connect=retries, read=retries, status=retries, backoff_factor=backoff,
+                        backoff_max=MAX_RETRY_AFTER, status_forcelist=(429, 500, 502, 503, 504),
+                        allowed_methods=frozenset(["GET", "POST"]), respect_retry_after_header=True,
+                        raise_on_status=False)
     adapter = HTTPAdapter(max_retries=retry)
     s.mount("http://", adapter)
     s.mount("https://", adapter)

@@ -11,22 +11,26 @@ from typing import Any
 
 import requests
 
-from dancegenre.data.collect.http import SPOTIFY_API, SPOTIFY_AUTH, CollectError, base_url, same_host
+from dancegenre.data.collect.http import (
+    SPOTIFY_API,
+    SPOTIFY_AUTH,
+    CollectError,
+    base_url,
+    same_host,
+    session,
+)
 
 AUDIO_FEATURES = ("danceability", "energy", "key", "loudness", "mode", "speechiness", "acousticness",
                   "instrumentalness", "liveness", "valence", "tempo", "time_signature")
 
 
 def read_dotenv(path: Path = Path(".env")) -> dict[str, str]:
-    """KEY=VALUE lines of a .env file (no expansion, quotes stripped); {} if absent."""
-    values: dict[str, str] = {}
-    if path.is_file():
-        for line in path.read_text().splitlines():
-            line = line.strip()
-            if line and not line.startswith("#") and "=" in line:
-                key, _, value = line.partition("=")
-                values[key.strip().removeprefix("export ").strip()] = value.strip().strip("'\"")
-    return values
+    """The settings of a .env file (python-dotenv's reading, no expansion); {} if absent."""
+    if not path.is_file():
+        return {}
+    from dotenv import dotenv_values
+
+    return {k: v for k, v in dotenv_values(path, interpolate=False).items() if v is not None}
 
 
 def credentials() -> tuple[str, str]:
@@ -95,8 +99,8 @@ class Spotify:
         else:
             self._auth = _Credentials(client_id, client_secret, cache_handler=MemoryCacheHandler(),
                                       requests_timeout=20)
-        self.client = spotipy.Spotify(auth_manager=self._auth, requests_timeout=20, retries=4, status_retries=4,
-                                      backoff_factor=0.5)
+        # our session: its retry policy (http.CappedRetry) replaces spotipy's own
+        self.client = spotipy.Spotify(auth_manager=self._auth, requests_timeout=20, requests_session=session())
         self.client.prefix = api
 
     def _call(self, fn: Any, *args: Any, forbidden: str | None = None, **kwargs: Any) -> Any:

@@ -1,0 +1,120 @@
+"""The one reader and writer of run folders (``train``) and cross-validation folders.
+
+A run folder holds ``best.pt`` and ``last.pt`` (checkpoints), ``metrics.csv`` (one row
+an epoch), ``results.json`` (the test split's metrics and how the run went) and
+``curves.png``; a cross-validation folder holds ``fold-<k>/`` run folders, ``cv.csv``
+and ``cv.json``.  Which epoch a run chose is written once, as ``best_epoch`` in
+``results.json``, and every reader takes it from there (:attr:`Run.chosen`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from dancegenre.errors import EmptyInputError
+from dancegenre.safety import atomic_write
+
+RESULTS, HISTORY, CV = "results.json", "metrics.csv", "cv.json"
+RUN_FILES = (RESULTS, "best.pt", "last.pt", HISTORY)  # a run folder made before the marker
+
+
+@dataclass(frozen=True)
+class Run:
+    """A finished run folder."""
+
+    path: Path
+
+    @cached_property
+    def results(self) -> dict[str, Any]:
+        return json.loads((self.path / RESULTS).read_text())
+
+    @cached_property
+    def history(self) -> pd.DataFrame:
+        return pd.read_csv(self.path / HISTORY)
+
+    @property
+    def best_epoch(self) -> int:
+        return int(self.results["best_epoch"])
+
+    @property
+    def chosen(self) -> pd.Series:
+        """The history row of the epoch whose weights are ``best.pt``."""
+        return self.history.loc[self.history["epoch"] == self.best_epoch].iloc[0]
+
+    @property
+    def test(self) -> dict[str, Any]:
+        return self.results.get("test") or {}
+
+    @property
+    def labels(self) -> list[str]:
+        return list(self.results["labels"])
+
+    def row(self) -> dict[str, Any]:
+        """Held-out (test side) metrics and the chosen epoch's validation, flat."""
+        res, test, best = self.results, self.test, self.chosen
+        return {"item_accuracy": test["item"]["accuracy"], "item_macro_f1": test["item"]["macro_f1"],
+                "item_weighted_f1": test["item"]["weighted_f1"],
+                "segment_accuracy": test["segment"]["accuracy"], "segment_macro_f1": test["segment"]["macro_f1"],
+                "val_item_accuracy": float(best["val_item_acc"]), "val_item_macro_f1": float(best["val_item_macro_f1"]),
+                "best_epoch": self.best_epoch, "epochs_run": res["epochs_run"], "seconds": res["seconds"],
+                "parameters": res["parameters"], "test_items": test["item"]["n"], "split_column": res["split_column"]}
+
+
+def is_finished(path: str | os.PathLike[str]) -> bool:
+    return (Path(path) / RESULTS).exists()
+
+
+def finished_runs(pattern_root: str | os.PathLike[str], pattern: str) -> list[Run]:
+    """The finished runs under ``pattern_root`` matching ``pattern`` (``fold-*``), sorted."""
+    return [Run(p) for p in sorted(Path(pattern_root).glob(pattern)) if is_finished(p)]
+
+
+def write_results(path: str | os.PathLike[str], results: dict[str, Any]) -> None:
+    atomic_write(Path(path) / RESULTS, json.dumps(results, indent=2))
+
+
+def write_history(path: str | os.PathLike[str], history: pd.DataFrame) -> None:
+    atomic_write(Path(path) / HISTORY, history.to_csv(index=False))
+
+
+def read_cv(path: str | os.PathLike[str]) -> dict[str, Any]:
+    return json.loads((Path(path) / CV).read_text())
+
+
+def write_cv(path: str | os.PathLike[str], rows: list[dict[str, Any]], split: str) -> dict[str, Any]:
+    """``cv.csv`` (one row a fold) and ``cv.json`` (the rows, and mean and std of each
+    metric over the folds); returns the summary."""
+    table = pd.DataFrame(rows)
+    atomic_write(Path(path) / "cv.csv", table.to_csv(index=False))
+    metrics = [c for c in table.columns if c not in ("fold", "items")]
+    summary = {"split": split, "folds": rows,
+               **{f"{c}_mean": float(table[c].mean()) for c in metrics},
+               **{f"{c}_std": float(table[c].std(ddof=1)) for c in metrics}}
+    atomic_write(Path(path) / CV, json.dumps(summary, indent=2))
+    return summary
+
+
+def kind_of(path: str | os.PathLike[str]) -> str:
+    """'experiment', 'cv' or 'run'; raises EmptyInputError for anything else."""
+    path = Path(path)
+    if (path / "experiment.json").exists():
+        return "experiment"
+    if (path / CV).exists():
+        return "cv"
+    if is_finished(path) and (path / "best.pt").exists():
+        return "run"
+    raise EmptyInputError(f"{path} is not a finished run, cross-validation or experiment folder "
+                          "(no results.json + best.pt, cv.json or experiment.json)")
+
+
+def results_beside(checkpoint: str | os.PathLike[str]) -> dict[str, Any]:
+    """``results.json`` of the run a checkpoint file sits in, or {}."""
+    path = Path(checkpoint).parent / RESULTS
+    return json.loads(path.read_text()) if path.exists() else {}

@@ -1,0 +1,85 @@
+"""explain: saliency, Grad-CAM, feature maps, band occlusion and filters, from Python and the CLI."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from dancegenre.cli.parser import main
+from tests.conftest import check_html
+
+
+@pytest.mark.parametrize("model", ["cnn1d", "cnn2d"])
+def test_explain_track_shapes(corpus, corpus_store, tmp_path, model):
+    from dancegenre.config import TrainConfig
+    from dancegenre.research.explain import explain_track
+    from dancegenre.research.explanation import write_track
+    from dancegenre.training.fit import fit
+
+    run = tmp_path / "run"
+    fit(corpus_store, out=run, model=model, config=TrainConfig(epochs=1, batch_size=32), progress=False,
+        log=lambda *a: None)
+    clip = sorted((corpus / "techno").rglob("*.flac"))[0]
+    expl = explain_track(run, clip, max_seconds=9.0)
+    from dancegenre.training.checkpoint import load_checkpoint
+
+    ck = load_checkpoint(run)
+    c, m = ck.feature_config, ck.model_config
+    n_seg = 3  # 9 s / 2.97 s back-to-back segments
+    frames = n_seg * c.segment_frames
+    assert expl.spectrogram.shape == (c.n_mels, frames)
+    assert expl.saliency.shape == (c.n_mels, frames) and (expl.saliency >= 0).all() and expl.saliency.sum() > 0
+    assert expl.segment_probs.shape == (n_seg, len(ck.labels))
+    np.testing.assert_allclose(expl.segment_probs.sum(1), 1, atol=1e-5)
+    assert list(expl.feature_maps) == ["conv1", "conv2", "conv3"]
+    for fmap, channels in zip(expl.feature_maps.values(), m.filters):
+        assert fmap.shape[0] == channels and fmap.shape[1] % n_seg == 0
+    steps = [f.shape[1] for f in expl.feature_maps.values()]
+    assert steps == sorted(steps, reverse=True)  # pooling shortens time block by block
+    if model == "cnn1d":
+        assert expl.gradcam.shape == (frames,)
+        assert expl.feature_maps["conv1"].shape[1] == n_seg * (c.segment_frames + 2 * ((m.kernel_size - 1) // 2)
+                                                               - m.kernel_size + 1)
+    else:
+        assert expl.gradcam.shape == (c.n_mels, frames)
+    assert 0 <= expl.gradcam.min() and expl.gradcam.max() <= 1
+    assert len(expl.bands) == c.n_mels // 8 and expl.bands["fmin_hz"].is_monotonic_increasing
+    assert abs(expl.bands["saliency_share"].sum() - 1) < 1e-5
+    files = write_track(expl, tmp_path / "out")
+    for key in ("saliency", "feature_maps", "bands", "timeline", "arrays"):
+        assert files[key].stat().st_size > 0
+    with np.load(files["arrays"]) as arrays:
+        assert arrays["saliency"].shape == (c.n_mels, frames)
+
+
+def test_explain_cli_tracks_and_store(trained_run, corpus, corpus_store, tmp_path, capsys):
+    clip = sorted((corpus / "edm").rglob("*.flac"))[0]
+    broken = tmp_path / "broken.mp3"
+    broken.write_bytes(b"not audio at all" * 50)
+    out = tmp_path / "explain"
+    assert main(["explain", "-q", str(trained_run), str(clip), str(broken), "--store", str(corpus_store),
+                 "--max-segments", "100", "--out", str(out)]) == 0
+    failures = pd.read_csv(out / "failures.csv")
+    assert list(failures["path"]) == [str(broken)]
+    filters = pd.read_csv(out / "filters" / "filters.csv")
+    assert len(filters) == 64 and set(filters["top_genre"]) <= {"edm", "techno"}
+    for name in ("filters-frequency-response.png", "filters-by-genre.png", "filters-top-segments.png"):
+        assert (out / "filters" / name).stat().st_size > 1000
+    check_html(out / "explain.html", min_images=7)
+    assert main(["explain", str(trained_run), "--out", str(tmp_path / "x")]) == 2
+    assert "nothing to explain" in capsys.readouterr().err
+
+
+def test_explain_store_filters(trained_run, corpus_store):
+    from dancegenre.research.explain import explain_store
+
+    a = explain_store(trained_run, corpus_store, max_segments=50, top=4)
+    assert a.response.shape == (64, 128) and np.allclose(a.response.max(1), 1)
+    assert a.by_genre.shape == (64, 2)
+    assert all(len(v) == 4 for v in a.top.values())
+    peaks = [row for row, _ in a.top[0]]
+    assert len(set(peaks)) == 4
+
+
+# ------------------------------------------------------------------ report
