@@ -172,12 +172,7 @@ def claim_folder(path: str | os.PathLike[str], kind: str, *, legacy: Iterable[st
     inside ``path`` or equal to it, raises OutputError: we never write among, or delete,
     files we did not create.
     """
-    path = Path(path)
-    if path.exists() and not path.is_dir():
-        raise OutputError(f"{what} {path} is a file, not a folder")
-    blocker = _file_on_the_way(path)
-    if blocker is not None:
-        raise OutputError(f"{what} {path} cannot be made: {blocker} is a file, not a folder")
+    path = check_target_folder(path, what=what)
     real = Path(os.path.realpath(path))
     for src in inputs:
         src_real = Path(os.path.realpath(src))
@@ -214,12 +209,14 @@ def is_ours(path: str | os.PathLike[str], kind: str | None = None) -> bool:
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """A hidden temporary path beside ``path`` for a writer that needs a file name
     (``torch.save``, ``np.save``, ``soundfile.write``); renamed over ``path`` when the
-    block ends, removed if it raises.  The one way files are written whole or not at all."""
+    block ends (if the writer made it), removed if the block raises.  The one way files
+    are written whole or not at all."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.part")
     try:
         yield tmp
-        os.replace(tmp, path)
+        if tmp.exists():
+            os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
 

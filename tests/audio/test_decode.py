@@ -10,13 +10,13 @@ import pandas as pd
 import pytest
 import soundfile as sf
 import soxr
-from conftest import tone, write_m4a
 
 from dancegenre.audio.decode import load, probe
 from dancegenre.audio.frontend import segments_of
 from dancegenre.cli.parser import main
 from dancegenre.config import FeatureConfig
 from dancegenre.errors import AudioDecodeError, AudioTooShortError, SilentAudioError
+from tests.conftest import tone, write_m4a
 
 
 def test_alac_is_lossless_and_aac_close(tmp_path):

@@ -14,12 +14,12 @@ import numpy as np
 import pandas as pd
 import pytest
 import soundfile as sf
-from conftest import tone, write_m4a
 
 from dancegenre.audio.decode import probe
 from dancegenre.cli.parser import main
 from dancegenre.data.collect import CollectError, collect_deezer, collect_spotify
 from dancegenre.data.store import SegmentStore, prepare
+from tests.conftest import tone, write_m4a
 
 CLIENT_ID, SECRET, TOKEN = "client-abc", "s3cr3t-value-never-printed", "tok-ZZZ-secret-token"
 USER_CODE, USER_TOKEN, REFRESH = "code-PKCE-1234", "user-tok-YYY-secret", "refresh-XXX-secret"

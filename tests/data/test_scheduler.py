@@ -19,10 +19,10 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import tone, write
 
 from dancegenre.cli.parser import main
 from dancegenre.data.store import SegmentStore, prepare
+from tests.conftest import tone, write
 
 pytest.importorskip("distributed")
 DASK = Path(sys.executable).with_name("dask")

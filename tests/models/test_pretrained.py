@@ -13,13 +13,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import need_wheel
 
 from dancegenre.audio.frontend import log_mel
 from dancegenre.config import FeatureConfig
 from dancegenre.errors import CheckpointError
 from dancegenre.models.musicnn import MusiCNNBackbone
 from dancegenre.models.tfbundle import crc32c, read_bundle, read_index
+from tests.conftest import need_wheel
 
 REFERENCE = Path(__file__).parent / "musicnn_reference.npz"
 def test_crc32c_known_values():

@@ -36,9 +36,9 @@ from dancegenre.audio.decode import probe
 from dancegenre.audio.frontend import LogMelStream, iter_segments
 from dancegenre.config import FeatureConfig
 from dancegenre.data.catalog import item_key, list_items
+from dancegenre.data.jobs import cache_keys, sort_results
 from dancegenre.data.scheduler import parallel_map
 from dancegenre.errors import (
-    AudioDecodeError,
     DanceGenreError,
     EmptyInputError,
     StoreError,
@@ -176,14 +176,7 @@ def prepare(
     pending.mkdir(exist_ok=True)
 
     previous = _previous_items(out)
-    keys: list[str | None] = []
-    failures: dict[int, dict[str, str]] = {}
-    for i, path in enumerate(items["path"]):
-        try:
-            keys.append(item_key(path, config))
-        except AudioDecodeError as exc:
-            keys.append(None)
-            failures[i] = {"error": "AudioDecodeError", "reason": str(exc)}
+    keys, failures = cache_keys(items["path"], lambda path: item_key(path, config))
     items["cache_key"] = keys
     done = _pending_items(pending)
     todo = [i for i, k in enumerate(keys) if k is not None and k not in done and k not in previous]
@@ -191,11 +184,7 @@ def prepare(
 
     results = _run_shards(items, todo, pending, config, workers=workers, progress=progress,
                           scheduler=scheduler, shard_items=shard_items)
-    for i, meta in results.items():
-        if "error" in meta:
-            failures[i] = {"error": meta["error"], "reason": meta["reason"]}
-        else:
-            done[meta["key"]] = meta
+    sort_results(results, "key", done, failures)
     summary = _finalize(out, items, groups, config, done, previous, failures)
     summary.prepared = sum(1 for m in results.values() if "error" not in m)
     summary.reused = reused

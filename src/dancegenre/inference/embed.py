@@ -12,6 +12,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from dancegenre.data.jobs import cache_keys
 from dancegenre.models.embedding import compute_features, store_features, weights_digest
 
 LAYERS = ("all", "max_pool", "mean_pool", "penultimate", "taggram")
@@ -150,7 +151,7 @@ def embed_files(inputs: list[str | os.PathLike[str]], out: str | os.PathLike[str
     EmptyInputError : nothing to embed, or no file could be embedded.
     """
     from dancegenre.data.catalog import item_key
-    from dancegenre.errors import AudioDecodeError, ConfigError, EmptyInputError
+    from dancegenre.errors import ConfigError, EmptyInputError
     from dancegenre.inference.classifier import decode_many
     from dancegenre.safety import (
         MARKER,
@@ -191,12 +192,9 @@ def embed_files(inputs: list[str | os.PathLike[str]], out: str | os.PathLike[str
                 continue  # the line a kill cut short
             if row.get("model") == embedder.model_id and (row["offset"] + row["count"] * row["dim"]) * 4 <= size:
                 done[row["key"]] = row
-    keys, failures = {}, []
-    for i, path in enumerate(sources["path"]):
-        try:
-            keys[i] = f"{item_key(path, embedder.config)}:{embedder.model_id}"
-        except AudioDecodeError as exc:
-            failures.append({"path": path, "error": str(exc)})
+    key_list, failed = cache_keys(sources["path"], lambda path: f"{item_key(path, embedder.config)}:{embedder.model_id}")
+    keys = {i: k for i, k in enumerate(key_list) if k is not None}
+    failures = [{"path": sources.at[i, "path"], "error": f["reason"]} for i, f in failed.items()]
     todo = [i for i in keys if keys[i] not in done]
     if done:
         log(f"resuming: {len(keys) - len(todo)} of {len(keys)} files embedded before")

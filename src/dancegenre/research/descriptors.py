@@ -201,9 +201,10 @@ def describe_files(source: str | os.PathLike[str], out: str | os.PathLike[str], 
     import pandas as pd
 
     from dancegenre.data.catalog import item_key, list_items
+    from dancegenre.data.jobs import cache_keys, sort_results
     from dancegenre.data.scheduler import parallel_map
     from dancegenre.data.store import SegmentStore
-    from dancegenre.errors import AudioDecodeError, EmptyInputError
+    from dancegenre.errors import EmptyInputError
 
     src = Path(source)
     if src.is_dir() and (src / "store.json").exists():  # a prepared store: its sources
@@ -238,13 +239,7 @@ def describe_files(source: str | os.PathLike[str], out: str | os.PathLike[str], 
     out.parent.mkdir(parents=True, exist_ok=True)
     pending = claim_folder(out.with_name(out.name + ".pending"), "features-journal", what="journal folder")
     config = FeatureConfig(sample_rate=SR)  # keys change when the file does
-    keys, failures = [], {}
-    for i, path in enumerate(items["path"]):
-        try:
-            keys.append(f"{item_key(path, config)}v{VERSION}")
-        except AudioDecodeError as exc:
-            keys.append(None)
-            failures[i] = {"error": "AudioDecodeError", "reason": str(exc)}
+    keys, failures = cache_keys(items["path"], lambda path: f"{item_key(path, config)}v{VERSION}")
     items = items.assign(cache_key=keys)
     done: dict[str, dict[str, Any]] = {}
     if out.exists():
@@ -269,11 +264,7 @@ def describe_files(source: str | os.PathLike[str], out: str | os.PathLike[str], 
 
         results = parallel_map(describe_item, tasks, workers=workers, progress=progress, desc="features",
                                scheduler=scheduler, on_result=keep)
-    for i, row in results.items():
-        if "error" in row:
-            failures[i] = {"error": row["error"], "reason": row["reason"]}
-        else:
-            done[row["cache_key"]] = row
+    sort_results(results, "cache_key", done, failures)
     rows = []
     for i, rec in enumerate(items.to_dict(orient="records")):
         if i not in failures and rec["cache_key"] in done:

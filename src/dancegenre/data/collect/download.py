@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -13,6 +12,7 @@ import requests
 from dancegenre.audio.decode import probe
 from dancegenre.data.collect.http import is_http_url, session
 from dancegenre.errors import AudioDecodeError
+from dancegenre.safety import atomic_path
 
 MAX_BYTES = 50 << 20  # a 30-second preview is well under 1 MB; refuse anything huge
 
@@ -42,12 +42,12 @@ def fetch(job: Download, http: requests.Session, attempts: int = 4) -> Download:
     if not is_http_url(job.url):
         job.status, job.reason = "failed", "not an http(s) URL"
         return job
-    tmp = job.dest.with_name(f".{job.dest.name}.part")
     # 429/5xx and connection errors are retried by the session (http.CappedRetry); this
     # loop only starts again a body that was cut off part way, which urllib3 cannot.
     for attempt in range(attempts):
         try:
-            with http.get(job.url, stream=True, timeout=20) as r:  # no auth header: plain GET
+            # the file appears only whole and decodable; a failed try leaves nothing
+            with atomic_path(job.dest) as tmp, http.get(job.url, stream=True, timeout=20) as r:  # no auth header
                 if r.status_code >= 400:
                     job.status, job.reason = "failed", f"HTTP {r.status_code}"
                     return job
@@ -59,21 +59,16 @@ def fetch(job: Download, http: requests.Session, attempts: int = 4) -> Download:
                         if size > MAX_BYTES:
                             raise ValueError("larger than 50 MB: not a preview")
                         fh.write(chunk)
-            if expected and size != expected:
-                raise requests.exceptions.ChunkedEncodingError(f"cut off after {size} of {expected} bytes")
-            if not valid_audio(tmp):
-                tmp.unlink(missing_ok=True)
-                job.status, job.reason = "failed", "the preview is not audio"
-                return job
-            os.replace(tmp, job.dest)
+                if expected and size != expected:
+                    raise requests.exceptions.ChunkedEncodingError(f"cut off after {size} of {expected} bytes")
+                if not valid_audio(tmp):
+                    raise ValueError("the preview is not audio")
             job.status = "downloaded"
             return job
         except ValueError as exc:
-            tmp.unlink(missing_ok=True)
             job.status, job.reason = "failed", str(exc)
             return job
         except requests.RequestException as exc:
-            tmp.unlink(missing_ok=True)
             job.reason = f"{type(exc).__name__}: {str(exc)[:120]}"
             time.sleep(0.3 * 2**attempt)
     job.status = "failed"

@@ -20,6 +20,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from dancegenre.data.collect.http import SPOTIFY_AUTH, CollectError
+from dancegenre.safety import atomic_path
 
 SCOPES = "playlist-read-private playlist-read-collaborative"
 DEFAULT_PORT = 8888
@@ -51,12 +52,11 @@ def _cache_handler() -> Any:
         def save_token_to_cache(self, token_info: dict[str, Any]) -> None:
             path = token_path()
             path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            part = path.with_name(f".{path.name}.part")
-            fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w") as f:
-                json.dump(token_info, f)
-            os.chmod(part, 0o600)
-            os.replace(part, path)
+            with atomic_path(path) as part:
+                fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # yours alone from the start
+                with os.fdopen(fd, "w") as f:
+                    json.dump(token_info, f)
+                os.chmod(part, 0o600)
 
     return PrivateFile()
 
