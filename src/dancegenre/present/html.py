@@ -16,12 +16,6 @@ from typing import Any
 import pandas as pd
 from markupsafe import Markup
 
-CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
-h1{font-size:1.6em}h2{margin-top:1.6em;border-bottom:1px solid #ddd}
-table{border-collapse:collapse;margin:.6em 0}td,th{border:1px solid #ccc;padding:.25em .6em;text-align:right}
-th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}img{max-width:100%}
-.note{color:#555;font-size:.92em}"""
-
 
 @lru_cache(maxsize=None)
 def environment(package: str = "dancegenre.present") -> Any:
@@ -31,6 +25,13 @@ def environment(package: str = "dancegenre.present") -> Any:
 
     return Environment(loader=PackageLoader(package, "templates"), autoescape=True,
                        undefined=StrictUndefined, keep_trailing_newline=True)
+
+
+def stylesheet(package: str = "dancegenre.present", name: str = "style.css") -> Markup:
+    """A stylesheet of ``package``'s templates, to inline in a page (pages travel as one
+    file).  ``present``'s is the base every page uses; the web page adds its own."""
+    env = environment(package)
+    return Markup(env.loader.get_source(env, name)[0])
 
 
 def fragment(template: str, **values: Any) -> Markup:
@@ -61,6 +62,6 @@ def table_html(frame: pd.DataFrame, *, floats: str = "{:.3f}") -> Markup:
 def page(title: str, sections: list[tuple[str, Markup | str]]) -> str:
     """A whole report page: ``sections`` are (heading, content); content that is not
     Markup is shown as text."""
-    return render("report.html", title=title, css=Markup(CSS), sections=sections)
+    return render("report.html", title=title, css=stylesheet(), sections=sections)
 
 

@@ -162,13 +162,11 @@ def create_app(checkpoint: str | os.PathLike[str], *, max_upload_mb: float = DEF
     pages may POST to ``/api/predict``; ``*`` allows any.
     """
     from flask import Flask, Response, jsonify, request
-    from markupsafe import Markup
     from werkzeug.exceptions import RequestEntityTooLarge
 
-    from dancegenre.present.html import environment, render
+    from dancegenre.present.html import render, stylesheet
 
-    env = environment(WEB)
-    css = Markup(env.loader.get_source(env, "style.css")[0])
+    css = stylesheet() + stylesheet(WEB)  # the base of every page, then the web page's own
     origins = {o.rstrip("/").lower() for o in allow_origins}
     clf = Classifier.load(checkpoint)
     lock = threading.Lock()  # one inference at a time: the model is shared
