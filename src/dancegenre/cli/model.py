@@ -146,11 +146,29 @@ def _add_evaluate_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sort-into", type=Path, default=None, help="copy each file into DIR/<genre>/")
     p.add_argument("--move", action="store_true", help="with --sort-into: move instead of copy")
     p.add_argument("--min-confidence", type=probability, default=0.0,
-                   help="with --sort-into: below this, files go to DIR/_unsure/")
-    p.add_argument("--dry-run", action="store_true", help="with --sort-into: only show what would happen")
+                   help="below this, --sort-into and --playlists put files in _unsure and --write-tags writes "
+                        "nothing")
+    p.add_argument("--dry-run", action="store_true",
+                   help="with --sort-into or --write-tags: only show what would happen")
+    p.add_argument("--top-k", type=positive_int, default=1,
+                   help="also give the runners-up: genre_2, p_2 ... genre_K, p_K (default %(default)s)")
+    p.add_argument("--write-tags", action="store_true",
+                   help="write the genre into each file's tags (ID3 TCON, Vorbis GENRE, MP4 \u00a9gen) and the "
+                        "whole result into a DANCEGENRE field; undo with `dancegenre untag JOURNAL`")
+    p.add_argument("--tag-mode", choices=["replace", "append", "only-empty"], default="replace",
+                   help="with --write-tags: replace the genre, append to it, or tag only files without one "
+                        "(default %(default)s)")
+    p.add_argument("--tag-journal", type=Path, default=None,
+                   help="with --write-tags: the CSV of previous values (default dancegenre-tags-<time>.csv here)")
+    p.add_argument("--playlists", type=Path, default=None, metavar="DIR",
+                   help="one M3U8 per genre and a rekordbox collection XML (DIR/rekordbox.xml)")
     p.add_argument("--workers", type=positive_int, default=None, help="decoding processes (default: all cores)")
     add_scheduler_option(p)
     p.add_argument("--device", default="cpu")
+
+    p = sub.add_parser("untag", help="restore the tags that predict --write-tags changed, from its journal")
+    p.add_argument("journal", type=existing_path, help="the --tag-journal CSV of predict --write-tags")
+    p.add_argument("--dry-run", action="store_true", help="only show what would be restored")
 
     p = sub.add_parser("demo", help="synthetic corpus -> prepare -> train -> evaluate -> predict -> HTML report")
     p.add_argument("out", type=Path, nargs="?", default=Path("demo-out"), help="output folder (default %(default)s)")
@@ -194,20 +212,31 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     for what, path, suffixes in (("--out", args.out, (".csv", ".jsonl")), ("--timeline", args.timeline, (".csv",))):
         if path is not None:
             check_output_file(path, suffixes=suffixes, what=what)
-    check_distinct({"--out": args.out, "--timeline": args.timeline})
+    journal = None
+    if args.write_tags:
+        import time
+
+        journal = args.tag_journal or Path(f"dancegenre-tags-{time.strftime('%Y%m%d-%H%M%S')}.csv")
+        check_output_file(journal, suffixes=(".csv",), what="--tag-journal")
+    check_distinct({"--out": args.out, "--timeline": args.timeline, "--tag-journal": journal})
     if args.sort_into is not None:
         check_target_folder(args.sort_into, what="--sort-into")
+    if args.playlists is not None:
+        check_target_folder(args.playlists, what="--playlists")
+        if args.move:
+            raise ConfigError("--playlists points at the files where they are; with --move they would not be "
+                              "there (sort first, then make playlists of DIR)")
     clf = Classifier.load(args.checkpoint, device=args.device)
     paths = expand_paths(args.paths, exclude=[args.sort_into] if args.sort_into is not None else [])
     inputs = Inputs([*paths, clf.checkpoint.path])
-    for what, path in (("--out", args.out), ("--timeline", args.timeline)):
+    for what, path in (("--out", args.out), ("--timeline", args.timeline), ("--tag-journal", journal)):
         if path is not None:
             check_output_file(path, inputs=inputs, what=what)
     from tqdm import tqdm
 
     preds = list(tqdm(clf.predict_many(paths, workers=args.workers, scheduler=args.scheduler), total=len(paths), desc="predict",
                       unit="file", disable=args.quiet))
-    table = results_table(preds, clf.labels)
+    table = results_table(preds, clf.labels, top_k=args.top_k)
     from dancegenre.safety import atomic_write
 
     if args.out is not None:
@@ -215,16 +244,35 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         if args.out.suffix.lower() == ".csv":
             atomic_write(args.out, table.to_csv(index=False))
         else:
-            atomic_write(args.out, "".join(json.dumps(p.to_dict()) + "\n" for p in preds))
+            atomic_write(args.out, "".join(json.dumps(p.to_dict(top_k=args.top_k)) + "\n" for p in preds))
     if args.timeline is not None:
         args.timeline.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(args.timeline, timeline_table(preds).to_csv(index=False))
     if not args.quiet or args.out is None:
-        show = table[["path", "genre", "confidence", "segments", "error"]].copy()
+        ranked = [c for r in range(2, args.top_k + 1) for c in (f"genre_{r}", f"p_{r}")]
+        show = table[["path", "genre", "confidence", *ranked, "segments", "error"]].copy()
         show["path"] = show["path"].map(lambda s: s if len(s) < 60 else "..." + s[-57:])
         print(show.to_string(index=False))
     bad = int((table["error"] != "").sum())
     print(f"{len(preds) - bad} predicted, {bad} failed" + (f"; results in {args.out}" if args.out else ""))
+    if args.write_tags:
+        from dancegenre.inference.library import write_tags
+
+        tagged = write_tags(preds, journal=journal, mode=args.tag_mode, min_confidence=args.min_confidence,
+                            top_k=args.top_k, model_id=_model_id(clf), dry_run=args.dry_run)
+        verb = "would tag" if args.dry_run else "tagged"
+        for a in tagged:
+            if args.dry_run or not args.quiet or a.action == "skip":
+                print(f"{verb if a.action == 'write' else 'skip'} {a.path}: "
+                      + ("; ".join(a.genres) if a.action == "write" else a.reason))
+        done = sum(a.action == "write" for a in tagged)
+        print(f"{verb} {done} of {len(tagged)} file(s)"
+              + ("" if args.dry_run or not done else f"; undo with: dancegenre untag {journal}"))
+    if args.playlists is not None:
+        from dancegenre.inference.library import write_playlists
+
+        files = write_playlists(preds, args.playlists, min_confidence=args.min_confidence)
+        print(f"playlists: {len(files) - 1} M3U8 and {files[-1]}")
     if args.sort_into is not None:
         actions = sort_into(preds, args.sort_into, move=args.move, min_confidence=args.min_confidence,
                             dry_run=args.dry_run)
@@ -235,6 +283,25 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         done = sum(a.action != "skip" for a in actions)
         print(f"{verb}{'move' if args.move else 'copy'} {done} file(s) into {args.sort_into}")
     return 0 if len(preds) > bad else 2
+
+
+def _model_id(clf) -> str:
+    """What the custom tag field names as the model: its name and checkpoint."""
+    return f"{clf.checkpoint.model_config.name}:{clf.checkpoint.path}"
+
+
+@command("untag")
+def _cmd_untag(args: argparse.Namespace) -> int:
+    from dancegenre.inference.library import untag
+
+    actions = untag(args.journal, dry_run=args.dry_run)
+    for a in actions:
+        if args.dry_run or not args.quiet or a.action == "skip":
+            print(f"{'would restore' if args.dry_run and a.action == 'restore' else a.action} {a.path}"
+                  + (f": {'; '.join(a.genres) or '(no genre)'}" if a.action == "restore" else f": {a.reason}"))
+    done = sum(a.action == "restore" for a in actions)
+    print(f"{'would restore' if args.dry_run else 'restored'} {done} of {len(actions)} file(s)")
+    return 0 if done or not actions else 2
 
 
 @command("demo")

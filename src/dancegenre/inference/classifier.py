@@ -45,13 +45,28 @@ class Prediction:
     error: str | None = None
     sections: list[dict[str, Any]] = field(default_factory=list)
     tags: dict[str, float] = field(default_factory=dict)  # a musicnn run: its pretrained tags, top 5
+    stamp: tuple[int, int] | None = None  # the file's (size, mtime_ns) when scored: tags only go onto that file
+
+    def top(self, k: int) -> list[tuple[str, float]]:
+        """The ``k`` most likely genres with their probabilities, most likely first."""
+        return sorted(self.probabilities.items(), key=lambda kv: -kv[1])[:max(1, k)]
 
     @property
     def confidence(self) -> float:
         return max(self.probabilities.values()) if self.probabilities else 0.0
 
-    def to_dict(self, timeline: bool = True) -> dict[str, Any]:
+    def ranked(self, k: int) -> dict[str, Any]:
+        """``genre_2, p_2 ... genre_k, p_k``: the runners-up (empty for k <= 1 or no verdict)."""
+        out: dict[str, Any] = {}
+        top = self.top(k) if self.probabilities else []
+        for r in range(2, k + 1):
+            g, p = top[r - 1] if r <= len(top) else ("", float("nan"))
+            out[f"genre_{r}"], out[f"p_{r}"] = g, round(p, 4)
+        return out
+
+    def to_dict(self, timeline: bool = True, top_k: int = 1) -> dict[str, Any]:
         d: dict[str, Any] = {"path": self.source, "genre": self.genre, "confidence": round(self.confidence, 4),
+                             **{k: (None if v != v else v) for k, v in self.ranked(top_k).items()},
                              "probabilities": {k: round(v, 4) for k, v in self.probabilities.items()},
                              "segments": len(self.timeline), "seconds_scored": round(self.duration, 2),
                              "error": self.error}
@@ -131,7 +146,12 @@ class Classifier:
         if not np.isfinite(mean).all():  # weights that overflow, or a crafted checkpoint
             raise DanceGenreError(f"the model gave non-finite probabilities for {source}; "
                                   "its checkpoint may be damaged")
+        try:
+            st = os.stat(source) if source != "<waveform>" else None
+        except OSError:
+            st = None
         return Prediction(source=source, genre=self.labels[int(mean.argmax())],
+                          stamp=(st.st_size, st.st_mtime_ns) if st else None,
                           probabilities={lab: float(mean[i]) for i, lab in enumerate(self.labels)},
                           timeline=timeline, duration=float(timeline["end"].iloc[-1]) if len(timeline) else 0.0,
                           sections=sections_of(timeline, self.labels), tags=self._top_tags(taggram))
@@ -259,10 +279,13 @@ def expand_paths(inputs: Iterable[str | os.PathLike[str]], *,
     return out
 
 
-def results_table(predictions: list[Prediction], labels: list[str]) -> pd.DataFrame:
+def results_table(predictions: list[Prediction], labels: list[str], top_k: int = 1) -> pd.DataFrame:
+    """One row a file: path, genre, confidence, the runners-up up to ``top_k``
+    (``genre_2, p_2``...), one probability column a genre, segments, seconds, error."""
     rows = []
     for p in predictions:
-        row: dict[str, Any] = {"path": p.source, "genre": p.genre or "", "confidence": round(p.confidence, 4)}
+        row: dict[str, Any] = {"path": p.source, "genre": p.genre or "", "confidence": round(p.confidence, 4),
+                               **p.ranked(top_k)}
         for lab in labels:
             row[f"p_{lab}"] = round(p.probabilities.get(lab, float("nan")), 4)
         row.update(segments=len(p.timeline), seconds_scored=round(p.duration, 2), error=p.error or "")

@@ -35,6 +35,7 @@ from dancegenre.training.runs import results_beside
 
 DEFAULT_MAX_UPLOAD_MB = 100  # a 2-hour 128 kbps mix is ~115 MB; previews are < 1 MB
 DEFAULT_REQUEST_TIMEOUT = 30  # seconds a connection may stay silent (mid-upload too)
+TOP_K = 3  # genres in an answer: genre, then genre_2, p_2, genre_3, p_3
 WEB = "dancegenre.web"  # its templates/: index.html, model.html, style.css
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
 ANY_ADDRESS = ("0.0.0.0", "::", "")
@@ -247,7 +248,7 @@ def create_app(checkpoint: str | os.PathLike[str], *, max_upload_mb: float = DEF
                 return fail(400, "the file is empty")
             with lock:
                 result = clf.predict(tmp)
-            body = result.to_dict()
+            body = result.to_dict(top_k=TOP_K)
             body.pop("path", None)
             body["filename"] = Path(upload.filename).name
             body["spectrogram"] = spectrogram_png(tmp, clf)
