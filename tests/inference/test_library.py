@@ -18,9 +18,11 @@ import mutagen
 import numpy as np
 import pandas as pd
 import pytest
+from mutagen.aiff import AIFF
 from mutagen.flac import FLAC, Picture
 from mutagen.id3 import APIC, ID3, TCON, TIT2, TPE1
 from mutagen.mp4 import MP4, MP4Cover
+from mutagen.oggopus import OggOpus
 from mutagen.oggvorbis import OggVorbis
 
 from dancegenre.audio.decode import load
@@ -42,18 +44,32 @@ def tagged_file(folder: Path, fmt: str, name: str = "track") -> Path:
         f["covr"] = [MP4Cover(PNG, imageformat=MP4Cover.FORMAT_PNG)]
         f.save()
         return path
-    path = write(folder / f"{name}.{fmt}", y, 44100, {"mp3": "MP3", "flac": "FLAC", "ogg": "OGG"}[fmt])
-    if fmt == "mp3":
+    if fmt == "opus":
+        import soundfile as sf
+
+        path = folder / f"{name}.opus"
+        folder.mkdir(parents=True, exist_ok=True)
+        sf.write(str(path), tone(4.0, 48000, channels=2), 48000, format="OGG", subtype="OPUS")
+    else:
+        path = write(folder / f"{name}.{fmt}", y, 44100, {"mp3": "MP3", "flac": "FLAC", "ogg": "OGG", "aiff": "AIFF"}[fmt])
+    if fmt in ("mp3", "aiff"):
         tags = ID3()
         tags.add(TPE1(encoding=3, text=["DJ Test"]))
         tags.add(TIT2(encoding=3, text=["Night Drive"]))
         tags.add(TCON(encoding=3, text=["Old Genre"]))
         tags.add(APIC(encoding=3, mime="image/png", type=3, desc="cover", data=PNG))
-        tags.save(str(path))
+        if fmt == "aiff":
+            f = AIFF(str(path))
+            f.add_tags()
+            for frame in tags.values():
+                f.tags.add(frame)
+            f.save()
+        else:
+            tags.save(str(path))
         return path
     pic = Picture()
     pic.type, pic.mime, pic.data = 3, "image/png", PNG
-    f = FLAC(str(path)) if fmt == "flac" else OggVorbis(str(path))
+    f = FLAC(str(path)) if fmt == "flac" else OggVorbis(str(path)) if fmt == "ogg" else OggOpus(str(path))
     f["artist"], f["title"], f["genre"] = ["DJ Test"], ["Night Drive"], ["Old Genre"]
     if fmt == "flac":
         f.add_picture(pic)
@@ -88,14 +104,14 @@ def verdict(path: Path, genre: str = "techno", p: float = 0.8) -> Prediction:
 def genres_of(path: Path) -> list[str]:
     f = mutagen.File(str(path))
     t = f.tags
-    if isinstance(t, ID3):
+    if isinstance(t, ID3) or isinstance(f, AIFF):
         return list(t["TCON"].text) if "TCON" in t else []
     if isinstance(f, MP4):
         return list(t.get("\xa9gen", []))
     return list(t.get("GENRE", []))
 
 
-@pytest.mark.parametrize("fmt", ["mp3", "flac", "ogg", "m4a"])
+@pytest.mark.parametrize("fmt", ["mp3", "aiff", "flac", "ogg", "opus", "m4a"])
 def test_tags_round_trip_keep_audio_and_other_tags_and_untag(tmp_path, fmt):
     path = tagged_file(tmp_path, fmt)
     before_tags, before_audio = all_tags(path), load(path, sr=22050)
