@@ -532,3 +532,26 @@ def test_errors_are_one_line_in_a_fresh_process(trained_run, tmp_path):
         lines = [line for line in r.stderr.splitlines() if line.strip()]
         assert r.returncode == 2 and len(lines) == 1 and "Traceback" not in r.stderr, r.stderr
         assert snapshot(tmp_path) == before
+
+
+# ---------------------------------------------------------------- the DJ library options (issue 17)
+
+def test_tag_journal_and_playlists_refuse_other_peoples_files(trained_run, music, tmp_path, capsys):
+    (music / "edm" / "nan.wav").unlink()
+    notes = tmp_path / "notes.csv"
+    notes.write_text("my,own\nnotes,here\n")
+    refused(capsys, tmp_path, "predict", "-q", trained_run, music, "--write-tags", "--tag-journal", notes,
+            needle="is not a dancegenre tag journal")
+    refused(capsys, tmp_path, "predict", "-q", trained_run, music, "--write-tags", "--tag-journal",
+            music / "techno" / "t0.wav", needle="must end in .csv")
+    refused(capsys, tmp_path, "predict", "-q", trained_run, music, "--playlists", notes, needle="is a file")
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "set.m3u8").write_text("#EXTM3U\nmy/own.mp3\n")
+    refused(capsys, tmp_path, "predict", "-q", trained_run, music, "--playlists", mine, needle="did not make")
+    refused(capsys, tmp_path, "predict", "-q", trained_run, music, "--playlists", tmp_path / "new",
+            "--sort-into", tmp_path / "sorted", "--move", needle="with --move")
+    refused(capsys, tmp_path, "untag", notes, needle="not a dancegenre tag journal")
+    bad = crafted_checkpoint(trained_run, tmp_path / "bad.pt", labels=["../x", "edm"])
+    refused(capsys, tmp_path, "predict", "-q", bad, music, "--playlists", tmp_path / "lists", needle="label")
+    bad.unlink()

@@ -163,14 +163,15 @@ def check_target_folder(path: str | os.PathLike[str], *, what: str) -> Path:
 
 
 def claim_folder(path: str | os.PathLike[str], kind: str, *, legacy: Iterable[str] = (),
-                 inputs: Iterable[str | os.PathLike[str]] = (), what: str = "output folder") -> Path:
+                 inputs: Iterable[str | os.PathLike[str]] = (), what: str = "output folder",
+                 create: bool = True) -> Path:
     """Create ``path`` (with parents) as a ``kind`` folder, or reuse it if it is ours.
 
     A folder is ours when it holds our marker file for the same ``kind``, or, when made
     by a version before the marker, one of the ``legacy`` file names.  An empty folder
     is taken.  Anything else, a file where the folder should be, or an input folder
     inside ``path`` or equal to it, raises OutputError: we never write among, or delete,
-    files we did not create.
+    files we did not create.  ``create=False`` only checks.
     """
     path = check_target_folder(path, what=what)
     real = Path(os.path.realpath(path))
@@ -186,6 +187,8 @@ def claim_folder(path: str | os.PathLike[str], kind: str, *, legacy: Iterable[st
                               "choose a new or empty folder")
         if owner is not None and owner != kind:
             raise OutputError(f"{what} {path} holds a dancegenre {owner}, not a {kind}; choose another folder")
+    if not create:  # checked only: a command refuses before its long work, and makes nothing yet
+        return path
     path.mkdir(parents=True, exist_ok=True)
     if not marker.exists():
         atomic_write(marker, json.dumps({"kind": kind}) + "\n")

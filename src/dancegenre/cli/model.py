@@ -216,13 +216,19 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     if args.write_tags:
         import time
 
+        from dancegenre.inference.library import check_journal
+
         journal = args.tag_journal or Path(f"dancegenre-tags-{time.strftime('%Y%m%d-%H%M%S')}.csv")
         check_output_file(journal, suffixes=(".csv",), what="--tag-journal")
+        check_journal(journal)
     check_distinct({"--out": args.out, "--timeline": args.timeline, "--tag-journal": journal})
     if args.sort_into is not None:
         check_target_folder(args.sort_into, what="--sort-into")
     if args.playlists is not None:
-        check_target_folder(args.playlists, what="--playlists")
+        from dancegenre.inference.library import PLAYLISTS_FOLDER
+        from dancegenre.safety import claim_folder
+
+        claim_folder(args.playlists, **PLAYLISTS_FOLDER, create=False)
         if args.move:
             raise ConfigError("--playlists points at the files where they are; with --move they would not be "
                               "there (sort first, then make playlists of DIR)")

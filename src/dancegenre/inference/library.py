@@ -40,6 +40,7 @@ from dancegenre.safety import atomic_write, check_label, claim_folder
 TAG_MODES = ("replace", "append", "only-empty")
 FIELD = "DANCEGENRE"
 MP4_GENRE, MP4_FIELD = "\xa9gen", "----:com.dancegenre:DANCEGENRE"
+PLAYLISTS_FOLDER = {"kind": "playlists", "legacy": ("rekordbox.xml",), "what": "--playlists folder"}
 JOURNAL_COLUMNS = ["path", "size", "mtime_ns", "kind", "old_genre", "old_field", "new_genre", "new_field", "time"]
 
 
@@ -233,17 +234,33 @@ def write_tags(predictions: Iterable[Prediction], *, journal: str | os.PathLike[
                              "time": time.strftime("%Y-%m-%dT%H:%M:%S")})
             fh.flush()
             os.fsync(fh.fileno())  # the old values are safe on disk before the file changes
-            try:
-                tags.set(new, field)
-                tags.save_atomically(path)
-            except OSError as exc:
-                actions.append(TagAction(str(path), "skip", [], f"cannot write ({exc.strerror or exc}); unchanged"))
-                continue
-            actions.append(TagAction(str(path), "write", new))
+            actions.append(_rewrite(tags, path, new, field, "write"))
     finally:
         if fh is not None:
             fh.close()
     return actions
+
+
+def _rewrite(tags: _Tags, path: Path, genres: list[str], field: str | None, action: str) -> TagAction:
+    """Set the genres and the field and save atomically; a refusal of the file system
+    is a skip with its reason (the file stays as it was)."""
+    try:
+        tags.set(genres, field)
+        tags.save_atomically(path)
+    except OSError as exc:
+        return TagAction(str(path), "skip", [], f"cannot write ({exc.strerror or exc}); unchanged")
+    return TagAction(str(path), action, genres)
+
+
+def check_journal(path: str | os.PathLike[str]) -> Path:
+    """``path`` as a tag journal to append to: new, empty, or one of ours (ConfigError)."""
+    path = Path(path)
+    if path.is_file() and path.stat().st_size:
+        with open(path, newline="", encoding="utf-8", errors="replace") as f:
+            header = next(csv.reader(f), [])
+        if header != JOURNAL_COLUMNS:
+            raise ConfigError(f"{path} exists and is not a dancegenre tag journal; choose another --tag-journal")
+    return path
 
 
 def _unchanged(path: Path, p: Prediction) -> str:
@@ -261,11 +278,7 @@ def _unchanged(path: Path, p: Prediction) -> str:
 
 def _open_journal(path: Path) -> tuple[Any, csv.DictWriter]:
     new = not path.exists() or path.stat().st_size == 0
-    if not new:
-        with open(path, newline="", encoding="utf-8") as f:
-            header = next(csv.reader(f), [])
-        if header != JOURNAL_COLUMNS:
-            raise ConfigError(f"{path} exists and is not a dancegenre tag journal; choose another --tag-journal")
+    check_journal(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fh = open(path, "a", newline="", encoding="utf-8")
     writer = csv.DictWriter(fh, fieldnames=JOURNAL_COLUMNS)
@@ -307,14 +320,8 @@ def untag(journal: str | os.PathLike[str], *, dry_run: bool = False) -> list[Tag
         if tags.field() != row["new_field"] or tags.genres() != json.loads(row["new_genre"]):
             actions.append(TagAction(str(file), "skip", [], "its tags changed since dancegenre wrote them"))
             continue
-        if not dry_run:
-            try:
-                tags.set(old_genre, old_field)
-                tags.save_atomically(file)
-            except OSError as exc:
-                actions.append(TagAction(str(file), "skip", [], f"cannot write ({exc.strerror or exc})"))
-                continue
-        actions.append(TagAction(str(file), "restore", old_genre))
+        actions.append(TagAction(str(file), "restore", old_genre) if dry_run
+                       else _rewrite(tags, file, old_genre, old_field, "restore"))
     return actions
 
 
@@ -353,7 +360,7 @@ def write_playlists(predictions: Iterable[Prediction], folder: str | os.PathLike
     M3U8 paths are relative to ``folder`` where possible (so the folder can move with
     the music), absolute otherwise.
     """
-    folder = claim_folder(folder, "playlists", legacy=("rekordbox.xml",), what="--playlists folder")
+    folder = claim_folder(folder, **PLAYLISTS_FOLDER)
     lists: dict[str, list[tuple[Path, Prediction, str, str, float]]] = {}
     for p in predictions:
         if p.error or p.genre is None:
