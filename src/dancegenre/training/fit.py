@@ -27,7 +27,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from dancegenre.config import FeatureConfig, TrainConfig
+from dancegenre.config import FeatureConfig, ModelConfig, TrainConfig
 from dancegenre.data.splits import grouped_split, resolve_split_column
 from dancegenre.data.store import SegmentStore, batches
 from dancegenre.errors import (
@@ -218,23 +218,7 @@ def fit(
                               "a classifier needs at least two")
     out = Path(out)
     last_path = out / "last.pt"
-    if resume:
-        if not last_path.exists():
-            raise CheckpointError(f"nothing to resume in {out}: no last.pt")
-        previous = load_checkpoint(last_path)
-        if previous.feature_config != store.config:
-            raise StoreError(f"{store_path} was prepared with another feature config than the run in {out}")
-        config, model_cfg = previous.train_config, previous.model_config
-    else:
-        if (out / "best.pt").exists() or last_path.exists():
-            raise ConfigError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
-        n_classes = len(config.labels) if config.labels else len(store.labels)
-        model_cfg = model_config(model, n_classes=n_classes, n_mels=store.config.n_mels, **(model_options or {}))
-        previous = None
-    needs = MODELS[model_cfg.name].FRONTEND if model_cfg.name in MODELS else None
-    if needs and not store.config.same_frontend(FeatureConfig.preset(needs)):
-        raise ConfigError(f"{model_cfg.name} takes the {needs} front end, but {store_path} was prepared with "
-                          f"the {store.config.frontend or 'a custom'} one; prepare it again with --frontend {needs}")
+    previous, config, model_cfg = _start(store, store_path, out, model, model_options, config, resume)
     torch.manual_seed(config.seed)
     net = build_model(model_cfg)  # a bad model setting is refused before the run folder exists
     if rank == 0:
@@ -398,6 +382,33 @@ def fit(
                        epochs_run=int(hist["epoch"].max()) if len(hist) else 0, split_column=split_col,
                        test=test, history=hist, seconds=seconds, parameters=count_parameters(net),
                        stopped_early=stopped_early)
+
+
+def _start(store: SegmentStore, store_path: str | os.PathLike[str], out: Path, model: str,
+           model_options: dict[str, Any] | None, config: TrainConfig, resume: bool,
+           ) -> tuple[Checkpoint | None, TrainConfig, ModelConfig]:
+    """(the run to resume or None, the training config, the model config): a resumed
+    run's own, or new ones; refuses a store with another front end than the run or
+    the model needs, and a new run over an old one."""
+    if resume:
+        last = out / "last.pt"
+        if not last.exists():
+            raise CheckpointError(f"nothing to resume in {out}: no last.pt")
+        previous = load_checkpoint(last)
+        if previous.feature_config != store.config:
+            raise StoreError(f"{store_path} was prepared with another feature config than the run in {out}")
+        config, model_cfg = previous.train_config, previous.model_config
+    else:
+        if (out / "best.pt").exists() or (out / "last.pt").exists():
+            raise ConfigError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
+        n_classes = len(config.labels) if config.labels else len(store.labels)
+        model_cfg = model_config(model, n_classes=n_classes, n_mels=store.config.n_mels, **(model_options or {}))
+        previous = None
+    needs = MODELS[model_cfg.name].FRONTEND if model_cfg.name in MODELS else None
+    if needs and not store.config.same_frontend(FeatureConfig.preset(needs)):
+        raise ConfigError(f"{model_cfg.name} takes the {needs} front end, but {store_path} was prepared with "
+                          f"the {store.config.frontend or 'a custom'} one; prepare it again with --frontend {needs}")
+    return previous, config, model_cfg
 
 
 def _split(store: SegmentStore, items: pd.DataFrame, config: TrainConfig, previous: Checkpoint | None,
