@@ -163,6 +163,7 @@ def create_app(checkpoint: str | os.PathLike[str], *, max_upload_mb: float = DEF
     pages may POST to ``/api/predict``; ``*`` allows any.
     """
     from flask import Flask, Response, jsonify, request
+    from flask.json.provider import DefaultJSONProvider
     from werkzeug.exceptions import RequestEntityTooLarge
 
     from dancegenre.present.html import render, stylesheet
@@ -171,7 +172,6 @@ def create_app(checkpoint: str | os.PathLike[str], *, max_upload_mb: float = DEF
     origins = {o.rstrip("/").lower() for o in allow_origins}
     clf = Classifier.load(checkpoint)
     lock = threading.Lock()  # one inference at a time: the model is shared
-    from flask.json.provider import DefaultJSONProvider
 
     class FiniteJSON(DefaultJSONProvider):
         def dumps(self, obj: Any, **kwargs: Any) -> str:
