@@ -37,6 +37,7 @@ from dancegenre.errors import (
     Interrupted,
     StoreError,
 )
+from dancegenre.models.base import Network
 from dancegenre.models.embedding import store_features
 from dancegenre.models.musicnn import PRETRAINED
 from dancegenre.models.pretrained import load_backbone_state
@@ -236,32 +237,12 @@ def fit(
 
     # ---- normalisation, optimiser (the model was built before anything was written)
     label_of = store.index["label"].map({lab: i for i, lab in enumerate(labels)}).fillna(-1).astype(int).to_numpy()
-    if previous is None:
-        mean, std = band_statistics(store.segments, rows["train"])
-        net.norm.set_stats(torch.from_numpy(mean), torch.from_numpy(std))
-        if model_cfg.name in PRETRAINED:
-            net.backbone.load_state_dict(load_backbone_state(model_cfg.name, log=say))
-    else:
-        net.load_state_dict(previous.model.state_dict())
-    net.to(device)
-    # A frozen backbone runs once per store (cached); the head then trains on its features.
-    inputs: np.ndarray = store.segments
-    if net.trains_on_features or (previous is None and hasattr(net, "feature_norm")):
-        feats = store_features(store, net, device=device, progress=progress and rank == 0, log=say)
-        if previous is None and hasattr(net, "feature_norm"):
-            f = feats[np.sort(rows["train"])]
-            net.feature_norm.set_stats(torch.from_numpy(f.mean(0)), torch.from_numpy(f.std(0)))
-        if net.trains_on_features:
-            inputs = feats
+    inputs = _initialise(net, store, rows["train"], previous, device=device, progress=progress and rank == 0, log=say)
     scorer: nn.Module = FeatureHead(net) if net.trains_on_features else net
     fill = net.norm.mean.detach().clone()
     opt = torch.optim.AdamW([p for p in net.parameters() if p.requires_grad], lr=config.lr,
                             weight_decay=config.weight_decay)
-    weights = None
-    if config.class_weights:
-        counts = np.bincount(label_of[rows["train"]], minlength=len(labels)).astype(np.float64)
-        weights = torch.tensor(counts.sum() / (len(labels) * np.maximum(counts, 1)), dtype=torch.float32, device=device)
-    criterion = nn.CrossEntropyLoss(weight=weights)
+    criterion = _criterion(label_of[rows["train"]], len(labels), config, device)
     train_model: nn.Module = scorer
     if world > 1:
         train_model = nn.parallel.DistributedDataParallel(scorer, device_ids=[device.index] if device.type == "cuda" else None)
@@ -361,27 +342,67 @@ def fit(
     if len(rows["test"]):
         res = evaluate_rows(scorer, store, rows["test"], labels, device=device, inputs=inputs)
         test = {"segment": res["segment"], "item": res["item"], "loss": res["loss"]}
-    hist = pd.DataFrame(history)
-    seconds = time.perf_counter() - t0
+    result = TrainResult(run_dir=out, checkpoint=out / "best.pt", best_epoch=best_epoch,
+                         epochs_run=int(max((h["epoch"] for h in history), default=0)), split_column=split_col,
+                         test=test, history=pd.DataFrame(history), seconds=time.perf_counter() - t0,
+                         parameters=count_parameters(net), stopped_early=stopped_early)
     if rank == 0:
-        _plot_curves(hist, out / "curves.png")
-        results = {"split": "test", "split_column": split_col, "best_epoch": best_epoch,
-                   "epochs_run": int(hist["epoch"].max()) if len(hist) else 0, "stopped_early": stopped_early,
-                   "model": model_cfg.to_dict(), "train_config": config.to_dict(), "labels": labels,
-                   "parameters": count_parameters(net), "seconds": round(seconds, 1),
-                   "sides": {s: {"items": len(sides[s]), "segments": len(rows[s])} for s in sides},
-                   "test": test}
-        write_results(out, results)
-        if test:
-            say(f"test ({split_col}-grouped, {len(sides['test'])} items): item accuracy "
-                f"{test['item']['accuracy']:.3f}, macro-F1 {test['item']['macro_f1']:.3f}; "
-                f"segment accuracy {test['segment']['accuracy']:.3f}")
+        _record(result, model_cfg, config, labels, {s: (len(sides[s]), len(rows[s])) for s in sides}, log=say)
     if world > 1:
         dist.barrier()
-    return TrainResult(run_dir=out, checkpoint=out / "best.pt", best_epoch=best_epoch,
-                       epochs_run=int(hist["epoch"].max()) if len(hist) else 0, split_column=split_col,
-                       test=test, history=hist, seconds=seconds, parameters=count_parameters(net),
-                       stopped_early=stopped_early)
+    return result
+
+
+def _record(result: TrainResult, model_cfg: ModelConfig, config: TrainConfig, labels: list[str],
+            sides: dict[str, tuple[int, int]], log: Any) -> None:
+    """``curves.png`` and ``results.json`` of a finished run; the test line on ``log``."""
+    _plot_curves(result.history, result.run_dir / "curves.png")
+    test = result.test
+    write_results(result.run_dir, {
+        "split": "test", "split_column": result.split_column, "best_epoch": result.best_epoch,
+        "epochs_run": result.epochs_run, "stopped_early": result.stopped_early, "model": model_cfg.to_dict(),
+        "train_config": config.to_dict(), "labels": labels, "parameters": result.parameters,
+        "seconds": round(result.seconds, 1),
+        "sides": {s: {"items": items, "segments": segments} for s, (items, segments) in sides.items()},
+        "test": test})
+    if test:
+        log(f"test ({result.split_column}-grouped, {sides['test'][0]} items): item accuracy "
+            f"{test['item']['accuracy']:.3f}, macro-F1 {test['item']['macro_f1']:.3f}; "
+            f"segment accuracy {test['segment']['accuracy']:.3f}")
+
+
+def _initialise(net: Network, store: SegmentStore, train_rows: np.ndarray, previous: Checkpoint | None, *,
+                device: torch.device, progress: bool, log: Any) -> np.ndarray:
+    """Set ``net``'s normalisation from the training side (and a pretrained backbone's
+    weights), or a resumed run's weights; move it to ``device``.  Returns what the
+    network trains on: the store's segments, or, for a frozen backbone, its features
+    of every segment (computed once per store and cached)."""
+    if previous is None:
+        mean, std = band_statistics(store.segments, train_rows)
+        net.norm.set_stats(torch.from_numpy(mean), torch.from_numpy(std))
+        if net.config.name in PRETRAINED:
+            net.backbone.load_state_dict(load_backbone_state(net.config.name, log=log))
+    else:
+        net.load_state_dict(previous.model.state_dict())
+    net.to(device)
+    inputs: np.ndarray = store.segments
+    if net.trains_on_features or (previous is None and hasattr(net, "feature_norm")):
+        feats = store_features(store, net, device=device, progress=progress, log=log)
+        if previous is None and hasattr(net, "feature_norm"):
+            f = feats[np.sort(train_rows)]
+            net.feature_norm.set_stats(torch.from_numpy(f.mean(0)), torch.from_numpy(f.std(0)))
+        if net.trains_on_features:
+            inputs = feats
+    return inputs
+
+
+def _criterion(train_labels: np.ndarray, n_classes: int, config: TrainConfig, device: torch.device) -> nn.Module:
+    """Cross-entropy, weighted by inverse class frequency on the training side if asked."""
+    weights = None
+    if config.class_weights:
+        counts = np.bincount(train_labels, minlength=n_classes).astype(np.float64)
+        weights = torch.tensor(counts.sum() / (n_classes * np.maximum(counts, 1)), dtype=torch.float32, device=device)
+    return nn.CrossEntropyLoss(weight=weights)
 
 
 def _start(store: SegmentStore, store_path: str | os.PathLike[str], out: Path, model: str,
