@@ -555,3 +555,14 @@ def test_tag_journal_and_playlists_refuse_other_peoples_files(trained_run, music
     bad = crafted_checkpoint(trained_run, tmp_path / "bad.pt", labels=["../x", "edm"])
     refused(capsys, tmp_path, "predict", "-q", bad, music, "--playlists", tmp_path / "lists", needle="label")
     bad.unlink()
+
+
+def test_figure_outputs_and_store_option(trained_run, music, tmp_path, capsys):
+    a = music / "techno" / "t0.wav"
+    refused(capsys, tmp_path, "figure", "clip", a, "--out", a, needle="must end in .png")
+    refused(capsys, tmp_path, "figure", "clip", a, "--out", music / "techno" / "t0.wav" / "x.png",
+            needle="is a file, not a folder")
+    refused(capsys, tmp_path, "figure", "clip", a, "--store", music, "--out", tmp_path / "c.png",
+            needle="not a prepared store")
+    refused(capsys, tmp_path, "figure", "clip", music / "edm" / "nan.wav", "--out", tmp_path / "n.png",
+            needle="NaN or infinite")

@@ -102,7 +102,29 @@ def quiet_decoder() -> Iterator[None]:
             os.close(saved)
 
 
-class _SFFile:
+class _AudioFile:
+    """What ``open_audio`` returns: ``samplerate``, ``channels``, ``frames``, ``format``,
+    ``read(n)`` -> float32 (n, channels), ``close()``; a context manager."""
+
+    samplerate: int
+    channels: int
+    frames: int
+    format: str
+
+    def read(self, n: int, dtype: str = "float32", always_2d: bool = True) -> np.ndarray:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> _AudioFile:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+
+class _SFFile(_AudioFile):
     """A ``soundfile.SoundFile`` whose C calls run with :func:`quiet_decoder`."""
 
     def __init__(self, path: Path) -> None:
@@ -118,11 +140,6 @@ class _SFFile:
     def close(self) -> None:
         self._f.close()
 
-    def __enter__(self) -> _SFFile:
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.close()
 
 
 def _open(path: str | os.PathLike[str]) -> _SFFile:
@@ -133,7 +150,7 @@ def _open(path: str | os.PathLike[str]) -> _SFFile:
         raise _Unreadable(_short(exc)) from None
 
 
-class _AVFile:
+class _AVFile(_AudioFile):
     """The part of ``soundfile.SoundFile`` that this module uses, over PyAV (FFmpeg).
 
     ``read(n)`` returns up to ``n`` frames as float32 (n, channels); decoding errors part
@@ -194,14 +211,9 @@ class _AVFile:
     def close(self) -> None:
         self._container.close()
 
-    def __enter__(self) -> _AVFile:
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.close()
 
 
-def open_audio(path: str | os.PathLike[str]) -> _SFFile | _AVFile:
+def open_audio(path: str | os.PathLike[str]) -> _AudioFile:
     """The file opened by libsndfile, or by PyAV where libsndfile cannot read it.
 
     Raises
@@ -211,7 +223,7 @@ def open_audio(path: str | os.PathLike[str]) -> _SFFile | _AVFile:
         gives a sample rate outside 4 kHz-768 kHz or no channels.
     """
     try:
-        f: _SFFile | _AVFile = _open(path)
+        f: _AudioFile = _open(path)
     except _Unreadable as exc:
         f = _AVFile(Path(path), exc.reason)
     if not MIN_SAMPLE_RATE <= int(f.samplerate) <= MAX_SAMPLE_RATE or int(f.channels) < 1:
