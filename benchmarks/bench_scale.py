@@ -38,8 +38,8 @@ def timed_prepare(catalog: Path, out: Path, **kwargs) -> float:
 
 def warm_up() -> None:
     """What a worker imports on its first task (numpy, scipy, librosa, soxr), done before timing."""
-    from dancegenre.config import FeatureConfig
     from dancegenre.audio.frontend import LogMelStream
+    from dancegenre.config import FeatureConfig
 
     LogMelStream(FeatureConfig())
 

@@ -12,8 +12,8 @@ import argparse
 
 import numpy as np
 
-from dancegenre.research.descriptors import SR, estimate_tempo, onset_envelope
 from dancegenre.data.synth import click_track
+from dancegenre.research.descriptors import SR, estimate_tempo, onset_envelope
 
 
 def main() -> None:

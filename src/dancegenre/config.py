@@ -129,6 +129,22 @@ FRONTENDS: dict[str, FeatureConfig] = {
 }
 
 
+# The names the command line offers, written here (no torch) so that `--help` starts fast;
+# the networks (dancegenre.models) are checked against them by the tests.
+# Per-network ModelConfig defaults, besides ModelConfig's own:
+MODEL_DEFAULTS: dict[str, dict[str, Any]] = {
+    "cnn1d": {},  # ModelConfig's own defaults are the study's network
+    "crnn": {},
+    "cnn2d": {"filters": (16, 32, 64), "kernel_size": 3, "pool_sizes": (2, 2, 2), "first_stride": 2},
+    "musicnn-msd": {"head": "linear", "dense": 256},
+    "musicnn-mtt": {"head": "linear", "dense": 256},
+}
+PRETRAINED_NAMES = ("musicnn-msd", "musicnn-mtt")  # networks whose weights come from the musicnn wheel
+ACTIVATIONS = ("relu", "elu", "gelu", "silu", "selu", "leaky_relu", "mish", "tanh", "softplus")
+POOLINGS = ("max", "avg", "meanmaxl2")
+EMBED_LAYERS = ("all", "max_pool", "mean_pool", "penultimate", "taggram")  # `embed --layer`
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """Architecture of one network from the ``MODELS`` registry."""
@@ -141,7 +157,7 @@ class ModelConfig:
     first_stride: int = 1  # stride of the first convolution (cnn2d uses 2)
     pool_sizes: tuple[int, ...] = (4, 2, 2)  # max pooling after each conv block
     pooling: str = "max"  # temporal pooling: max (study), avg, meanmaxl2 (Dieleman)
-    activation: str = "relu"  # any name in dancegenre.models.ACTIVATIONS
+    activation: str = "relu"  # any name in ACTIVATIONS
     dense: int = 128  # width of the hidden dense layer
     dropout: float = 0.5  # in the dense layers; the study found it needed there
     rnn: str = "gru"  # crnn only: gru or lstm

@@ -80,3 +80,17 @@ def test_checkpoint_refuses_bad_files(tmp_path):
         load_checkpoint(tmp_path / "evil.pt")
     with pytest.raises(CheckpointError):
         load_checkpoint(tmp_path / "missing.pt")
+
+
+def test_the_command_lines_names_are_the_registrys():
+    """config holds the names `--help` shows without importing torch; they must be the networks'."""
+    from dancegenre import config
+    from dancegenre.inference.embed import LAYERS
+    from dancegenre.models.musicnn import PRETRAINED
+    from dancegenre.models.registry import MODELS
+
+    assert set(config.MODEL_DEFAULTS) == set(MODELS)
+    assert all(MODELS[name].DEFAULTS == values for name, values in config.MODEL_DEFAULTS.items())
+    assert tuple(config.ACTIVATIONS) == tuple(ACTIVATIONS)
+    assert set(config.PRETRAINED_NAMES) == set(PRETRAINED)
+    assert LAYERS == config.EMBED_LAYERS

@@ -12,10 +12,8 @@ from dancegenre.cli.common import (
     positive_int,
     probability,
 )
-from dancegenre.config import TrainConfig
+from dancegenre.config import ACTIVATIONS, MODEL_DEFAULTS, POOLINGS, TrainConfig
 from dancegenre.errors import ConfigError
-from dancegenre.models.base import ACTIVATIONS, POOLINGS
-from dancegenre.models.registry import MODELS
 
 
 def _int_tuple(text: str) -> tuple[int, ...]:
@@ -34,8 +32,8 @@ def _model_default(field: str) -> str:
 
     base = {f.name: f.default for f in dataclasses.fields(ModelConfig)}[field]
     show = lambda v: ",".join(map(str, v)) if isinstance(v, tuple) else str(v)  # noqa: E731
-    others = {name: cls.DEFAULTS[field] for name, cls in MODELS.items()
-              if field in getattr(cls, "DEFAULTS", {}) and cls.DEFAULTS[field] != base}
+    others = {name: values[field] for name, values in MODEL_DEFAULTS.items()
+              if field in values and values[field] != base}
     extra = "".join(f"; {name}: {show(v)}" for name, v in others.items())
     return f"default {show(base)}{extra}"
 
@@ -46,11 +44,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a network on a prepared store (grouped split)")
     p.add_argument("store", type=existing_path, help="folder written by `dancegenre prepare`")
     p.add_argument("--out", type=Path, required=True, help="run folder (checkpoints, metrics, curves)")
-    p.add_argument("--model", choices=list(MODELS), default="cnn1d", help="network (default %(default)s)")
+    p.add_argument("--model", choices=list(MODEL_DEFAULTS), default="cnn1d", help="network (default %(default)s)")
     p.add_argument("--resume", action="store_true", help="continue the interrupted run in --out")
     m = p.add_argument_group("model (defaults depend on --model)")
     m.add_argument("--pooling", choices=POOLINGS, default=None, help=f"temporal pooling ({_model_default('pooling')})")
-    m.add_argument("--activation", choices=list(ACTIVATIONS), default=None, help=_model_default("activation"))
+    m.add_argument("--activation", choices=ACTIVATIONS, default=None, help=_model_default("activation"))
     m.add_argument("--dropout", type=probability, default=None,
                    help=f"dense-layer dropout ({_model_default('dropout')})")
     m.add_argument("--filters", type=_int_tuple, default=None,

@@ -9,8 +9,8 @@ from dancegenre.cli.common import command, existing_path, positive_int
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
-    from dancegenre.inference.embed import LAYERS
-    from dancegenre.models.musicnn import PRETRAINED
+    from dancegenre.config import EMBED_LAYERS as LAYERS
+    from dancegenre.config import PRETRAINED_NAMES as PRETRAINED
 
     p = sub.add_parser("pretrained", help="get the pretrained musicnn weights (verified, cached) or say where they are")
     p.add_argument("action", choices=["fetch", "info"], help="fetch: download (pip) or read "

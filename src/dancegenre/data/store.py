@@ -21,7 +21,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
@@ -43,7 +42,13 @@ from dancegenre.errors import (
     EmptyInputError,
     StoreError,
 )
-from dancegenre.safety import atomic_path, atomic_write, check_labels, claim_folder
+from dancegenre.safety import (
+    atomic_path,
+    atomic_write,
+    check_labels,
+    claim_folder,
+    remove_ours,
+)
 
 STORE_FORMAT = "dancegenre-store"
 STORE_VERSION = 1
@@ -261,52 +266,51 @@ def _finalize(out: Path, items: pd.DataFrame, groups: list[str], config: Feature
     shape = (total, config.n_mels, config.segment_frames)
     old = np.load(out / "segments.npy", mmap_mode="r") if previous else None
     shards: dict[str, np.ndarray] = {}
-    tmp = out / ".segments.npy.part"
-    if total == 0:  # a zero-length memmap cannot be opened; nothing will be written
-        with open(tmp, "wb") as fh:
-            np.save(fh, np.zeros(shape, np.float16))
-        new = np.zeros(shape, np.float16)
-    else:
-        new = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16, shape=shape)
     offset = 0
     item_rows, index_parts = [], []
     old_index = pd.read_csv(out / "index.csv", usecols=["segment"]) if previous else None
     old_items = pd.read_csv(out / "items.csv", dtype={"cache_key": str}).set_index("cache_key") if previous else None
-    for i, n in zip(ok, counts):
-        key = items.at[i, "cache_key"]
-        if key in done:
-            meta = done[key]
-            if meta["shard"] not in shards:
-                shards[meta["shard"]] = np.memmap(out / "pending" / f"{meta['shard']}.f16", dtype=np.float16,
-                                                  mode="r").reshape(-1, config.n_mels, config.segment_frames)
-            new[offset : offset + n] = shards[meta["shard"]][meta["shard_offset"] : meta["shard_offset"] + n]
-            numbers = np.asarray(meta["segment_numbers"], dtype=np.int64)
-            extra = {k: meta[k] for k in ("duration", "sample_rate", "channels")}
+    with atomic_path(out / "segments.npy") as tmp:  # replaced only once it is whole
+        if total == 0:  # a zero-length memmap cannot be opened; nothing will be written
+            with open(tmp, "wb") as fh:
+                np.save(fh, np.zeros(shape, np.float16))
+            new = np.zeros(shape, np.float16)
         else:
-            p = previous[key]
-            new[offset : offset + n] = old[p["offset"] : p["offset"] + n]
-            numbers = old_index["segment"].to_numpy()[p["offset"] : p["offset"] + n]
-            extra = {k: old_items.at[key, k] for k in ("duration", "sample_rate", "channels")}
-        row = items.iloc[i].to_dict()
-        row.update(extra, n_segments=n, offset=offset)
-        item_rows.append(row)
-        index_parts.append(pd.DataFrame({
-            "row": np.arange(offset, offset + n), "item": row["item"], "label": row["label"],
-            **{g: row[g] for g in groups},
-            "segment": numbers, "start": np.round(numbers * config.segment_hop_seconds, 3),
-            "path": row["path"],
-        }))
-        offset += n
-    if isinstance(new, np.memmap):
-        new.flush()
-    del new, old, shards
+            new = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16, shape=shape)
+        for i, n in zip(ok, counts):
+            key = items.at[i, "cache_key"]
+            if key in done:
+                meta = done[key]
+                if meta["shard"] not in shards:
+                    shards[meta["shard"]] = np.memmap(out / "pending" / f"{meta['shard']}.f16", dtype=np.float16,
+                                                      mode="r").reshape(-1, config.n_mels, config.segment_frames)
+                new[offset : offset + n] = shards[meta["shard"]][meta["shard_offset"] : meta["shard_offset"] + n]
+                numbers = np.asarray(meta["segment_numbers"], dtype=np.int64)
+                extra = {k: meta[k] for k in ("duration", "sample_rate", "channels")}
+            else:
+                p = previous[key]
+                new[offset : offset + n] = old[p["offset"] : p["offset"] + n]
+                numbers = old_index["segment"].to_numpy()[p["offset"] : p["offset"] + n]
+                extra = {k: old_items.at[key, k] for k in ("duration", "sample_rate", "channels")}
+            row = items.iloc[i].to_dict()
+            row.update(extra, n_segments=n, offset=offset)
+            item_rows.append(row)
+            index_parts.append(pd.DataFrame({
+                "row": np.arange(offset, offset + n), "item": row["item"], "label": row["label"],
+                **{g: row[g] for g in groups},
+                "segment": numbers, "start": np.round(numbers * config.segment_hop_seconds, 3),
+                "path": row["path"],
+            }))
+            offset += n
+        if isinstance(new, np.memmap):
+            new.flush()
+        del new, old, shards
     cols = ["row", "item", "label", *groups, "segment", "start", "path"]
     index = pd.concat(index_parts, ignore_index=True) if index_parts else pd.DataFrame(columns=cols)
     items_table = pd.DataFrame(item_rows)
     fail_rows = [{"item": items.at[i, "item"], "path": items.at[i, "path"],
                   "label": items.at[i, "label"], **f} for i, f in sorted(failures.items())]
     fail_table = pd.DataFrame(fail_rows, columns=["item", "path", "label", "error", "reason"])
-    os.replace(tmp, out / "segments.npy")
     atomic_write(out / "index.csv", index.to_csv(index=False))
     atomic_write(out / "items.csv", items_table.to_csv(index=False))
     atomic_write(out / "failures.csv", fail_table.to_csv(index=False))
@@ -320,7 +324,8 @@ def _finalize(out: Path, items: pd.DataFrame, groups: list[str], config: Feature
     }
     # store.json is the commit point: written last, it vouches for the files above.
     atomic_write(out / "store.json", json.dumps(manifest, indent=2))
-    shutil.rmtree(out / "pending", ignore_errors=True)
+    pending = out / "pending"  # the shards this job's workers wrote, and nothing else
+    remove_ours(pending, [f.name for f in pending.glob("*") if f.suffix in (".f16", ".json", ".part")])
     return PrepareSummary(out=str(out), items=len(items), prepared=0, reused=0,
                           skipped=len(fail_table), segments=total, seconds=0.0,
                           labels={str(k): int(v) for k, v in labels.items()})

@@ -12,10 +12,9 @@ import pandas as pd
 import torch
 from torch import nn
 
-from dancegenre.data.jobs import cache_keys
+from dancegenre.config import EMBED_LAYERS as LAYERS
+from dancegenre.data.jobs import Journal, cache_keys
 from dancegenre.models.embedding import compute_features, store_features, weights_digest
-
-LAYERS = ("all", "max_pool", "mean_pool", "penultimate", "taggram")
 
 
 class Embedder:
@@ -153,15 +152,7 @@ def embed_files(inputs: list[str | os.PathLike[str]], out: str | os.PathLike[str
     from dancegenre.data.catalog import item_key
     from dancegenre.errors import ConfigError, EmptyInputError
     from dancegenre.inference.classifier import decode_many
-    from dancegenre.safety import (
-        MARKER,
-        Inputs,
-        atomic_path,
-        atomic_write,
-        check_output_file,
-        claim_folder,
-        remove_ours,
-    )
+    from dancegenre.safety import Inputs, atomic_path, atomic_write, check_output_file
 
     out = check_output_file(out, suffixes=(".npy", ".parquet"))
     table_path = out.with_suffix(".csv") if out.suffix.lower() == ".npy" else out
@@ -180,18 +171,8 @@ def embed_files(inputs: list[str | os.PathLike[str]], out: str | os.PathLike[str
 
     # ---- the journal of an interrupted run: rows.jsonl + vectors.f32, appended per file
     out.parent.mkdir(parents=True, exist_ok=True)
-    pending = claim_folder(out.with_name(out.name + ".pending"), "embed-journal", what="journal folder")
-    journal, blob = pending / "rows.jsonl", pending / "vectors.f32"
-    done: dict[str, dict[str, Any]] = {}
-    if journal.exists() and blob.exists():
-        size = blob.stat().st_size
-        for line in journal.read_text().splitlines():
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # the line a kill cut short
-            if row.get("model") == embedder.model_id and (row["offset"] + row["count"] * row["dim"]) * 4 <= size:
-                done[row["key"]] = row
+    journal = Journal(out, "embed-journal", blob="vectors.f32")
+    done = {row["key"]: row for row in journal.rows() if row.get("model") == embedder.model_id}
     key_list, failed = cache_keys(sources["path"], lambda path: f"{item_key(path, embedder.config)}:{embedder.model_id}")
     keys = {i: k for i, k in enumerate(key_list) if k is not None}
     failures = [{"path": sources.at[i, "path"], "error": f["reason"]} for i, f in failed.items()]
@@ -208,21 +189,11 @@ def embed_files(inputs: list[str | os.PathLike[str]], out: str | os.PathLike[str
     direct = {i: segments_of_store(i) for i in todo if sources.at[i, "store"]}
     decode = [i for i in todo if direct.get(i) is None]
     bar = tqdm(total=len(todo), desc="embed", unit="file", disable=not progress)
-    with open(journal, "a") as jf, open(blob, "ab") as bf:
-        offset = blob.stat().st_size // 4
-
+    with journal.writer() as add:
         def keep(i: int, segs: np.ndarray) -> None:
-            nonlocal offset
             vectors, _ = embedder(segs)
             data = vectors if per_segment else vectors.mean(0, keepdims=True)
-            bf.write(np.ascontiguousarray(data, dtype=np.float32).tobytes())
-            bf.flush()
-            row = {"key": keys[i], "model": embedder.model_id, "offset": offset, "count": len(data),
-                   "dim": int(data.shape[1]), "segments": len(vectors)}
-            jf.write(json.dumps(row) + "\n")
-            jf.flush()
-            offset += data.size
-            done[keys[i]] = row
+            done[keys[i]] = add({"key": keys[i], "model": embedder.model_id, "segments": len(vectors)}, data)
             bar.update(1)
 
         for i in [i for i in todo if direct.get(i) is not None]:
@@ -249,14 +220,12 @@ def embed_files(inputs: list[str | os.PathLike[str]], out: str | os.PathLike[str
 
     # ---- the outputs, from the journal, in input order
     rows, chunks = [], []
-    vectors_all = np.fromfile(blob, dtype=np.float32)
     for i, key in keys.items():
         if key not in done:
             continue
         r = done[key]
         seg = getattr(from_store.get(sources.at[i, "store"]), "config", embedder.config)
-        chunk = vectors_all[r["offset"] : r["offset"] + r["count"] * r["dim"]].reshape(r["count"], r["dim"])
-        chunks.append(chunk)
+        chunks.append(journal.vectors(r))
         base = {"path": sources.at[i, "path"], "item": sources.at[i, "item"], "label": sources.at[i, "label"]}
         if per_segment:
             for k in range(r["count"]):
@@ -264,7 +233,7 @@ def embed_files(inputs: list[str | os.PathLike[str]], out: str | os.PathLike[str
                              "end": round(k * seg.segment_hop_seconds + seg.segment_seconds, 3)})
         else:
             rows.append({**base, "segments": r["segments"]})
-    pd.DataFrame(failures, columns=["path", "error"]).to_csv(failures_path, index=False)
+    atomic_write(failures_path, pd.DataFrame(failures, columns=["path", "error"]).to_csv(index=False))
     if not chunks:
         raise EmptyInputError(f"no file could be embedded (reasons in {failures_path})")
     vectors = np.concatenate(chunks)
@@ -278,7 +247,7 @@ def embed_files(inputs: list[str | os.PathLike[str]], out: str | os.PathLike[str
         full = pd.concat([table, pd.DataFrame(vectors, columns=[f"e{j}" for j in range(vectors.shape[1])])], axis=1)
         with atomic_path(out) as part:
             full.to_parquet(part, index=False)
-    remove_ours(pending, [journal.name, blob.name, MARKER])  # only what this job wrote
+    journal.remove()  # only what this job wrote
     log(f"{len(table)} vectors of {vectors.shape[1]} values ({embedder.name}"
         + (f", {layer}" if embedder.kind == "pretrained" else ", penultimate layer") + f") in {out}"
         + (f" and {table_path}" if table_path != out else "")

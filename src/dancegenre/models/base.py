@@ -12,14 +12,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from dancegenre.config import ModelConfig
+from dancegenre.config import POOLINGS, ModelConfig
 from dancegenre.errors import ConfigError
 
-ACTIVATIONS: dict[str, type[nn.Module]] = {
+ACTIVATIONS: dict[str, type[nn.Module]] = {  # one for each name in config.ACTIVATIONS
     "relu": nn.ReLU, "elu": nn.ELU, "gelu": nn.GELU, "silu": nn.SiLU, "selu": nn.SELU,
     "leaky_relu": nn.LeakyReLU, "mish": nn.Mish, "tanh": nn.Tanh, "softplus": nn.Softplus,
 }
-POOLINGS = ("max", "avg", "meanmaxl2")
 
 
 def _activation(name: str) -> nn.Module:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from dancegenre.config import ModelConfig
+from dancegenre.config import MODEL_DEFAULTS, ModelConfig
 from dancegenre.models.base import Network, _activation, temporal_pool
 
 
@@ -28,7 +28,7 @@ class CNN1D(Network):
     batch norm, activation and max pooling per block, then global temporal pooling and
     dense layers with dropout."""
 
-    DEFAULTS: dict = {}  # ModelConfig's own defaults are this network's
+    DEFAULTS = MODEL_DEFAULTS["cnn1d"]
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__(config)
@@ -46,7 +46,7 @@ class CRNN(Network):
     """The same convolutions, then a bidirectional GRU or LSTM over time in place of
     global pooling (the study's future work)."""
 
-    DEFAULTS: dict = {}  # ModelConfig's own defaults are this network's
+    DEFAULTS = MODEL_DEFAULTS["crnn"]
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__(config)
@@ -69,7 +69,7 @@ class CNN2D(Network):
     are what made the study's 2-D network take over an hour), global pooling over both
     axes."""
 
-    DEFAULTS = {"filters": (16, 32, 64), "kernel_size": 3, "pool_sizes": (2, 2, 2), "first_stride": 2}
+    DEFAULTS = MODEL_DEFAULTS["cnn2d"]
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__(config)

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dancegenre.config import ModelConfig
+from dancegenre.config import MODEL_DEFAULTS, ModelConfig
 from dancegenre.errors import ConfigError
 from dancegenre.models.base import BandNorm, Network
 
@@ -205,7 +205,7 @@ class MusiCNN(Network):
     (for augmentation masks and ``explain``'s band occlusion) but is not applied.
     """
 
-    DEFAULTS = {"head": "linear", "dense": 256}  # besides ModelConfig's
+    DEFAULTS = MODEL_DEFAULTS["musicnn-msd"]  # the same for musicnn-mtt
     FRONTEND = "musicnn"
 
     def __init__(self, config: ModelConfig) -> None:

@@ -195,13 +195,12 @@ def describe_files(source: str | os.PathLike[str], out: str | os.PathLike[str], 
 
     Returns (table, failures) as DataFrames.
     """
-    import json
     from pathlib import Path
 
     import pandas as pd
 
     from dancegenre.data.catalog import item_key, list_items
-    from dancegenre.data.jobs import cache_keys, sort_results
+    from dancegenre.data.jobs import Journal, cache_keys, sort_results
     from dancegenre.data.scheduler import parallel_map
     from dancegenre.data.store import SegmentStore
     from dancegenre.errors import EmptyInputError
@@ -214,14 +213,7 @@ def describe_files(source: str | os.PathLike[str], out: str | os.PathLike[str], 
     else:
         items, _ = list_items(src)
     from dancegenre.errors import OutputError
-    from dancegenre.safety import (
-        MARKER,
-        Inputs,
-        atomic_write,
-        check_output_file,
-        claim_folder,
-        remove_ours,
-    )
+    from dancegenre.safety import Inputs, atomic_write, check_output_file
 
     out = Path(out)
     failures_path = out.with_name(out.stem + ".failures.csv")
@@ -237,7 +229,7 @@ def describe_files(source: str | os.PathLike[str], out: str | os.PathLike[str], 
             raise OutputError(f"--out {out} exists and is not a features table made by dancegenre; "
                               "choose another name")
     out.parent.mkdir(parents=True, exist_ok=True)
-    pending = claim_folder(out.with_name(out.name + ".pending"), "features-journal", what="journal folder")
+    journal = Journal(out, "features-journal")
     config = FeatureConfig(sample_rate=SR)  # keys change when the file does
     keys, failures = cache_keys(items["path"], lambda path: f"{item_key(path, config)}v{VERSION}")
     items = items.assign(cache_key=keys)
@@ -247,20 +239,12 @@ def describe_files(source: str | os.PathLike[str], out: str | os.PathLike[str], 
         if "cache_key" in old.columns:
             for row in old.to_dict(orient="records"):
                 done[row["cache_key"]] = {k: row[k] for k in ["cache_key", "analysed_seconds", *DESCRIPTORS] if k in row}
-    journal = pending / "rows.jsonl"
-    if journal.exists():
-        for line in journal.read_text().splitlines():
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # the line a kill cut short
-            done[row["cache_key"]] = row
+    done.update((row["cache_key"], row) for row in journal.rows())
     tasks = {i: (items.at[i, "path"], k) for i, k in enumerate(keys) if k is not None and k not in done}
-    with open(journal, "a") as fh:
+    with journal.writer() as add:
         def keep(_: int, row: dict[str, Any]) -> None:
-            if "error" not in row:
-                fh.write(json.dumps(row) + "\n")
-                fh.flush()
+            if "error" not in row:  # a failure is tried again on the next run
+                add(row)
 
         results = parallel_map(describe_item, tasks, workers=workers, progress=progress, desc="features",
                                scheduler=scheduler, on_result=keep)
@@ -274,7 +258,7 @@ def describe_files(source: str | os.PathLike[str], out: str | os.PathLike[str], 
                         columns=["item", "path", "error", "reason"])
     atomic_write(out, table.to_csv(index=False))
     atomic_write(failures_path, fail.to_csv(index=False))
-    remove_ours(pending, ["rows.jsonl", MARKER])  # only what this job wrote
+    journal.remove()  # only what this job wrote
     if table.empty:
         raise EmptyInputError(f"no file of {source} could be described; reasons in {out.stem}.failures.csv")
     return table, fail

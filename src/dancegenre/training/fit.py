@@ -265,46 +265,16 @@ def fit(
     row_labels = label_of[train_rows]
     extra_common = {"store": str(Path(store_path).resolve()), "split_column": split_col,
                     "parameters": count_parameters(net), "world_size": world}
-    from tqdm import tqdm
-
     stopped_early = False
     epoch = start_epoch - 1
     try:
         for epoch in range(start_epoch, config.epochs + 1):
             te = time.perf_counter()
-            torch.manual_seed(config.seed * 100_003 + epoch)  # dropout: same on resume
-            gen = torch.Generator().manual_seed(config.seed * 100_003 + epoch)
-            perm = torch.randperm(len(train_rows), generator=gen).numpy()
-            per_rank = len(perm) // world
-            perm = perm[rank * per_rank : (rank + 1) * per_rank]
-            train_model.train()
-            total, correct, seen = 0.0, 0, 0
-            n_batches = math.ceil(len(perm) / config.batch_size)
-            bar = tqdm(range(n_batches), desc=f"epoch {epoch}/{config.epochs}", unit="batch",
-                       disable=not progress or rank != 0, leave=False)
-            for b in bar:
-                sel = perm[b * config.batch_size : (b + 1) * config.batch_size]
-                if len(sel) < 2:
-                    continue  # batch norm needs two examples
-                x = torch.from_numpy(next(batches(source, local_rows[sel], len(sel)))).to(device)
-                y = torch.from_numpy(row_labels[sel]).to(device)
-                if config.augment and net.trains_on_features:  # features: mixup is what applies
-                    x, ya, yb, lam = mixup(x, y, config.mixup_alpha, gen)
-                elif config.augment:
-                    x, ya, yb, lam = augment_batch(x, y, config, fill, gen)
-                else:
-                    ya, yb, lam = y, y, 1.0
-                logits = train_model(x)
-                loss = lam * criterion(logits, ya) + (1 - lam) * criterion(logits, yb)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                total += float(loss.detach()) * len(sel); seen += len(sel)
-                correct += int((logits.argmax(1) == y).sum())
-                bar.set_postfix(loss=f"{total / seen:.3f}")
-            bar.close()
+            loss, acc = _train_epoch(train_model, net, opt, criterion, source, local_rows, row_labels, fill,
+                                     config, epoch, device=device, rank=rank, world=world,
+                                     progress=progress and rank == 0)
             val = evaluate_rows(scorer, store, rows["val"], labels, device=device, inputs=inputs)
-            row = {"epoch": epoch, "train_loss": total / max(seen, 1), "train_acc": correct / max(seen, 1),
+            row = {"epoch": epoch, "train_loss": loss, "train_acc": acc,
                    "val_loss": val["loss"], "val_acc": val["segment"]["accuracy"],
                    "val_item_acc": val["item"]["accuracy"], "val_item_macro_f1": val["item"]["macro_f1"],
                    "seconds": round(time.perf_counter() - te, 2)}
@@ -351,6 +321,49 @@ def fit(
     if world > 1:
         dist.barrier()
     return result
+
+
+def _train_epoch(train_model: nn.Module, net: Network, opt: torch.optim.Optimizer, criterion: nn.Module,
+                 source: np.ndarray, local_rows: np.ndarray, row_labels: np.ndarray, fill: torch.Tensor,
+                 config: TrainConfig, epoch: int, *, device: torch.device, rank: int, world: int,
+                 progress: bool) -> tuple[float, float]:
+    """One pass over this rank's share of the training rows, in the epoch's own order
+    (seeded, so a resumed run repeats it); returns (mean loss, accuracy)."""
+    from tqdm import tqdm
+
+    torch.manual_seed(config.seed * 100_003 + epoch)  # dropout: same on resume
+    gen = torch.Generator().manual_seed(config.seed * 100_003 + epoch)
+    perm = torch.randperm(len(local_rows), generator=gen).numpy()
+    per_rank = len(perm) // world
+    perm = perm[rank * per_rank : (rank + 1) * per_rank]
+    train_model.train()
+    total, correct, seen = 0.0, 0, 0
+    n_batches = math.ceil(len(perm) / config.batch_size)
+    bar = tqdm(range(n_batches), desc=f"epoch {epoch}/{config.epochs}", unit="batch", disable=not progress,
+               leave=False)
+    for b in bar:
+        sel = perm[b * config.batch_size : (b + 1) * config.batch_size]
+        if len(sel) < 2:
+            continue  # batch norm needs two examples
+        x = torch.from_numpy(next(batches(source, local_rows[sel], len(sel)))).to(device)
+        y = torch.from_numpy(row_labels[sel]).to(device)
+        if config.augment and net.trains_on_features:  # features: mixup is what applies
+            x, ya, yb, lam = mixup(x, y, config.mixup_alpha, gen)
+        elif config.augment:
+            x, ya, yb, lam = augment_batch(x, y, config, fill, gen)
+        else:
+            ya, yb, lam = y, y, 1.0
+        logits = train_model(x)
+        loss = lam * criterion(logits, ya) + (1 - lam) * criterion(logits, yb)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        total += float(loss.detach()) * len(sel)
+        seen += len(sel)
+        correct += int((logits.argmax(1) == y).sum())
+        bar.set_postfix(loss=f"{total / seen:.3f}")
+    bar.close()
+    return total / max(seen, 1), correct / max(seen, 1)
 
 
 def _record(result: TrainResult, model_cfg: ModelConfig, config: TrainConfig, labels: list[str],
