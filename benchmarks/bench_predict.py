@@ -1,39 +1,48 @@
-"""predict end to end vs decoding alone, and peak memory on a 2-hour mix.
+"""``dancegenre predict`` as a user runs it: start-up, a crate of clips, a 2-hour mix.
 
-    python -m benchmarks.bench_predict
+    python -m benchmarks.bench_predict [--per-genre 150]
 
-(1) 200 synthetic 30-second mp3 clips: decode alone on all cores (a process pool
-    running soundfile.read) vs ``Classifier.predict_many`` (decode + features + cnn1d).
-    Targets on 2 cores: >= 20 tracks/s, and within 2x of the decode-only time.
-(2) A 2-hour mix (flac, 44.1 kHz stereo) made of the corpus' clips, techno and EDM in
+(1) Start-up, each the median of 3 fresh processes: ``dancegenre --help`` (target
+    under 0.3 s), ``python -c "import torch"`` (the floor any command that runs the
+    network pays), and ``dancegenre predict RUN one.mp3`` (target under 1.5 s).
+(2) ``2 * per_genre`` synthetic 30-second mp3 clips (300 by default):
+    ``dancegenre predict -q RUN CORPUS --out preds.csv`` in a fresh process against the
+    decode floor (every file decoded to float32 on all cores, libsndfile and PyAV, the
+    faster counts).  Target: at most 1.7x the floor's time.
+(3) A 2-hour mix (flac, 44.1 kHz stereo) made of the corpus' clips, techno and EDM in
     alternating 10-minute blocks: ``dancegenre predict`` in a child process; its peak
     resident memory (ru_maxrss) must stay under 1 GB, and its sections should follow
     the blocks.
+
+The figures are also written to ``bench-out/bench_predict.json``.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
-from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 
-from benchmarks.common import BENCH_DIR, audio_files, mp3_corpus
+from benchmarks.common import (
+    BENCH_DIR,
+    DECODERS,
+    audio_files,
+    dancegenre_command,
+    decode_floor,
+    mp3_corpus,
+    save_result,
+    timed_run,
+)
 from dancegenre.config import TrainConfig
 from dancegenre.data.store import prepare
-from dancegenre.inference.classifier import Classifier
 from dancegenre.training.fit import fit
-
-
-def _decode(path: Path) -> int:
-    return len(sf.read(str(path), dtype="float32")[0])
 
 
 def make_mix(corpus: Path, dest: Path, hours: float = 2.0, block_minutes: float = 10.0) -> list[tuple[float, str]]:
@@ -56,30 +65,37 @@ def make_mix(corpus: Path, dest: Path, hours: float = 2.0, block_minutes: float 
 
 
 def main() -> None:
-    corpus = mp3_corpus()
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--per-genre", type=int, default=150)
+    args = ap.parse_args()
+    corpus = mp3_corpus(args.per_genre)
     files = audio_files(corpus)
-    cores = os.cpu_count() or 1
-    run = BENCH_DIR / "run-predict"
+    n, cores = len(files), os.cpu_count() or 1
+    run = BENCH_DIR / f"run-predict-{args.per_genre}"
     if not (run / "best.pt").exists():
-        store = BENCH_DIR / "store-cat"
+        store = BENCH_DIR / f"store-cat-{args.per_genre}"
         prepare(corpus / "catalog.csv", store, progress=False)
         fit(store, out=run, config=TrainConfig(epochs=10), progress=False, log=lambda *a: None)
-    clf = Classifier.load(run)
-    ctx = get_context("fork")
-    with ProcessPoolExecutor(cores, mp_context=ctx) as pool:
-        list(pool.map(_decode, files[:cores]))  # start the workers before timing
-        t0 = time.perf_counter()
-        list(pool.map(_decode, files, chunksize=4))
-        decode = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    preds = list(clf.predict_many(files, workers=cores))
-    predict = time.perf_counter() - t0
-    n = len(files)
-    print(f"{n} mp3 clips of 30 s, {cores} cores")
-    print(f"decode only ({cores} processes): {n / decode:7.1f} tracks/s ({decode:.1f} s)")
-    print(f"predict end to end:          {n / predict:7.1f} tracks/s ({predict:.1f} s)   (target >= 20)")
-    print(f"predict / decode time: {predict / decode:.2f}x   (target <= 2x)")
-    print(f"errors: {sum(p.error is not None for p in preds)}")
+
+    helps = timed_run(dancegenre_command("--help"), repeat=3)
+    torch_import = timed_run([sys.executable, "-c", "import torch"], repeat=3)
+    one = timed_run(dancegenre_command("predict", "-q", str(run), str(files[0])), repeat=3)
+    print(f"start-up: dancegenre --help {helps:.2f} s (target < 0.3 s); "
+          f"predict on one file {one:.2f} s (target < 1.5 s), of which importing torch alone takes "
+          f"{torch_import:.2f} s")
+
+    floors = {name: decode_floor(files, name) for name in DECODERS}
+    floor_name = min(floors, key=floors.get)
+    out = BENCH_DIR / "bench-predictions.csv"
+    out.unlink(missing_ok=True)
+    crate = timed_run(dancegenre_command("predict", "-q", str(run), str(corpus), "--out", str(out)))
+    errors = sum(1 for line in out.read_text().splitlines()[1:] if not line.split(",")[1])
+    print(f"{n} mp3 clips of 30 s (44.1 kHz stereo), {cores} cores")
+    for name, seconds in floors.items():
+        print(f"decode only, {name:<14} {cores} cores: {seconds:6.1f} s  {n / seconds:6.1f} files/s")
+    print(f"dancegenre predict (fresh process):   {crate:6.1f} s  {n / crate:6.1f} files/s  ({errors} errors)")
+    print(f"predict vs the decode floor ({floor_name}): {crate / floors[floor_name]:.2f}x its time   "
+          "(target <= 1.7x)")
 
     mix = BENCH_DIR / "mix-2h.flac"
     if not mix.exists():
@@ -103,6 +119,13 @@ def main() -> None:
     print(f"2-hour mix: {seconds:.1f} s, peak resident memory {peak_mb:.0f} MB (target < 1024), "
           f"{row['segments']} segments, {len(sections)} sections of >= 5 segments; "
           f"{hits} of {len(starts) - 1} genre changes found within 30 s")
+    save_result("bench_predict", {
+        "help_seconds": round(helps, 3), "torch_import_seconds": round(torch_import, 3),
+        "predict_one_file_seconds": round(one, 3), "files": n, "cores": cores,
+        "decode_seconds": {k: round(v, 2) for k, v in floors.items()}, "predict_seconds": round(crate, 2),
+        "ratio_to_floor": round(crate / floors[floor_name], 2),
+        "mix_seconds": round(seconds, 1), "mix_peak_mb": round(peak_mb), "mix_changes_found": [hits, len(starts) - 1],
+    })
 
 
 if __name__ == "__main__":

@@ -11,6 +11,15 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Keep what the code caches (mel filters, converted weights) out of the user's home:
+    one private cache folder for the session, unless the runner chose one."""
+    if not os.environ.get("DANCEGENRE_CACHE"):
+        import tempfile
+
+        os.environ["DANCEGENRE_CACHE"] = tempfile.mkdtemp(prefix="dancegenre-test-cache-")
+
 REAL_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "hardtechno"
 
 

@@ -9,7 +9,9 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 from dataclasses import dataclass, fields
+from pathlib import Path
 from typing import Any, TypeVar
 
 from dancegenre.errors import ConfigError
@@ -27,6 +29,19 @@ def _from_dict(cls: type[T], data: dict[str, Any]) -> T:
         return cls(**data)
     except TypeError as exc:
         raise ConfigError(f"bad {cls.__name__}: {exc}") from None
+
+
+CACHE_ENV = "DANCEGENRE_CACHE"
+
+
+def cache_dir() -> Path:
+    """The user's cache folder for what dancegenre derives once and keeps (converted
+    pretrained weights, mel filters): ``$DANCEGENRE_CACHE``, else
+    ``$XDG_CACHE_HOME/dancegenre``, else ``~/.cache/dancegenre``."""
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV])
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "dancegenre"
 
 
 @dataclass(frozen=True)

@@ -106,3 +106,31 @@ def test_config_round_trip_and_digest():
     assert c.digest() != FeatureConfig().digest()
     with pytest.raises(ConfigError):
         FeatureConfig.from_dict({"n_melz": 3})
+
+
+def test_the_window_is_librosas():
+    import scipy.signal
+
+    from dancegenre.audio.frontend import _window
+
+    for n in (512, 2048):
+        np.testing.assert_allclose(_window(n), scipy.signal.get_window("hann", n, fftbins=True), atol=1e-7)
+
+
+def test_mel_filters_are_cached_and_a_bad_cache_is_made_again(tmp_path, monkeypatch):
+    from dancegenre.audio import frontend
+
+    monkeypatch.setenv("DANCEGENRE_CACHE", str(tmp_path))
+    config = FeatureConfig(n_mels=40, n_fft=1024)
+    reference = librosa.filters.mel(sr=config.sample_rate, n_fft=1024, n_mels=40, fmin=config.fmin,
+                                    fmax=config.fmax, norm="slaney", dtype=np.float32)
+    frontend.mel_filterbank.cache_clear()
+    np.testing.assert_array_equal(frontend.mel_filterbank(config), reference)
+    (cached,) = (tmp_path / "mel").glob("*.npy")
+    np.testing.assert_array_equal(np.load(cached), reference)
+    cached.write_bytes(b"not an array")  # a cut or foreign file
+    frontend.mel_filterbank.cache_clear()
+    np.testing.assert_array_equal(frontend.mel_filterbank(config), reference)
+    np.testing.assert_array_equal(np.load(cached), reference)
+    assert sorted(p.name for p in (tmp_path / "mel").iterdir()) == [cached.name]  # no temporary left
+    frontend.mel_filterbank.cache_clear()

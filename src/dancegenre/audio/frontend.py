@@ -11,6 +11,7 @@ its file.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -18,29 +19,51 @@ from functools import lru_cache
 
 import numpy as np
 import scipy.fft
-import scipy.signal
 
 from dancegenre.audio.decode import stream_array, stream_mono
-from dancegenre.config import FeatureConfig
+from dancegenre.config import FeatureConfig, cache_dir
 from dancegenre.errors import AudioTooShortError, SilentAudioError
+from dancegenre.safety import atomic_path
 
 SILENCE_PEAK = 1e-6  # a file whose samples never exceed this is digital silence
 
 
 @lru_cache(maxsize=8)
 def mel_filterbank(config: FeatureConfig) -> np.ndarray:
-    """Slaney-normalised mel filters from librosa: shape (n_mels, n_fft // 2 + 1), float32."""
-    import librosa  # imported here: librosa's import is lazy but its filters need it
+    """Slaney-normalised mel filters from librosa: shape (n_mels, n_fft // 2 + 1), float32.
 
-    return librosa.filters.mel(
+    Kept in the user's cache folder (:func:`dancegenre.config.cache_dir`) once made:
+    importing librosa costs a second, which would double the start of ``predict`` on
+    one file.  A cache that cannot be read or written is simply not used.
+    """
+    import librosa  # librosa's version is part of the key: its filters are the reference
+
+    key = (f"{librosa.__version__} {config.sample_rate} {config.n_fft} {config.n_mels} "
+           f"{config.fmin} {config.fmax}")
+    path = cache_dir() / "mel" / f"{hashlib.sha1(key.encode()).hexdigest()[:16]}.npy"
+    try:
+        fb = np.load(path)
+        if fb.shape == (config.n_mels, config.n_fft // 2 + 1) and fb.dtype == np.float32:
+            return fb
+    except (OSError, ValueError):
+        pass
+    fb = librosa.filters.mel(
         sr=config.sample_rate, n_fft=config.n_fft, n_mels=config.n_mels,
         fmin=config.fmin, fmax=config.fmax, htk=False, norm="slaney", dtype=np.float32,
     )
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path) as part, open(part, "wb") as fh:
+            np.save(fh, fb)
+    except OSError:
+        pass  # a read-only home: the filters are made again next time
+    return fb
 
 
 @lru_cache(maxsize=8)
 def _window(n_fft: int) -> np.ndarray:
-    return scipy.signal.get_window("hann", n_fft, fftbins=True).astype(np.float32)
+    """The periodic Hann window (scipy's ``get_window("hann", n_fft)``, librosa's STFT window)."""
+    return (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(n_fft) / n_fft)).astype(np.float32)
 
 
 class LogMelStream:

@@ -78,14 +78,19 @@ class Prediction:
         return d
 
 
-def _segments_worker(args: tuple[str, FeatureConfig]) -> tuple[str, np.ndarray | None, str | None]:
-    path, config = args
-    try:
-        # float16 halves what travels back through the pipe; dB values need no more
-        blocks = [b.segments.astype(np.float16) for b in iter_segments(path, config)]
-        return path, np.concatenate(blocks), None
-    except DanceGenreError as exc:
-        return path, None, str(exc)
+def _segments_worker(args: tuple[list[str], FeatureConfig]) -> list[tuple[str, np.ndarray | None, str | None]]:
+    """``(path, float16 segments, error)`` for each of a batch of files: one round trip
+    to the worker a batch, not a file."""
+    paths, config = args
+    out = []
+    for path in paths:
+        try:
+            # float16 halves what travels back through the pipe; dB values need no more
+            blocks = [b.segments.astype(np.float16) for b in iter_segments(path, config)]
+            out.append((path, np.concatenate(blocks), None))
+        except DanceGenreError as exc:
+            out.append((path, None, str(exc)))
+    return out
 
 
 def sections_of(timeline: pd.DataFrame, labels: list[str], *, smooth: int = 5) -> list[dict[str, Any]]:
@@ -228,18 +233,27 @@ def decode_many(paths: Iterable[str | os.PathLike[str]], config: FeatureConfig, 
     threads = torch.get_num_threads()
     if scheduler == "processes" and network_threads:
         torch.set_num_threads(network_threads)
+    # files in batches (up to 8, fewer when there are few files, so every worker gets some)
+    short = [i for i, p in enumerate(paths) if sizes[p] <= LONG_FILE_BYTES]
+    size = int(np.clip(len(short) // (4 * workers), 1, 8))
+    batches = [short[k : k + size] for k in range(0, len(short), size)]
+    batch_of = {i: b for b, rows in enumerate(batches) for i in rows}
     running: dict[int, Any] = {}
-    queue = [(i, p) for i, p in enumerate(paths) if sizes[p] <= LONG_FILE_BYTES][::-1]
+    ready: dict[int, tuple[str, np.ndarray | None, str | None]] = {}
+    queue = list(range(len(batches)))[::-1]
     try:
         with open_scheduler(scheduler, workers) as pool:
             for i, p in enumerate(paths):
                 while queue and len(running) < IN_FLIGHT_PER_WORKER * pool.workers:  # bounded in flight
-                    k, q = queue.pop()
-                    running[k] = pool.submit(_segments_worker, (q, config))
+                    b = queue.pop()
+                    running[b] = pool.submit(_segments_worker, ([paths[k] for k in batches[b]], config))
                 if sizes[p] > LONG_FILE_BYTES:
                     yield p, None, None
                     continue
-                yield running.pop(i).result()
+                if i not in ready:
+                    b = batch_of[i]
+                    ready.update(zip(batches[b], running.pop(b).result()))
+                yield ready.pop(i)
     finally:
         for fut in running.values():
             fut.cancel()

@@ -24,6 +24,7 @@ from typing import Any, Callable
 
 import torch
 
+from dancegenre.config import CACHE_ENV, cache_dir
 from dancegenre.errors import DanceGenreError
 from dancegenre.models.musicnn import PRETRAINED, MusiCNNBackbone
 from dancegenre.safety import atomic_path
@@ -31,7 +32,6 @@ from dancegenre.safety import atomic_path
 WHEEL = "musicnn-0.1.0-py3-none-any.whl"
 WHEEL_SHA256 = "f38a4890c648c1ddbb141c5d96d2b0a8cfcd36746002d896989f7b88beb65cfa"
 WHEEL_ENV = "DANCEGENRE_MUSICNN_WHEEL"
-CACHE_ENV = "DANCEGENRE_CACHE"
 FORMAT = "dancegenre-pretrained-1"
 MUSICNN_LICENSE = """musicnn weights: Copyright (c) Music Technology Group, Universitat Pompeu Fabra 2019.
 Code developed by Jordi Pons (www.jordipons.me). ISC licence: Permission to use, copy, modify,
@@ -43,14 +43,6 @@ ALL IMPLIED WARRANTIES OF MERCHANTABILITY AND FITNESS."""
 
 class PretrainedError(DanceGenreError):
     """The pretrained weights cannot be had or do not verify."""
-
-
-def cache_dir() -> Path:
-    """``$DANCEGENRE_CACHE``, else ``$XDG_CACHE_HOME/dancegenre``, else ``~/.cache/dancegenre``."""
-    if os.environ.get(CACHE_ENV):
-        return Path(os.environ[CACHE_ENV])
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "dancegenre"
 
 
 def _sha256(path: Path) -> str:

@@ -12,7 +12,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from sklearn import metrics as skm
 from torch import nn
 
 from dancegenre.data.store import batches
@@ -64,6 +63,8 @@ def classification_metrics(y_true: np.ndarray, probs: np.ndarray, labels: list[s
     """
     y_pred = probs.argmax(axis=1)
     idx = list(range(len(labels)))
+    from sklearn import metrics as skm  # imported when metrics are asked for: predict never is
+
     p, r, f, support = skm.precision_recall_fscore_support(y_true, y_pred, labels=idx, zero_division=0)
     try:
         if len(labels) == 2:
