@@ -110,6 +110,35 @@ def test_long_file_timeline(trained_run, tmp_path):
     assert pred.sections and pred.sections[0]["start"] == 0.0
 
 
+def test_predict_many_batches_files_through_the_network_in_order(trained_run, corpus, tmp_path):
+    """Files share forward passes (batch_size 16: a flush every two 10-segment files);
+    a bad file between them keeps its place, and every verdict equals predict's."""
+    bad = tmp_path / "bad.mp3"
+    bad.write_bytes(b"junk" * 100)
+    files = sorted((corpus / "techno").glob("*.flac"))[:3] + [bad] + sorted((corpus / "edm").glob("*.flac"))[:2]
+    clf = Classifier.load(trained_run, batch_size=16)
+    many = list(clf.predict_many(files, workers=2))
+    assert [m.source for m in many] == [str(f) for f in files]
+    assert many[3].error and all(m.error is None for i, m in enumerate(many) if i != 3)
+    for f, m in zip(files, many):
+        if f != bad:
+            one = clf.predict(f)
+            assert one.genre == m.genre and len(one.timeline) == len(m.timeline)
+            for lab in clf.labels:
+                assert one.probabilities[lab] == pytest.approx(m.probabilities[lab], abs=1e-4)
+
+
+def test_centred_mean_is_pandas_rolling():
+    from dancegenre.inference.classifier import centred_mean
+
+    rng = np.random.default_rng(0)
+    for window in range(1, 8):
+        for n in (1, 4, 23):
+            p = rng.random((n, 3))
+            ref = pd.DataFrame(p).rolling(window, center=True, min_periods=1).mean().to_numpy()
+            np.testing.assert_allclose(centred_mean(p, window), ref)
+
+
 def test_sections_find_a_change():
     t = pd.DataFrame({"start": np.arange(20) * 3.0, "end": np.arange(20) * 3.0 + 3})
     t["a"] = [0.9] * 10 + [0.1] * 10

@@ -93,19 +93,25 @@ def _segments_worker(args: tuple[list[str], FeatureConfig]) -> list[tuple[str, n
     return out
 
 
+def centred_mean(probs: np.ndarray, window: int) -> np.ndarray:
+    """The moving average of each column over ``window`` rows centred on each row, fewer
+    at the ends (pandas' ``rolling(window, center=True, min_periods=1).mean()``)."""
+    n = len(probs)
+    sums = np.concatenate([np.zeros((1, probs.shape[1])), np.cumsum(probs, axis=0, dtype=np.float64)])
+    lo = np.clip(np.arange(n) - window // 2, 0, n)
+    hi = np.clip(np.arange(n) - window // 2 + window, 0, n)
+    return (sums[hi] - sums[lo]) / (hi - lo)[:, None]
+
+
 def sections_of(timeline: pd.DataFrame, labels: list[str], *, smooth: int = 5) -> list[dict[str, Any]]:
     """Runs of one genre in a timeline, after a moving average over ``smooth`` segments."""
     if timeline.empty:
         return []
-    probs = timeline[labels].rolling(smooth, center=True, min_periods=1).mean().to_numpy()
-    top = probs.argmax(1)
-    out, start = [], 0
-    for i in range(1, len(top) + 1):
-        if i == len(top) or top[i] != top[start]:
-            out.append({"start": float(timeline["start"].iloc[start]), "end": float(timeline["end"].iloc[i - 1]),
-                        "genre": labels[top[start]], "segments": i - start})
-            start = i
-    return out
+    top = centred_mean(timeline[labels].to_numpy(), smooth).argmax(1)
+    starts, ends = timeline["start"].to_numpy(), timeline["end"].to_numpy()
+    cuts = [0, *(np.flatnonzero(np.diff(top)) + 1).tolist(), len(top)]
+    return [{"start": float(starts[a]), "end": float(ends[b - 1]), "genre": labels[top[a]], "segments": int(b - a)}
+            for a, b in zip(cuts[:-1], cuts[1:])]
 
 
 class Classifier:
@@ -142,11 +148,9 @@ class Classifier:
         probs, taggram = scored
         c = self.config
         start = numbers * c.segment_hop_seconds
-        timeline = pd.DataFrame({"segment": numbers, "start": start.round(3),
-                                 "end": (start + c.segment_seconds).round(3)})
-        for i, lab in enumerate(self.labels):
-            timeline[lab] = probs[:, i]
-        timeline["genre"] = [self.labels[i] for i in probs.argmax(1)]
+        timeline = pd.DataFrame({"segment": numbers, "start": start.round(3), "end": (start + c.segment_seconds).round(3),
+                                 **{lab: probs[:, i] for i, lab in enumerate(self.labels)},
+                                 "genre": np.asarray(self.labels, dtype=object)[probs.argmax(1)]})
         mean = probs.mean(0)
         if not np.isfinite(mean).all():  # weights that overflow, or a crafted checkpoint
             raise DanceGenreError(f"the model gave non-finite probabilities for {source}; "
@@ -193,16 +197,35 @@ class Classifier:
         network; long files (over 30 MB) are streamed block by block here.  A path that
         appears twice is predicted twice.
         """
-        for p, segs, err in decode_many(paths, self.config, workers=workers, scheduler=scheduler):
-            if err is not None:
-                yield Prediction(p, None, {}, pd.DataFrame(), error=err)
-            elif segs is None:
-                yield self._safe(p)  # a long file: streamed block by block in this process
-            else:
+        pending: list[tuple[str, np.ndarray]] = []  # decoded files whose segments go through the network together
+
+        def flush() -> Iterator[Prediction]:
+            if not pending:
+                return
+            probs, tags = self._probs(np.concatenate([segs for _, segs in pending]))
+            start = 0
+            for p, segs in pending:
+                end = start + len(segs)
                 try:
-                    yield self._result(p, self._probs(segs), np.arange(len(segs)))
+                    yield self._result(p, (probs[start:end], None if tags is None else tags[start:end]),
+                                       np.arange(len(segs)))
                 except DanceGenreError as exc:
                     yield Prediction(p, None, {}, pd.DataFrame(), error=str(exc))
+                start = end
+            pending.clear()
+
+        for p, segs, err in decode_many(paths, self.config, workers=workers, scheduler=scheduler):
+            if err is None and segs is not None:
+                pending.append((p, segs))
+                if sum(len(s) for _, s in pending) >= self.batch_size:  # a full batch: one forward pass
+                    yield from flush()
+                continue
+            yield from flush()  # in order: what came before, then this file
+            if err is not None:
+                yield Prediction(p, None, {}, pd.DataFrame(), error=err)
+            else:
+                yield self._safe(p)  # a long file: streamed block by block in this process
+        yield from flush()
 
     def _safe(self, path: str) -> Prediction:
         try:

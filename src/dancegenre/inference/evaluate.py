@@ -11,7 +11,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import pandas as pd
@@ -111,13 +111,15 @@ def write_report(ev: Evaluation, segment_probs: np.ndarray, segment_labels: np.n
     (out / "report.md").write_text(markdown_report(ev))
 
 
-def plot_confusion(matrix: np.ndarray, labels: list[str], path: Path, *, title: str = "") -> None:
-    from dancegenre.present.figures import pyplot
+def plot_confusion(matrix: np.ndarray, labels: list[str], path: Path | BinaryIO, *, title: str = "") -> None:
+    """The matrix (rows true, columns predicted) as a PNG at ``path`` (a file name or a
+    binary file object), each genre's name in its colour."""
+    from dancegenre.present.figures import genre_colors, pyplot, set_title, subplots
 
     plt = pyplot()
 
     size = 2.5 + 0.6 * len(labels)
-    fig, ax = plt.subplots(figsize=(size, size * 0.85))
+    fig, ax = subplots(figsize=(size, size * 0.85))
     ax.imshow(matrix, cmap="Blues")
     ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
     ax.set_yticks(range(len(labels)), labels)
@@ -127,8 +129,11 @@ def plot_confusion(matrix: np.ndarray, labels: list[str], path: Path, *, title: 
         for j in range(matrix.shape[1]):
             ax.text(j, i, int(matrix[i, j]), ha="center", va="center",
                     color="white" if matrix[i, j] > top / 2 else "black")
-    ax.set_title(f"confusion matrix: {title}")
-    fig.tight_layout(); fig.savefig(path, dpi=110); plt.close(fig)
+    colors = genre_colors(labels)  # each genre's colour on every figure of a page
+    for tick in [*ax.get_xticklabels(), *ax.get_yticklabels()]:
+        tick.set_color(colors.get(tick.get_text(), "black"))
+    set_title(ax, f"confusion matrix: {title}")
+    fig.savefig(path, dpi=110); plt.close(fig)
 
 
 def reliability_bins(y_true: np.ndarray, probs: np.ndarray, n_bins: int = 10) -> pd.DataFrame:
@@ -150,18 +155,18 @@ def expected_calibration_error(y_true: np.ndarray, probs: np.ndarray, n_bins: in
 
 
 def plot_reliability(y_true: np.ndarray, probs: np.ndarray, path: Path) -> None:
-    from dancegenre.present.figures import pyplot
+    from dancegenre.present.figures import pyplot, set_title, subplots
 
     plt = pyplot()
 
     table = reliability_bins(y_true, probs).dropna()
-    fig, ax = plt.subplots(figsize=(4.2, 4))
+    fig, ax = subplots(figsize=(4.2, 4))
     ax.plot([0, 1], [0, 1], linestyle="--", color="grey", label="perfect calibration")
     ax.plot(table["confidence"], table["accuracy"], marker="o", label="model")
     ax.set_xlabel("confidence of the verdict"); ax.set_ylabel("fraction right")
-    ax.set_title(f"reliability (ECE {expected_calibration_error(y_true, probs):.3f})")
+    set_title(ax, f"reliability (ECE {expected_calibration_error(y_true, probs):.3f})")
     ax.set_xlim(0, 1); ax.set_ylim(0, 1.02); ax.legend(loc="lower right")
-    fig.tight_layout(); fig.savefig(path, dpi=110); plt.close(fig)
+    fig.savefig(path, dpi=110); plt.close(fig)
 
 
 def markdown_report(ev: Evaluation) -> str:

@@ -8,6 +8,43 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+# One colour per genre, by the genre's place in the model's (sorted) labels: the same
+# genre has the same colour in a timeline, a bar chart and a confusion matrix, on a
+# report and on the web page (which gets these from /api/model).  matplotlib's tab10.
+PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
+           "#bcbd22", "#17becf")
+
+
+def genre_colors(labels: list[str]) -> dict[str, str]:
+    """{genre: colour}, one per genre of ``labels`` in order (the palette repeats after 10)."""
+    return {lab: PALETTE[k % len(PALETTE)] for k, lab in enumerate(labels)}
+
+
+def subplots(*args: Any, **kwargs: Any) -> tuple[Any, Any]:
+    """``pyplot.subplots`` with the constrained layout, which keeps titles, labels and
+    legends inside the canvas however long they are."""
+    return pyplot().subplots(*args, layout="constrained", **kwargs)
+
+
+def wrapped(text: str, width_inches: float, fontsize: float = 12.0) -> str:
+    """``text`` broken into lines that fit ``width_inches`` at ``fontsize`` points
+    (an average character is about 0.6 of the font size wide)."""
+    import textwrap
+
+    chars = max(12, int(width_inches * 72 / (0.6 * fontsize)))
+    return "\n".join(textwrap.wrap(text, chars)) or text
+
+
+def set_title(target: Any, text: str, *, fontsize: float = 12.0) -> None:
+    """A title wrapped to the width of ``target``: an Axes (its title) or a Figure (its
+    suptitle)."""
+    fig = target if hasattr(target, "suptitle") else target.figure
+    width = fig.get_figwidth() * (1.0 if target is fig else target.get_position().width)
+    if target is fig:
+        fig.suptitle(wrapped(text, width, fontsize), fontsize=fontsize)
+    else:
+        target.set_title(wrapped(text, width, fontsize), fontsize=fontsize)
+
 
 def pyplot() -> Any:
     """``matplotlib.pyplot`` on the Agg back end (files only, no display, safe in any
@@ -28,7 +65,8 @@ def spectrogram_grid(segments: np.ndarray, index: pd.DataFrame, labels: list[str
     (the study's grid of mel-spectrograms)."""
     plt = pyplot()
 
-    fig, axes = plt.subplots(len(labels), per_label, figsize=(1.8 * per_label, 1.9 * len(labels)), squeeze=False)
+    fig, axes = subplots(len(labels), per_label, figsize=(1.8 * per_label, 1.9 * len(labels)), squeeze=False)
+    colors = genre_colors(labels)
     for r, lab in enumerate(labels):
         firsts = index[(index["label"] == lab) & (index["segment"] == 0)]["row"].to_numpy()[:per_label]
         for c in range(per_label):
@@ -38,19 +76,29 @@ def spectrogram_grid(segments: np.ndarray, index: pd.DataFrame, labels: list[str
                 ax.imshow(np.asarray(segments[firsts[c]], dtype=np.float32), origin="lower", aspect="auto",
                           cmap="magma", vmin=-80, vmax=20)
             if c == 0:
-                ax.set_ylabel(lab, fontsize=11)
-    fig.suptitle("log-mel segments (mel band up, time right), first 3 s of each clip")
-    fig.tight_layout()
+                ax.set_ylabel(lab, fontsize=11, color=colors[lab])
+    set_title(fig, "log-mel segments (mel band up, time right), first 3 s of each clip")
     fig.savefig(path, dpi=90)
     plt.close(fig)
 
 
-def timeline_plot(timeline: pd.DataFrame, labels: list[str], path: Path, title: str) -> None:
-    plt = pyplot()
+def minutes_seconds(seconds: float, _: Any = None) -> str:
+    """``m:ss`` (``h:mm:ss`` past an hour): the time axis of every timeline."""
+    s = int(round(seconds))
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
 
-    fig, ax = plt.subplots(figsize=(8, 2.4))
+
+def timeline_plot(timeline: pd.DataFrame, labels: list[str], path: Path, title: str) -> None:
+    """Each genre's probability over time (m:ss), its legend beside the plot."""
+    from matplotlib.ticker import FuncFormatter
+
+    plt = pyplot()
+    colors = genre_colors(labels)
+    fig, ax = subplots(figsize=(9, 2.6))
     for lab in labels:
-        ax.plot(timeline["start"], timeline[lab], label=lab, marker=".")
-    ax.set_ylim(0, 1); ax.set_xlabel("time (s)"); ax.set_ylabel("probability"); ax.set_title(title)
-    ax.legend(loc="upper right", fontsize=8)
-    fig.tight_layout(); fig.savefig(path, dpi=90); plt.close(fig)
+        ax.plot(timeline["start"], timeline[lab], label=lab, marker=".", color=colors[lab])
+    ax.set_ylim(0, 1); ax.set_xlabel("time (m:ss)"); ax.set_ylabel("probability")
+    ax.xaxis.set_major_formatter(FuncFormatter(minutes_seconds))
+    set_title(ax, title, fontsize=11)
+    fig.legend(loc="outside right upper", fontsize=8, frameon=False)
+    fig.savefig(path, dpi=90); plt.close(fig)

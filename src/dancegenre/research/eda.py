@@ -98,26 +98,25 @@ def column_statistics(table: pd.DataFrame, label_column: str = "label") -> pd.Da
 
 
 def histogram_grid(table: pd.DataFrame, columns: list[str], label_column: str, path: Path) -> None:
-    from dancegenre.present.figures import pyplot
+    from dancegenre.present.figures import pyplot, set_title, subplots
 
     plt = pyplot()
 
     labels = sorted(table[label_column].dropna().astype(str).unique())
     ncol = 4
     nrow = max(1, int(np.ceil(len(columns) / ncol)))
-    fig, axes = plt.subplots(nrow, ncol, figsize=(3.2 * ncol, 2.4 * nrow), squeeze=False)
+    fig, axes = subplots(nrow, ncol, figsize=(3.2 * ncol, 2.4 * nrow), squeeze=False)
     for ax, c in zip(axes.flat, columns):
         values = table[c].dropna().to_numpy(float)
         bins = np.histogram_bin_edges(values, bins=20)
         for lab in labels:
             ax.hist(table.loc[table[label_column].astype(str) == lab, c].dropna(), bins=bins, alpha=0.5,
                     density=True, label=lab)
-        ax.set_title(c, fontsize=9)
+        set_title(ax, c, fontsize=9)
         ax.tick_params(labelsize=7)
     for ax in list(axes.flat)[len(columns):]:
         ax.axis("off")
     axes.flat[0].legend(fontsize=7)
-    fig.tight_layout()
     fig.savefig(path, dpi=80)
     plt.close(fig)
 

@@ -465,7 +465,9 @@ def plot_factors(results: pd.DataFrame, configs: pd.DataFrame, spec: Spec, out: 
 
 def _plot_values(table: pd.DataFrame, factor: str, values: list[str], path: Path, plt: Any) -> Path:
     """Item accuracy of every run in ``table``, one column of points per value of ``factor``."""
-    fig, ax = plt.subplots(figsize=(max(4.0, 1.1 * len(values) + 2), 3.4))
+    from dancegenre.present.figures import set_title, subplots
+
+    fig, ax = subplots(figsize=(max(4.0, 1.1 * len(values) + 2), 3.4))
     for i, v in enumerate(values):
         sel = table[table[factor].astype(str) == v]
         jitter = (np.arange(len(sel)) - len(sel) / 2) * 0.02
@@ -478,9 +480,8 @@ def _plot_values(table: pd.DataFrame, factor: str, values: list[str], path: Path
                         color="k", capsize=4, marker="_", markersize=16)
     ax.set_xticks(range(len(values)), values, rotation=20 if max(map(len, values)) > 8 else 0)
     ax.set_xlabel(factor); ax.set_ylabel("item accuracy")
-    ax.set_title(f"{factor}: each point a run (fold x seed); bar: held-out mean ± std", fontsize=9)
+    set_title(ax, f"{factor}: each point a run (fold x seed); bar: held-out mean ± std", fontsize=9)
     ax.legend(fontsize=8, loc="lower right")
-    fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path

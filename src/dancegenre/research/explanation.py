@@ -11,7 +11,7 @@ import pandas as pd
 from markupsafe import Markup
 
 from dancegenre.data.store import SegmentStore
-from dancegenre.present.figures import pyplot, timeline_plot
+from dancegenre.present.figures import pyplot, set_title, subplots, timeline_plot
 from dancegenre.present.html import fragment, image_tag, page, table_html
 from dancegenre.research.explain import FilterAnalysis, TrackExplanation
 from dancegenre.safety import atomic_write
@@ -36,46 +36,44 @@ def write_track(expl: TrackExplanation, out: str | os.PathLike[str], timeline: p
     extent = (0, seconds, 0, expl.spectrogram.shape[0])
 
     # spectrogram, saliency overlay, Grad-CAM
-    fig, axes = plt.subplots(3, 1, figsize=(11, 8), sharex=True)
+    fig, axes = subplots(3, 1, figsize=(11, 8), sharex=True)
     axes[0].imshow(expl.spectrogram, origin="lower", aspect="auto", extent=extent, cmap="magma")
-    axes[0].set_title("log-mel spectrogram (network input)")
+    set_title(axes[0], "log-mel spectrogram (network input)")
     axes[1].imshow(expl.spectrogram, origin="lower", aspect="auto", extent=extent, cmap="gray")
     sal = expl.saliency / max(float(np.percentile(expl.saliency, 99.5)), 1e-12)
     axes[1].imshow(np.clip(sal, 0, 1), origin="lower", aspect="auto", extent=extent, cmap="hot", alpha=0.6)
-    axes[1].set_title(f"saliency for '{expl.genre}': |gradient x (input - band mean)| over the spectrogram")
+    set_title(axes[1], f"saliency for '{expl.genre}': |gradient x (input - band mean)| over the spectrogram")
     if expl.gradcam.ndim == 1:
         t = np.arange(len(expl.gradcam)) * expl.seconds_per_frame
         axes[2].imshow(expl.spectrogram, origin="lower", aspect="auto", extent=extent, cmap="gray")
         axes[2].plot(t, expl.gradcam * expl.spectrogram.shape[0], color="tab:red", linewidth=1)
-        axes[2].set_title(f"Grad-CAM of the last convolution block over time (red, 0..1) for '{expl.genre}'")
+        set_title(axes[2], f"Grad-CAM of the last convolution block over time (red, 0..1) for '{expl.genre}'")
     else:
         axes[2].imshow(expl.spectrogram, origin="lower", aspect="auto", extent=extent, cmap="gray")
         axes[2].imshow(expl.gradcam, origin="lower", aspect="auto", extent=extent, cmap="jet", alpha=0.45)
-        axes[2].set_title(f"Grad-CAM of the last convolution block for '{expl.genre}'")
+        set_title(axes[2], f"Grad-CAM of the last convolution block for '{expl.genre}'")
     for ax in axes:
         ax.set_ylabel("mel band")
     axes[2].set_xlabel("time (s)")
-    fig.tight_layout()
     files["saliency"] = out / "saliency.png"
     fig.savefig(files["saliency"], dpi=90)
     plt.close(fig)
 
     # feature maps of every convolution block
     maps = expl.feature_maps
-    fig, axes = plt.subplots(len(maps), 1, figsize=(11, 2.2 * len(maps)), squeeze=False)
+    fig, axes = subplots(len(maps), 1, figsize=(11, 2.2 * len(maps)), squeeze=False)
     for ax, (name, fm) in zip(axes[:, 0], maps.items()):
         ax.imshow(fm, origin="lower", aspect="auto", cmap="viridis", extent=(0, seconds, 0, fm.shape[0]))
         ax.set_ylabel("channel")
-        ax.set_title(f"{name}: {fm.shape[0]} channels x {fm.shape[1]} steps", fontsize=9)
+        set_title(ax, f"{name}: {fm.shape[0]} channels x {fm.shape[1]} steps", fontsize=9)
     axes[-1, 0].set_xlabel("time (s)")
-    fig.tight_layout()
     files["feature_maps"] = out / "feature-maps.png"
     fig.savefig(files["feature_maps"], dpi=90)
     plt.close(fig)
 
     # mel bands that drive the decision
     b = expl.bands
-    fig, ax = plt.subplots(figsize=(10, 3.2))
+    fig, ax = subplots(figsize=(10, 3.2))
     x = np.arange(len(b))
     ax.bar(x - 0.2, b["occlusion_drop"], width=0.4, label=f"drop in p({expl.genre}) when occluded")
     ax.bar(x + 0.2, b["saliency_share"], width=0.4, label="share of saliency")
@@ -83,8 +81,7 @@ def write_track(expl: TrackExplanation, out: str | os.PathLike[str], timeline: p
     ax.set_xlabel("mel band group (Hz)")
     ax.axhline(0, color="k", linewidth=0.5)
     ax.legend(fontsize=8)
-    ax.set_title("which mel bands drive the decision")
-    fig.tight_layout()
+    set_title(ax, "which mel bands drive the decision")
     files["bands"] = out / "bands.png"
     fig.savefig(files["bands"], dpi=90)
     plt.close(fig)
@@ -136,29 +133,27 @@ def write_store(analysis: FilterAnalysis, store: str | os.PathLike[str], out: st
     files: dict[str, Path] = {}
     order = np.argsort(analysis.response.argmax(1), kind="stable")  # low to high frequency
 
-    fig, ax = plt.subplots(figsize=(10, 4))
+    fig, ax = subplots(figsize=(10, 4))
     ax.imshow(analysis.response[order].T, origin="lower", aspect="auto", cmap="viridis")
     ax.set_xlabel("filter (sorted by the band it responds to most)"); ax.set_ylabel("mel band")
     ax.set_xticks(range(len(order)), [str(i) for i in order], fontsize=5, rotation=90)
-    ax.set_title(f"{analysis.layer} frequency response: {analysis.method}", fontsize=9)
-    fig.tight_layout()
+    set_title(ax, f"{analysis.layer} frequency response: {analysis.method}", fontsize=9)
     files["response"] = out / "filters-frequency-response.png"
     fig.savefig(files["response"], dpi=90); plt.close(fig)
 
     by = analysis.by_genre
-    fig, ax = plt.subplots(figsize=(10, 1 + 0.45 * by.shape[1]))
+    fig, ax = subplots(figsize=(10, 1 + 0.45 * by.shape[1]))
     norm = by.to_numpy() / np.maximum(by.to_numpy().max(1, keepdims=True), 1e-12)
     ax.imshow(norm[order].T, aspect="auto", cmap="magma")
     ax.set_yticks(range(by.shape[1]), list(by.columns)); ax.set_xlabel("filter (same order)")
     ax.set_xticks(range(len(order)), [str(i) for i in order], fontsize=5, rotation=90)
-    ax.set_title("mean peak activation per genre (each filter scaled to its largest)", fontsize=9)
-    fig.tight_layout()
+    set_title(ax, "mean peak activation per genre (each filter scaled to its largest)", fontsize=9)
     files["genres"] = out / "filters-by-genre.png"
     fig.savefig(files["genres"], dpi=90); plt.close(fig)
 
     shown = order[np.linspace(0, len(order) - 1, min(max_filters, len(order))).round().astype(int)]
     ncol = max(len(v) for v in analysis.top.values())
-    fig, axes = plt.subplots(len(shown), ncol, figsize=(1.3 * ncol, 1.15 * len(shown)), squeeze=False)
+    fig, axes = subplots(len(shown), ncol, figsize=(1.3 * ncol, 1.15 * len(shown)), squeeze=False)
     labels = st.index["label"].to_numpy()
     for r, c in enumerate(shown):
         for k in range(ncol):
@@ -169,12 +164,11 @@ def write_store(analysis: FilterAnalysis, store: str | os.PathLike[str], out: st
                 lo = int(np.clip(frame - window // 2, 0, st.config.segment_frames - window))
                 patch = np.asarray(st.segments[row][:, lo:lo + window], dtype=np.float32)
                 ax.imshow(patch, origin="lower", aspect="auto", cmap="magma")
-                ax.set_title(labels[row], fontsize=6)
+                set_title(ax, labels[row], fontsize=6)
             if k == 0:
                 ax.set_ylabel(f"filter {c}", fontsize=7)
-    fig.suptitle(f"{analysis.layer}: the {ncol} segments (a {window}-frame window around the peak) "
+    set_title(fig, f"{analysis.layer}: the {ncol} segments (a {window}-frame window around the peak) "
                  "that activate each filter most", fontsize=9)
-    fig.tight_layout(rect=(0, 0, 1, 0.97))
     files["top"] = out / "filters-top-segments.png"
     fig.savefig(files["top"], dpi=90); plt.close(fig)
     analysis.table.to_csv(out / "filters.csv", index=False)

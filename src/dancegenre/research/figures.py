@@ -10,7 +10,7 @@ from dancegenre.audio.decode import load
 from dancegenre.audio.frontend import log_mel
 from dancegenre.config import FeatureConfig
 from dancegenre.data.store import SegmentStore
-from dancegenre.present.figures import pyplot, spectrogram_grid
+from dancegenre.present.figures import pyplot, set_title, spectrogram_grid, subplots
 
 
 def clip_figure(path: str | Path, out: str | Path, *, seconds: float = 30.0,
@@ -23,17 +23,17 @@ def clip_figure(path: str | Path, out: str | Path, *, seconds: float = 30.0,
     db = log_mel(y, config)
     t = np.arange(len(y)) / config.sample_rate
     extent = (0, len(y) / config.sample_rate, 0, config.n_mels)
-    fig, axes = plt.subplots(3, 1, figsize=(9, 7.5))
-    axes[0].plot(t, y, linewidth=0.3); axes[0].set_title("waveform"); axes[0].set_xlim(0, t[-1])
+    fig, axes = subplots(3, 1, figsize=(9, 7.5))
+    axes[0].plot(t, y, linewidth=0.3); set_title(axes[0], "waveform"); axes[0].set_xlim(0, t[-1])
     axes[1].imshow(10 ** (db / 10), origin="lower", aspect="auto", extent=extent, cmap="magma")
-    axes[1].set_title("mel spectrogram (power)")
+    set_title(axes[1], "mel spectrogram (power)")
     axes[2].imshow(db, origin="lower", aspect="auto", extent=extent, cmap="magma")
-    axes[2].set_title("mel spectrogram (dB)")
+    set_title(axes[2], "mel spectrogram (dB)")
     for ax in axes[1:]:
         ax.set_ylabel("mel band")
     axes[2].set_xlabel("time (s)")
-    fig.suptitle(Path(path).name)
-    fig.tight_layout(); fig.savefig(out, dpi=90); plt.close(fig)
+    set_title(fig, Path(path).name)
+    fig.savefig(out, dpi=90); plt.close(fig)
 
 
 def store_grid_figure(store_path: str | Path, out: str | Path, *, per_label: int = 30) -> None:

@@ -51,6 +51,7 @@ from dancegenre.safety import atomic_write, claim_folder
 from dancegenre.training.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from dancegenre.training.runs import (
     RUN_FILES,
+    SPLIT,
     Run,
     is_finished,
     write_cv,
@@ -77,6 +78,7 @@ class TrainResult:
     parameters: int
     stopped_early: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
+    validation: dict[str, Any] = field(default_factory=dict)  # the chosen epoch's, like ``test``
 
 
 def _distributed() -> tuple[int, int]:
@@ -163,19 +165,18 @@ class FeatureHead(nn.Module):
 
 
 def _plot_curves(history: pd.DataFrame, path: Path) -> None:
-    from dancegenre.present.figures import pyplot
+    from dancegenre.present.figures import pyplot, set_title, subplots
 
     plt = pyplot()
 
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.8))
+    fig, (ax1, ax2) = subplots(1, 2, figsize=(10, 3.8))
     ax1.plot(history["epoch"], history["train_loss"], label="train")
     ax1.plot(history["epoch"], history["val_loss"], label="validation")
-    ax1.set_xlabel("epoch"); ax1.set_ylabel("cross-entropy"); ax1.set_title("loss"); ax1.legend()
+    ax1.set_xlabel("epoch"); ax1.set_ylabel("cross-entropy"); set_title(ax1, "loss"); ax1.legend()
     ax2.plot(history["epoch"], history["train_acc"], label="train (segments)")
     ax2.plot(history["epoch"], history["val_acc"], label="validation (segments)")
     ax2.plot(history["epoch"], history["val_item_acc"], label="validation (items)", linestyle="--")
-    ax2.set_xlabel("epoch"); ax2.set_ylabel("accuracy"); ax2.set_title("accuracy"); ax2.legend()
-    fig.tight_layout()
+    ax2.set_xlabel("epoch"); ax2.set_ylabel("accuracy"); set_title(ax2, "accuracy"); ax2.legend()
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
@@ -233,7 +234,7 @@ def fit(
     say(f"split by {split_col!r}: " + ", ".join(
         f"{s} {len(sides[s])} items / {len(rows[s])} segments" for s in ("train", "val", "test")))
     if rank == 0 and previous is None:
-        _write_split_table(out / "split.csv", items, split_col, sides)
+        _write_split_table(out / SPLIT, items, split_col, sides)
 
     # ---- normalisation, optimiser (the model was built before anything was written)
     label_of = store.index["label"].map({lab: i for i, lab in enumerate(labels)}).fillna(-1).astype(int).to_numpy()
@@ -308,14 +309,17 @@ def fit(
         dist.barrier()
     # ---- the best epoch on the test side
     net.load_state_dict(load_checkpoint(out / "best.pt").model.state_dict())
-    test: dict[str, Any] = {}
-    if len(rows["test"]):
-        res = evaluate_rows(scorer, store, rows["test"], labels, device=device, inputs=inputs)
-        test = {"segment": res["segment"], "item": res["item"], "loss": res["loss"]}
+    held_out: dict[str, dict[str, Any]] = {}  # the chosen weights on the validation and test sides
+    for side in ("val", "test"):
+        if len(rows[side]):
+            res = evaluate_rows(scorer, store, rows[side], labels, device=device, inputs=inputs)
+            held_out[side] = {"segment": res["segment"], "item": res["item"], "loss": res["loss"]}
+    test = held_out.get("test", {})
     result = TrainResult(run_dir=out, checkpoint=out / "best.pt", best_epoch=best_epoch,
                          epochs_run=int(max((h["epoch"] for h in history), default=0)), split_column=split_col,
                          test=test, history=pd.DataFrame(history), seconds=time.perf_counter() - t0,
-                         parameters=count_parameters(net), stopped_early=stopped_early)
+                         parameters=count_parameters(net), stopped_early=stopped_early,
+                         validation=held_out.get("val", {}))
     if rank == 0:
         _record(result, model_cfg, config, labels, {s: (len(sides[s]), len(rows[s])) for s in sides}, log=say)
     if world > 1:
@@ -377,7 +381,7 @@ def _record(result: TrainResult, model_cfg: ModelConfig, config: TrainConfig, la
         "train_config": config.to_dict(), "labels": labels, "parameters": result.parameters,
         "seconds": round(result.seconds, 1),
         "sides": {s: {"items": items, "segments": segments} for s, (items, segments) in sides.items()},
-        "test": test})
+        "validation": result.validation, "test": test})
     if test:
         log(f"test ({result.split_column}-grouped, {sides['test'][0]} items): item accuracy "
             f"{test['item']['accuracy']:.3f}, macro-F1 {test['item']['macro_f1']:.3f}; "

@@ -21,7 +21,7 @@ import pandas as pd
 from dancegenre.errors import EmptyInputError
 from dancegenre.safety import atomic_write
 
-RESULTS, HISTORY, CV = "results.json", "metrics.csv", "cv.json"
+RESULTS, HISTORY, CV, SPLIT = "results.json", "metrics.csv", "cv.json", "split.csv"
 RUN_FILES = (RESULTS, "best.pt", "last.pt", HISTORY)  # a run folder made before the marker
 
 
@@ -118,3 +118,13 @@ def results_beside(checkpoint: str | os.PathLike[str]) -> dict[str, Any]:
     """``results.json`` of the run a checkpoint file sits in, or {}."""
     path = Path(checkpoint).parent / RESULTS
     return json.loads(path.read_text()) if path.exists() else {}
+
+
+def split_beside(checkpoint: str | os.PathLike[str]) -> pd.DataFrame | None:
+    """``split.csv`` of the run a checkpoint file sits in (item, label, group, side),
+    or None where the run has none (an ensemble, a copied .pt)."""
+    path = Path(checkpoint).parent / SPLIT
+    try:
+        return pd.read_csv(path, dtype=str, keep_default_na=False) if path.exists() else None
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError):
+        return None

@@ -63,7 +63,9 @@ def classification_metrics(y_true: np.ndarray, probs: np.ndarray, labels: list[s
     """
     y_pred = probs.argmax(axis=1)
     idx = list(range(len(labels)))
-    from sklearn import metrics as skm  # imported when metrics are asked for: predict never is
+    from sklearn import (
+        metrics as skm,  # imported when metrics are asked for: predict never is
+    )
 
     p, r, f, support = skm.precision_recall_fscore_support(y_true, y_pred, labels=idx, zero_division=0)
     try:

@@ -50,30 +50,65 @@ def spectrogram_png(path: str, clf: Classifier) -> str:
     config = clf.config
     y = load(path, sr=config.sample_rate, max_seconds=SPECTROGRAM_SECONDS)
     db = log_mel(y, config)
-    fig = Figure(figsize=(7, 2.2))
+    fig = Figure(figsize=(7, 2.2), layout="constrained")
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     ax.imshow(db, origin="lower", aspect="auto", cmap="magma", vmin=-80, vmax=20,
               extent=(0, len(y) / config.sample_rate, 0, config.n_mels))
     ax.set_xlabel("time (s)"); ax.set_ylabel("mel band")
-    fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=80)
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
+def frontend_words(config: Any) -> str:
+    """The front end in a sentence: what a user needs to know about the network's input."""
+    scale = "log10(1 + 10000 mel)" if config.scale == "logC" else "dB"
+    preset = f" (the {config.frontend} preset)" if config.frontend else ""
+    return (f"{config.sample_rate:,} Hz mono, {config.n_mels} mel bands (FFT {config.n_fft}, hop "
+            f"{config.hop_length}), {scale}{preset}; segments of {config.segment_seconds:.2f} s every "
+            f"{config.segment_hop_seconds:.2f} s, one verdict a file from their mean")
+
+
 def model_summary(clf: Classifier) -> dict[str, Any]:
+    """What ``/model`` shows and ``/api/model`` answers: the genres (with how many items
+    of each trained, validated and tested), the network and its front end, the split,
+    and the validation and test metrics of the run the checkpoint comes from."""
+    from dancegenre.models.registry import count_parameters
+    from dancegenre.present.figures import genre_colors
+    from dancegenre.training.runs import split_beside
+
     ckpt = clf.checkpoint
+    results = results_beside(ckpt.path)
+    split = split_beside(ckpt.path)
     sides = {k: len(v) for k, v in ckpt.split.get("sides", {}).items()}
-    summary: dict[str, Any] = {"genres": clf.labels, "model": ckpt.model_config.to_dict(),
-                               "features": ckpt.feature_config.to_dict(), "split_by": ckpt.split.get("column"),
-                               "items_per_side": sides, "epoch": ckpt.epoch,
-                               "validation": ckpt.validation}
-    test = results_beside(ckpt.path).get("test", {})
-    if test:
-        summary["test"] = {level: {k: test[level][k] for k in ("n", "accuracy", "macro_f1", "roc_auc")}
-                           for level in ("item", "segment")}
-    return summary
+    per_genre = {lab: {"train": 0, "val": 0, "test": 0} for lab in clf.labels}
+    if split is not None and {"label", "side"} <= set(split.columns):
+        for (lab, side), n in split.groupby(["label", "side"]).size().items():
+            if lab in per_genre and side in per_genre[lab]:
+                per_genre[lab][side] = int(n)
+    else:  # no split table beside the checkpoint: the sides' sizes only
+        per_genre = {}
+    validation = results.get("validation") or ({"summary": ckpt.validation} if ckpt.validation else {})
+    return {
+        "genres": clf.labels, "colors": genre_colors(clf.labels), "items_per_genre": per_genre,
+        "model": {**ckpt.model_config.to_dict(), "parameters": count_parameters(ckpt.model)},
+        "features": ckpt.feature_config.to_dict(), "frontend": frontend_words(ckpt.feature_config),
+        "split_by": ckpt.split.get("column"), "items_per_side": sides, "seed": ckpt.split.get("seed"),
+        "epoch": ckpt.epoch, "ensemble_of": ckpt.ensemble_of, "cv": ckpt.cv,
+        "validation": validation, "test": results.get("test") or {},
+    }
+
+
+def confusion_png(matrix: list[list[int]], labels: list[str], title: str) -> str:
+    """A confusion matrix as a PNG data URI, drawn the way reports draw it."""
+    import numpy as np
+
+    from dancegenre.inference.evaluate import plot_confusion
+
+    buf = io.BytesIO()
+    plot_confusion(np.asarray(matrix), labels, buf, title=title)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
 def openapi_spec() -> dict[str, Any]:
@@ -102,8 +137,22 @@ def openapi_spec() -> dict[str, Any]:
                     "415": {"description": "not an audio file type", "content": {"application/json": {"schema": error}}},
                     "422": {"description": "not decodable or too short", "content": {"application/json": {"schema": error}}},
                 }}},
-            "/api/model": {"get": {"summary": "The model: genres, training data, metrics",
-                                   "responses": {"200": {"description": "model summary"}}}},
+            "/api/model": {"get": {
+                "summary": "The model: genres (items of each per side), network, front end, split, "
+                           "validation and test metrics",
+                "responses": {"200": {"description": "model summary", "content": {"application/json": {
+                    "schema": {"type": "object", "properties": {
+                        "genres": {"type": "array", "items": {"type": "string"}},
+                        "colors": {"type": "object", "additionalProperties": {"type": "string"},
+                                   "description": "each genre's colour on the page and in figures"},
+                        "items_per_genre": {"type": "object", "description": "genre -> {train, val, test} items"},
+                        "model": {"type": "object", "description": "the network's config and its parameters"},
+                        "features": {"type": "object"}, "frontend": {"type": "string"},
+                        "split_by": {"type": "string"}, "items_per_side": {"type": "object"},
+                        "validation": {"type": "object", "description": "{item, segment} metrics"},
+                        "test": {"type": "object", "description": "{item, segment} metrics"}}}}}}}}},
+            "/model": {"get": {"summary": "The same as a page for people (HTML)",
+                               "responses": {"200": {"description": "text/html"}}}},
         },
     }
 
@@ -215,17 +264,26 @@ def create_app(checkpoint: str | os.PathLike[str], *, max_upload_mb: float = DEF
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
         return response
 
+    summary = model_summary(clf)
+    held_out = "test" if summary["test"] else "validation"
+    confusion = summary[held_out].get("item", {}).get("confusion")
+    confusion_image = confusion_png(confusion, clf.labels, f"{held_out} items (one verdict per file)") \
+        if confusion else None
+
     @app.get("/")
     def index() -> Response:
-        return Response(render("index.html", package=WEB, css=css, max_mb=f"{max_upload_mb:g}"), mimetype="text/html")
+        return Response(render("index.html", package=WEB, css=css, max_mb=f"{max_upload_mb:g}",
+                               genres=clf.labels, colors=summary["colors"]), mimetype="text/html")
 
     @app.get("/model")
     def model_page() -> Response:
-        return Response(render("model.html", package=WEB, css=css, summary=model_summary(clf)), mimetype="text/html")
+        return Response(render("model.html", package=WEB, css=css, summary=summary, confusion=confusion_image,
+                               confusion_side=held_out, checkpoint=Path(clf.checkpoint.path).name),
+                        mimetype="text/html")
 
     @app.get("/api/model")
     def model_api() -> Any:
-        return jsonify(model_summary(clf))
+        return jsonify(summary)
 
     @app.get("/openapi.json")
     def openapi() -> Any:
