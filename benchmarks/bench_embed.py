@@ -8,6 +8,7 @@
     ``DANCEGENRE_MUSICNN_TF_PYTHON`` names a Python with TensorFlow and musicnn, the
     original TF1 graph (built once, the network alone) in the same run.  Target:
     >= 10 tracks/s on 2 cores.
+(1b) A per-stage profile of the front end, and its share of embed's time.
 (2) The network alone, in this process: ms per 3-s patch at batch sizes 1 and 16.
 (3) ``dancegenre train STORE --model musicnn-msd`` on a store whose embeddings are
     cached (the hard-techno clips with the musicnn front end, if ../shared/data is
@@ -28,7 +29,14 @@ from pathlib import Path
 import soundfile as sf
 import torch
 
-from benchmarks.common import BENCH_DIR, audio_files, mp3_corpus
+from benchmarks.common import (
+    BENCH_DIR,
+    audio_files,
+    mp3_corpus,
+    print_profile,
+    stage_profile,
+)
+from dancegenre.config import FeatureConfig
 
 REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "hardtechno" / "catalog.csv"
 EXE = str(Path(sys.executable).with_name("dancegenre"))
@@ -79,6 +87,15 @@ def main() -> None:
     seconds = _timed([EXE, "embed", "-q", *map(str, files), "--out", str(out / "x.npy")])
     summary["embed_s"] = round(seconds, 2)
     summary["embed_tracks_per_s"] = round(len(files) / seconds, 2)
+    # Where embed's time goes: the front end (musicnn preset) per file on one core, against
+    # the whole command's time on all cores (issue 18: decoding and features under a third).
+    profile = stage_profile(files[:20], FeatureConfig.preset("musicnn"))
+    print_profile(profile)
+    front_end = sum(profile.values()) / 1000 * len(files) / (os.cpu_count() or 1)
+    summary["profile_ms_per_file"] = {k: round(v, 1) for k, v in profile.items()}
+    summary["front_end_share_of_embed"] = round(front_end / seconds, 3)
+    print(f"decoding and features: {100 * front_end / seconds:.0f}% of embed's time (target < 33%); "
+          "the rest is musicnn")
     # The baseline, in the same run where a side environment has TensorFlow and musicnn
     # (tools/musicnn_reference.py says how to make one): the original TF1 graph, built
     # once, on 3-s patches at batch 1 and 64, all cores.

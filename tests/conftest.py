@@ -20,6 +20,49 @@ def pytest_configure(config: pytest.Config) -> None:
 
         os.environ["DANCEGENRE_CACHE"] = tempfile.mkdtemp(prefix="dancegenre-test-cache-")
 
+def texts_outside(fig) -> list[str]:
+    """What of ``fig`` is drawn past the canvas (a title cut off, a legend or tick label
+    past the edge), as Agg draws it: empty when everything fits.  The drawn extent is
+    matplotlib's own (``get_tightbbox``: every visible artist that takes part in the
+    layout, ticks outside the view excluded); the texts that reach outside it are named."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.text import Text
+
+    canvas = fig.canvas if isinstance(fig.canvas, FigureCanvasAgg) else FigureCanvasAgg(fig)
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    drawn = fig.get_tightbbox(renderer)  # inches
+    width, height = fig.get_size_inches()
+    tolerance = 1 / fig.dpi
+    if (drawn.x0 >= -tolerance and drawn.y0 >= -tolerance and drawn.x1 <= width + tolerance
+            and drawn.y1 <= height + tolerance):
+        return []
+    named = []
+    for text in fig.findobj(Text):
+        if text.get_visible() and text.get_text().strip():
+            box = text.get_window_extent(renderer).transformed(fig.dpi_scale_trans.inverted())
+            if box.x0 < drawn.x0 + tolerance or box.y0 < drawn.y0 + tolerance or box.x1 > drawn.x1 - tolerance \
+                    or box.y1 > drawn.y1 - tolerance:
+                named.append(repr(text.get_text()))
+    return [f"drawn over ({drawn.x0:.2f}, {drawn.y0:.2f})-({drawn.x1:.2f}, {drawn.y1:.2f}) inches of a "
+            f"{width:.2f} x {height:.2f} canvas; at the edge: {', '.join(named[:6]) or 'no text'}"]
+
+
+@pytest.fixture(autouse=True)
+def figures_fit(monkeypatch):
+    """Every figure any test saves, through any command, keeps its text inside the canvas."""
+    from matplotlib.figure import Figure
+
+    save = Figure.savefig
+
+    def checked(self, *args, **kwargs):
+        outside = texts_outside(self)
+        assert not outside, "text outside the figure: " + "; ".join(outside)
+        return save(self, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", checked)
+
+
 REAL_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "hardtechno"
 
 

@@ -159,7 +159,7 @@ def test_serve_json_never_holds_nan(trained_run, tmp_path):
     payload["extra"]["val"] = {"accuracy": float("nan"), "loss": float("inf")}
     torch.save(payload, tmp_path / "nan-metrics.pt")
     body = strict_json(create_app(tmp_path / "nan-metrics.pt").test_client().get("/api/model").get_data(as_text=True))
-    assert body["validation"] == {"accuracy": None, "loss": None}
+    assert body["validation"] == {"summary": {"accuracy": None, "loss": None}}  # no results.json beside it
 
 
 def test_a_model_that_gives_nan_is_an_error_not_a_verdict(trained_run, music, tmp_path, capsys):

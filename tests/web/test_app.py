@@ -91,29 +91,136 @@ def test_concurrent_requests(server):
     assert requests.get(server, timeout=10).status_code == 200  # still serving
 
 
+@pytest.fixture(scope="module")
+def browser_server(trained_run):
+    """A server whose upload limit takes a 90-second mix."""
+    from dancegenre.web.app import host_names, make_server
+
+    app = create_app(trained_run, max_upload_mb=8, allowed_hosts=host_names("127.0.0.1"))
+    srv = make_server(app, host="127.0.0.1", port=0, max_upload_mb=8, request_timeout=5)
+    threading.Thread(target=srv.run, daemon=True).start()
+    yield f"http://127.0.0.1:{srv.effective_port}"
+    srv.close()
+
+
+def _disjoint(a: dict, b: dict) -> bool:
+    return (a["x"] + a["width"] <= b["x"] or b["x"] + b["width"] <= a["x"]
+            or a["y"] + a["height"] <= b["y"] or b["y"] + b["height"] <= a["y"])
+
+
 @pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (apt-get install chromium)")
-def test_browser_end_to_end(server, tmp_path):
+def test_browser_end_to_end(browser_server, tmp_path):
+    """Drop a 90-second mix and a clip: verdicts, a readable timeline (axes, a legend
+    beside the plot, a hover read-out, section bands), a player on the browser's own copy
+    that the timeline seeks, the session's table as CSV and JSON; then /model."""
+    import csv
+    import json
+    import os
+    import re
+
+    import numpy as np
+
     playwright = pytest.importorskip("playwright.sync_api")
-    audio = tmp_path / "upload me.wav"
-    audio.write_bytes(wav_bytes(9.0, seed=3))
+    server = browser_server
+    mix = tmp_path / "my mix.wav"
+    sr = 22050
+    parts = [tone(15.0, sr, seed=k, freq=(220.0, 880.0)[k % 2]) for k in range(6)]
+    sf.write(str(mix), np.concatenate(parts), sr)  # 90 s
+    clip = tmp_path / "=clip, \"one\".wav"  # a name a spreadsheet or a CSV writer could misread
+    clip.write_bytes(wav_bytes(9.0, seed=3))
+    shots = Path(os.environ.get("DANCEGENRE_SCREENSHOTS") or tmp_path)
+    shots.mkdir(parents=True, exist_ok=True)
     with playwright.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=[
             "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync"])
-        page = browser.new_page(viewport={"width": 1100, "height": 900})
+            "--disable-component-update", "--disable-sync", "--autoplay-policy=no-user-gesture-required"])
+        page = browser.new_page(viewport={"width": 1100, "height": 900}, accept_downloads=True)
         page.goto(server)
-        page.set_input_files("#files", str(audio))
-        page.wait_for_selector(".verdict", timeout=60_000)
-        verdict = page.inner_text(".verdict")
-        assert verdict.split()[0] in ("edm", "techno")
-        assert page.locator(".bar").count() == 2
-        assert page.locator("svg.timeline polyline").count() == 2
-        assert page.locator("img.spectrogram").evaluate("img => img.naturalWidth") > 100
-        page.screenshot(path=str(tmp_path / "page.png"), full_page=True)
+        page.set_input_files("#files", [str(mix), str(clip)])
+        page.wait_for_function("document.querySelectorAll('#session-table tbody tr.done').length === 2",
+                               timeout=90_000)
+        assert page.locator(".verdict").count() == 2
+        card = page.locator(".card", has=page.locator("h3", has_text="my mix.wav"))
+        assert card.locator(".verdict").inner_text().split()[0] in ("edm", "techno")
+        assert card.locator(".bar").count() == 2 and card.locator("svg.timeline polyline").count() == 2
+
+        # the timeline: axis titles, m:ss ticks, a 0-1 axis, bands, a legend off the plot
+        texts = card.locator("svg.timeline text").all_text_contents()
+        assert "probability" in texts and any(t.startswith("time (m:ss)") for t in texts)
+        assert "1:00" in texts and "0.00" in texts and "1.00" in texts
+        assert card.locator("svg.timeline rect.section").count() >= 1
+        plot = card.locator("rect.plot-area").bounding_box()
+        legend = card.locator(".legend").bounding_box()
+        assert legend and legend["height"] > 0 and _disjoint(plot, legend)
+        assert card.locator(".legend .legend-item").all_inner_texts() == ["edm", "techno"]
+        card.locator("svg.timeline").scroll_into_view_if_needed()
+        hit = card.locator("rect.hit").bounding_box()
+        page.mouse.move(hit["x"] + hit["width"] * 0.25, hit["y"] + 20)
+        readout = card.locator(".readout").inner_text()
+        assert re.match(r"0:2\d", readout) and "%" in readout and "techno" in readout
+
+        # listen along: the browser's own copy, and a click on the timeline seeks
+        audio = card.locator("audio")
+        assert audio.evaluate("a => a.src").startswith("blob:")
+        page.wait_for_function("[...document.querySelectorAll('audio')].every(a => a.readyState >= 1)", timeout=30_000)
+        assert audio.evaluate("a => a.duration") == pytest.approx(90.0, abs=0.5)
+        page.mouse.click(hit["x"] + hit["width"] * 0.5, hit["y"] + 20)
+        page.wait_for_function("document.querySelectorAll('audio')[1].currentTime > 0", timeout=10_000)
+        # the cards are newest first: the mix is the second audio element on the page
+        assert audio.evaluate("a => a.currentTime") == pytest.approx(45.0, abs=2.0)
+        page.wait_for_function("Number(document.querySelectorAll('line.cursor')[1].getAttribute('x1')) > 100",
+                               timeout=10_000)  # the cursor follows on the seek
+        cursor_x = float(card.locator("line.cursor").get_attribute("x1"))
+        assert cursor_x == pytest.approx(float(card.locator("rect.plot-area").get_attribute("x"))
+                                         + float(card.locator("rect.plot-area").get_attribute("width")) / 2, abs=15)
+        assert card.locator("img.spectrogram").evaluate("img => img.naturalWidth") > 100
+        page.screenshot(path=str(shots / "page.png"), full_page=True)
+
+        # a bad file is a row too; the table goes away as CSV and JSON
         bad = tmp_path / "broken.mp3"
         bad.write_bytes(b"junk" * 200)
         page.set_input_files("#files", str(bad))
-        page.wait_for_selector(".error", timeout=30_000)
-        assert "broken.mp3" in page.inner_text(".error")
+        page.wait_for_selector(".card .error", timeout=30_000)
+        page.wait_for_function("document.querySelectorAll('#session-table tbody tr.done').length === 3")
+        assert "broken.mp3" in page.inner_text(".card .error")
+        with page.expect_download() as download:
+            page.click("#download-csv")
+        rows = list(csv.DictReader(open(download.value.path(), newline="")))
+        assert [r["file"] for r in rows] == ["my mix.wav", "'=clip, \"one\".wav", "broken.mp3"]
+        assert rows[0]["genre"] in ("edm", "techno") and re.fullmatch(r"\d\.\d{4}", rows[0]["confidence"])
+        assert rows[2]["genre"] == "" and rows[2]["error"]
+        with page.expect_download() as download:
+            page.click("#download-json")
+        entries = json.loads(Path(download.value.path()).read_text())
+        assert [e["file"] for e in entries] == ["my mix.wav", "=clip, \"one\".wav", "broken.mp3"]
+
+        # /model, for people
+        page.goto(f"{server}/model")
+        body = page.inner_text("body")
+        assert "{" not in body and "}" not in body
+        cells = page.locator("table.metrics td.accuracy").all_inner_texts()
+        assert cells and all(re.fullmatch(r"\d\.\d{3}", c) for c in cells)
+        assert page.locator("table.genres tbody tr").count() == 2 and "parameters" in body
+        assert page.locator("img.confusion").evaluate("img => img.naturalWidth") > 100
+        page.screenshot(path=str(shots / "model.png"), full_page=True)
         browser.close()
-    assert Path(tmp_path / "page.png").stat().st_size > 10_000
+    assert (shots / "page.png").stat().st_size > 10_000 and (shots / "model.png").stat().st_size > 10_000
+
+
+def test_model_page_and_api(app, trained_run, tmp_path):
+    """/model in words and tables; /api/model in JSON; a checkpoint alone (no run folder
+    around it) still gets a page that says what is unknown."""
+    import re
+
+    client = app.test_client()
+    model = client.get("/api/model").json
+    assert model["colors"] == {"edm": "#1f77b4", "techno": "#ff7f0e"}
+    assert set(model["items_per_genre"]["edm"]) == {"train", "val", "test"}
+    assert model["model"]["parameters"] > 1000 and "22,050 Hz" in model["frontend"]
+    assert {"item", "segment"} <= set(model["validation"]) and {"item", "segment"} <= set(model["test"])
+    html = client.get("/model").get_data(as_text=True)
+    assert re.search(r'<td class="accuracy">\d\.\d{3}</td>', html) and "{" not in html.split("</style>")[1]
+    assert "Per genre, test items" in html and 'class="confusion"' in html
+    shutil.copy(trained_run / "best.pt", tmp_path / "alone.pt")
+    alone = create_app(tmp_path / "alone.pt").test_client().get("/model")
+    assert alone.status_code == 200 and "No results.json beside this checkpoint" in alone.get_data(as_text=True)

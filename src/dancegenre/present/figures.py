@@ -76,7 +76,8 @@ def spectrogram_grid(segments: np.ndarray, index: pd.DataFrame, labels: list[str
                 ax.imshow(np.asarray(segments[firsts[c]], dtype=np.float32), origin="lower", aspect="auto",
                           cmap="magma", vmin=-80, vmax=20)
             if c == 0:
-                ax.set_ylabel(lab, fontsize=11, color=colors[lab])
+                ax.set_ylabel(wrapped(lab, 1.3, 10), fontsize=10, color=colors[lab], rotation=0,
+                              ha="right", va="center")  # across, wrapped: a long name fits its row
     set_title(fig, "log-mel segments (mel band up, time right), first 3 s of each clip")
     fig.savefig(path, dpi=90)
     plt.close(fig)
