@@ -179,12 +179,21 @@ class Classifier:
         AudioDecodeError (and subclasses) for a file that cannot be used.
         """
         name = "<waveform>" if isinstance(source, np.ndarray) else str(source)
-        probs, tags, numbers = [], [], []
-        for block in iter_segments(source, self.config, sr=sr):
-            p, t = self._probs(block.segments)
+        probs, tags, numbers, waiting = [], [], [], []
+
+        def score() -> None:  # the blocks decoded so far, in one forward pass
+            p, t = self._probs(np.concatenate(waiting))
             probs.append(p)
             tags.append(t)
+            waiting.clear()
+
+        for block in iter_segments(source, self.config, sr=sr):
+            waiting.append(block.segments)
             numbers.append(block.index)
+            if sum(len(w) for w in waiting) >= self.batch_size:
+                score()
+        if waiting:
+            score()
         taggram = np.concatenate(tags) if tags and tags[0] is not None else None
         return self._result(name, (np.concatenate(probs), taggram), np.concatenate(numbers))
 
