@@ -35,6 +35,7 @@ from benchmarks.common import (
     mp3_corpus,
     print_profile,
     stage_profile,
+    timed_run,
 )
 from dancegenre.config import FeatureConfig
 
@@ -65,12 +66,6 @@ print(json.dumps(out))
 """
 
 
-def _timed(cmd: list[str]) -> float:
-    t = time.perf_counter()
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
-    return time.perf_counter() - t
-
-
 def main() -> None:
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 100
     files = audio_files(mp3_corpus())[:n]
@@ -84,7 +79,7 @@ def main() -> None:
     for f in files:
         sf.read(str(f), dtype="float32")
     summary["decode_alone_s"] = round(time.perf_counter() - t, 2)
-    seconds = _timed([EXE, "embed", "-q", *map(str, files), "--out", str(out / "x.npy")])
+    seconds = timed_run([EXE, "embed", "-q", *map(str, files), "--out", str(out / "x.npy")])
     summary["embed_s"] = round(seconds, 2)
     summary["embed_tracks_per_s"] = round(len(files) / seconds, 2)
     # Where embed's time goes: the front end (musicnn preset) per file on one core, against
@@ -127,8 +122,8 @@ def main() -> None:
             subprocess.run([EXE, "prepare", "-q", str(REAL), str(store), "--frontend", "musicnn", "--segment-hop", "62"],
                            check=True, stdout=subprocess.DEVNULL)
         warm = out / "warm"
-        _timed([EXE, "train", "-q", str(store), "--model", "musicnn-msd", "--out", str(warm), "--epochs", "1"])
-        summary["head_train_s_cached"] = round(_timed([EXE, "train", "-q", str(store), "--model", "musicnn-msd",
+        timed_run([EXE, "train", "-q", str(store), "--model", "musicnn-msd", "--out", str(warm), "--epochs", "1"])
+        summary["head_train_s_cached"] = round(timed_run([EXE, "train", "-q", str(store), "--model", "musicnn-msd",
                                                         "--out", str(out / "head"), "--epochs", "60",
                                                         "--patience", "60"]), 1)
         summary["head_train_items"] = int(json.loads((store / "store.json").read_text())["n_items"])
