@@ -221,6 +221,7 @@ class TrainConfig:
     epochs: int = 30  # upper bound; early stopping usually ends sooner
     batch_size: int = 64  # segments per step
     lr: float = 1e-3  # AdamW learning rate
+    backbone_lr: float | None = None  # pretrained blocks unfrozen by finetune; None: lr / 3
     weight_decay: float = 1e-4  # AdamW decoupled weight decay
     patience: int = 6  # epochs without validation-loss improvement before stopping
     val_fraction: float = 0.15  # of groups, stratified by label
@@ -245,8 +246,8 @@ class TrainConfig:
             raise ConfigError("epochs and batch_size must be >= 1")
         if not (0 < self.val_fraction < 0.5 and 0 <= self.test_fraction < 0.5):
             raise ConfigError("val_fraction must be in (0, 0.5), test_fraction in [0, 0.5)")
-        if self.lr <= 0 or self.weight_decay < 0:
-            raise ConfigError("lr must be positive and weight_decay non-negative")
+        if self.lr <= 0 or self.weight_decay < 0 or (self.backbone_lr is not None and self.backbone_lr <= 0):
+            raise ConfigError("lr and backbone_lr must be positive and weight_decay non-negative")
         if self.folds == 1 or self.folds < 0:
             raise ConfigError("folds must be 0 (one split) or at least 2")
         if self.fold is not None and not (0 <= self.fold < max(self.folds, 1)):

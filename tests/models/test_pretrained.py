@@ -137,7 +137,33 @@ def test_finetune_freezes_all_but_last_blocks():
     trainable = {n.split(".")[1] for n, p in net.named_parameters() if p.requires_grad and n.startswith("backbone")}
     assert trainable == {"pool_bn", "dense", "dense_bn", "output"}
     net.train()
-    assert not net.backbone.mid[2].bn.training and net.backbone.dense_bn.training
+    # batch norms keep their pretrained statistics, unfrozen ones too; dropout trains
+    assert not net.backbone.mid[2].bn.training and not net.backbone.dense_bn.training
+    assert net.backbone.dropout.training
+    assert net.cached_stage == "frontend"  # training runs on the cached front end
     frozen = build_model(model_config("musicnn-msd", n_classes=3, n_mels=96))
-    assert frozen.trains_on_features
+    assert frozen.trains_on_features and frozen.cached_stage == "features"
     assert not any(p.requires_grad for p in frozen.backbone.parameters())
+    whole = build_model(model_config("musicnn-msd", n_classes=3, n_mels=96, finetune=5))
+    assert whole.cached_stage is None and not whole.trains_on_features
+
+
+@pytest.mark.parametrize("finetune", [0, 2, 5])
+def test_stage_then_rest_is_the_network(finetune):
+    """What training caches (``stage``) and fits (``from_stage``) is the network, split."""
+    from dancegenre.models.registry import build_model, model_config
+
+    torch.manual_seed(0)
+    net = build_model(model_config("musicnn-msd", n_classes=4, n_mels=96, finetune=finetune)).eval()
+    x = torch.randn(5, 96, 187)
+    with torch.no_grad():
+        direct = net(x)
+        h = net.stage(x) if net.cached_stage else x
+        split = net.from_stage(h) if net.cached_stage else net(x)
+    if finetune == 2:
+        assert h.shape == (5, 561, 187)
+    torch.testing.assert_close(split, direct, rtol=1e-4, atol=1e-4)
+    if net.cached_stage == "frontend":  # the cache is keyed by the front end's weights alone
+        b = net.backbone
+        expected = sum(p.numel() for m in (b.input_bn, b.timbral, b.temporal) for p in m.parameters())
+        assert sum(p.numel() for p in net.stage_module().parameters()) == expected

@@ -73,18 +73,35 @@ def test_head_on_frozen_musicnn_end_to_end(weights_cache, corpus, musicnn_store,
     assert _snapshot(corpus) == before  # the user's audio is only read
 
 
-def test_finetune_trains_last_block(weights_cache, musicnn_store, tmp_path):
+def test_finetune_trains_last_blocks_on_cached_front_end(weights_cache, musicnn_store, tmp_path):
+    from dancegenre.data.store import SegmentStore
     from dancegenre.models.pretrained import load_backbone_state
     from dancegenre.training.checkpoint import load_checkpoint
 
     run = tmp_path / "ft"
     assert main(["train", "-q", str(musicnn_store), "--model", "musicnn-mtt", "--out", str(run),
-                 "--epochs", "1", "--finetune", "1", "--batch-size", "16"]) == 0
+                 "--epochs", "1", "--finetune", "2", "--batch-size", "16", "--augment"]) == 0
     ckpt = load_checkpoint(run)
     original = load_backbone_state("musicnn-mtt", log=lambda *_: None)
     state = ckpt.model.backbone.state_dict()
     assert not np.allclose(state["dense.weight"], original["dense.weight"])  # the backend trained
-    assert np.array_equal(state["mid.2.conv.weight"], original["mid.2.conv.weight"])  # mid3 stayed frozen
+    assert not np.allclose(state["mid.2.conv.weight"], original["mid.2.conv.weight"])  # and mid3
+    assert np.array_equal(state["mid.1.conv.weight"], original["mid.1.conv.weight"])  # mid2 stayed frozen
+    assert np.array_equal(state["mid.1.bn.running_mean"], original["mid.1.bn.running_mean"])
+    assert np.array_equal(state["mid.2.bn.running_var"], original["mid.2.bn.running_var"])  # statistics kept
+    # the frozen front end ran once per store: its maps are cached as float16
+    cache = list((musicnn_store / "embeddings").glob("musicnn-mtt-frontend-*.npy"))
+    assert len(cache) == 1
+    maps = np.load(cache[0], mmap_mode="r")
+    assert maps.dtype == np.float16 and maps.shape == (len(SegmentStore(musicnn_store)), 561, 187)
+    mtime = cache[0].stat().st_mtime_ns
+    assert main(["train", "-q", str(musicnn_store), "--model", "musicnn-mtt", "--out", str(tmp_path / "ft2"),
+                 "--epochs", "1", "--finetune", "4", "--batch-size", "16", "--backbone-lr", "1e-5"]) == 0
+    assert cache[0].stat().st_mtime_ns == mtime  # mid1 trains too: the same front end, reused
+    results = json.loads((tmp_path / "ft2" / "results.json").read_text())
+    assert results["train_config"]["backbone_lr"] == 1e-5 and results["model"]["finetune"] == 4
+    # the checkpoint runs through the whole network, as any run
+    assert main(["evaluate", "-q", str(run)]) == 0
 
 
 def test_train_refuses_another_front_end(weights_cache, corpus_store, tmp_path, capsys):

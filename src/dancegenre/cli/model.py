@@ -62,11 +62,14 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                    help=f"classifier on the pooled features ({_model_default('head')})")
     m.add_argument("--finetune", type=int, default=None,
                    help="musicnn-*: train the last N backbone blocks too (backend, mid3, mid2, mid1, frontend); "
-                        f"{_model_default('finetune')}: frozen, a head on cached features")
+                        f"{_model_default('finetune')}: frozen, a head on cached features; 1-4 train on the "
+                        "cached front end (minutes on a CPU); 5 runs the whole network every step")
     t = p.add_argument_group("training")
     t.add_argument("--epochs", type=positive_int, default=d.epochs, help="maximum epochs (default %(default)s)")
     t.add_argument("--batch-size", type=positive_int, default=d.batch_size, help="default %(default)s")
     t.add_argument("--lr", type=float, default=d.lr, help="AdamW learning rate (default %(default)s)")
+    t.add_argument("--backbone-lr", type=float, default=None,
+                   help="with --finetune: learning rate of the unfrozen pretrained blocks (default: a third of --lr)")
     t.add_argument("--weight-decay", type=float, default=d.weight_decay, help="default %(default)s")
     t.add_argument("--patience", type=positive_int, default=d.patience,
                    help="early stop after this many epochs without validation improvement (default %(default)s)")
@@ -80,7 +83,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--labels", type=lambda s: tuple(s.split(",")), default=None,
                    help="train on these genres only, e.g. bouncy,tekno,warzone")
     t.add_argument("--class-weights", action="store_true", help="weight the loss by inverse class frequency")
-    t.add_argument("--augment", action="store_true", help="time shift, SpecAugment masks and mixup")
+    t.add_argument("--augment", action="store_true",
+                   help="time shift, SpecAugment masks and mixup (a frozen musicnn: mixup of its features; "
+                        "--finetune 1-4: random stretches of time of its cached front end)")
     t.add_argument("--ensemble", action="store_true",
                    help="with --folds and a frozen musicnn-*: also write OUT/ensemble.pt, the folds' heads averaged")
     t.add_argument("--seed", type=int, default=d.seed, help="default %(default)s")
@@ -104,7 +109,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from dancegenre.training.fit import fit
 
     config = TrainConfig(
-        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
+        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, backbone_lr=args.backbone_lr,
+        weight_decay=args.weight_decay,
         patience=args.patience, split_by=args.split_by, val_fraction=args.val_fraction,
         test_fraction=args.test_fraction, folds=args.folds, fold=args.fold, seed=args.seed,
         class_weights=args.class_weights, augment=args.augment, device=args.device, labels=args.labels,

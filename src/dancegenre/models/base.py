@@ -59,9 +59,10 @@ def temporal_pool(h: torch.Tensor, mode: str) -> torch.Tensor:
 class Network(nn.Module):
     """Shared parts: input normalisation and the dense head.
 
-    ``forward(x) = from_features(features(x))``.  A network whose ``features`` are
-    frozen (a pretrained backbone) says so with ``trains_on_features``: training then
-    computes ``features`` once per store and fits ``from_features`` alone.
+    ``forward(x) = from_features(features(x))``.  A network whose first part is frozen
+    (a pretrained backbone) names that part's output with ``cached_stage``: training
+    computes ``stage(x)`` once per store, caches it, and fits ``from_stage`` alone.  The
+    stage is ``"features"`` when all but the head is frozen (``trains_on_features``).
     """
 
     DEFAULTS: dict = {}
@@ -82,8 +83,31 @@ class Network(nn.Module):
         )
 
     @property
+    def cached_stage(self) -> str | None:
+        """Name of the frozen part's output that training caches per store and trains
+        from; None: nothing is frozen, training runs on the segments."""
+        return None
+
+    @property
     def trains_on_features(self) -> bool:
-        return False
+        """All but the head is frozen: training fits ``from_features`` on cached features."""
+        return self.cached_stage == "features"
+
+    def stage(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, n_mels, T) -> the cached stage's output (``cached_stage``)."""
+        return self.features(x)
+
+    def stage_features(self, h: torch.Tensor) -> torch.Tensor:
+        """The cached stage's output -> (B, D) features."""
+        return h
+
+    def from_stage(self, h: torch.Tensor) -> torch.Tensor:
+        """The cached stage's output -> (B, n_classes) logits."""
+        return self.from_features(self.stage_features(h))
+
+    def stage_module(self) -> nn.Module:
+        """The frozen part that computes the stage: its weights key the store's cache."""
+        return self
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """(B, n_mels, T) -> (B, D) pooled features before the dense head."""

@@ -1,9 +1,10 @@
 """Embeddings and tags: a network's feature vectors, for training, for users, for tagging.
 
 - ``store_features`` is what lets a head on a frozen pretrained network train in
-  seconds: the backbone runs once per store and weights, and the result is kept in
-  ``STORE/embeddings/`` beside a stamp that ties it to the store's manifest and the
-  weights' digest (a stale or foreign cache is never used).
+  seconds, and its mid and back ends fine-tune in minutes on a CPU: the frozen part
+  runs once per store and weights, and its output is kept in ``STORE/embeddings/``
+  beside a stamp that ties it to the store's manifest and the weights' digest (a stale
+  or foreign cache is never used).
 - ``embed_files`` (``dancegenre embed``) writes one vector per file or per segment from
   the pretrained musicnn or any trained run, resumably; ``tag_files`` (``dancegenre
   tag``) gives the pretrained network's own tags and a tag timeline.
@@ -36,31 +37,44 @@ def weights_digest(module: nn.Module) -> str:
 @torch.no_grad()
 def compute_features(fn: Callable[[torch.Tensor], torch.Tensor], segments: np.ndarray, rows: np.ndarray, *,
                      device: torch.device | str = "cpu", batch_size: int = 64, progress: bool = False,
-                     desc: str = "embed") -> np.ndarray:
-    """``fn`` on ``segments[rows]`` in batches: (len(rows), D) float32."""
+                     desc: str = "embed", out: np.ndarray | None = None) -> np.ndarray:
+    """``fn`` on ``segments[rows]`` in batches: (len(rows), ...) float32, or written into
+    ``out`` (any dtype, a memmap too) and returned."""
     from tqdm import tqdm
 
-    out = []
+    parts = []
     bar = tqdm(total=len(rows), desc=desc, unit="segment", disable=not progress, leave=False)
+    done = 0
     for x in batches(segments, rows, batch_size):
-        out.append(fn(torch.from_numpy(x).to(device)).float().cpu().numpy())
+        y = fn(torch.from_numpy(x).to(device)).float().cpu().numpy()
+        if out is None:
+            parts.append(y)
+        else:
+            out[done : done + len(y)] = y
+        done += len(y)
         bar.update(len(x))
     bar.close()
-    return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
+    if out is not None:
+        return out
+    return np.concatenate(parts) if parts else np.zeros((0, 0), np.float32)
 
 
 def store_features(store: Any, net: nn.Module, *, device: torch.device | str = "cpu", progress: bool = True,
                    log: Callable[[str], Any] = print) -> np.ndarray:
-    """``net.features`` of every segment of ``store``: (len(store), D) float32, cached.
+    """``net.stage`` of every segment of ``store`` (``net.cached_stage``: the features of
+    a frozen backbone, or the front end's maps while only later blocks train), cached.
 
-    The cache is ``STORE/embeddings/<model>-<weights digest>.npy`` with a ``.json`` stamp
-    (the store manifest's hash, the shape), written after the array; a read-only store
-    is embedded in memory instead.
+    The cache is ``STORE/embeddings/<model>[-<stage>]-<digest of the frozen part>.npy``
+    with a ``.json`` stamp (the store manifest's hash, the shape), written after the
+    array: features as float32 (N, D), other stages as float16 (N, C, T), written a
+    batch at a time.  A read-only store is embedded in memory instead.
     """
     was_training = net.training
     net.eval()
-    # The features depend on the backbone alone where there is one (not on a head).
-    name = f"{net.config.name}-{weights_digest(getattr(net, 'backbone', net))}"  # type: ignore[union-attr]
+    stage = net.cached_stage or "features"  # type: ignore[union-attr]
+    model = net.config.name  # type: ignore[union-attr]
+    name = f"{model}-{weights_digest(net.stage_module())}" if stage == "features" else \
+        f"{model}-{stage}-{weights_digest(net.stage_module())}"  # type: ignore[operator]
     manifest = hashlib.sha1(json.dumps(store.manifest, sort_keys=True).encode()).hexdigest()[:16]
     folder = Path(store.path) / "embeddings"
     path, stamp_path = folder / f"{name}.npy", folder / f"{name}.json"
@@ -68,26 +82,38 @@ def store_features(store: Any, net: nn.Module, *, device: torch.device | str = "
         stamp = json.loads(stamp_path.read_text())
         if stamp.get("manifest") == manifest and stamp.get("rows") == len(store):
             cached = np.load(path, mmap_mode="r")
-            if cached.shape == (len(store), stamp["dim"]):
+            if cached.shape == (len(store), *stamp.get("shape", [stamp.get("dim")])):
                 net.train(was_training)
-                return np.asarray(cached)
-    except (OSError, ValueError, KeyError):
+                return cached if stage != "features" else np.asarray(cached)
+    except (OSError, ValueError, KeyError, TypeError):
         pass
-    log(f"embedding {len(store)} segments with {net.config.name} (once per store; cached in {folder})")  # type: ignore[union-attr]
-    feats = compute_features(net.features, store.segments, np.arange(len(store)), device=device,  # type: ignore[operator]
-                             progress=progress, desc="embed store")
-    net.train(was_training)
+    fn = net.stage if stage != "features" else net.features  # type: ignore[union-attr]
+    with torch.no_grad():
+        probe = fn(torch.from_numpy(next(batches(store.segments, np.arange(1), 1))).to(device))
+    shape = tuple(probe.shape[1:])
+    dtype = np.float32 if stage == "features" else np.float16
+    size = len(store) * int(np.prod(shape)) * np.dtype(dtype).itemsize
+    log(f"computing the {stage} of {len(store)} segments with {model} ({size / 2**20:,.0f} MB; once per "
+        f"store and weights, cached in {folder})")
+    rows = np.arange(len(store))
     try:
         folder.mkdir(exist_ok=True)
-        with atomic_path(path) as part, open(part, "wb") as f:
-            np.save(f, feats)
-        atomic_write(stamp_path, json.dumps({"manifest": manifest, "rows": len(store), "dim": int(feats.shape[1]),
-                                             "model": net.config.name}))  # type: ignore[union-attr]
+        with atomic_path(path) as part:
+            arr = np.lib.format.open_memmap(part, mode="w+", dtype=dtype, shape=(len(store), *shape))
+            compute_features(fn, store.segments, rows, device=device, progress=progress, desc=f"{stage} of store",
+                             out=arr)
+            arr.flush()
+            del arr
+        atomic_write(stamp_path, json.dumps({"manifest": manifest, "rows": len(store), "shape": list(shape),
+                                             "model": model, "stage": stage}))
+        result = np.load(path, mmap_mode="r")
+        result = np.asarray(result) if stage == "features" else result
     except OSError as exc:
-        log(f"could not cache the embeddings in {folder} ({exc.strerror}); they stay in memory")
-    return feats
-
-
+        log(f"could not cache the {stage} in {folder} ({exc.strerror}); it stays in memory")
+        result = compute_features(fn, store.segments, rows, device=device, progress=progress,
+                                  desc=f"{stage} of store", out=np.empty((len(store), *shape), dtype))
+    net.train(was_training)
+    return result
 
 
 # ---------------------------------------------------------------------------------------

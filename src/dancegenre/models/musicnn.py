@@ -155,7 +155,10 @@ class MusiCNNBackbone(nn.Module):
         return self._forward(x)
 
     def _forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        front = self.frontend(x)  # (B, 561, T)
+        return self.from_front(self.frontend(x))
+
+    def from_front(self, front: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The mid and back ends on the front end's output (B, 561, T): ``forward``'s dict."""
         m1 = self.mid[0](front)
         m2 = self.mid[1](m1) + m1
         m3 = self.mid[2](m2) + m2
@@ -237,15 +240,38 @@ class MusiCNN(Network):
 
     def train(self, mode: bool = True) -> MusiCNN:
         super().train(mode)
-        for m in self._frozen:  # frozen batch norms keep their pretrained statistics
+        for m in self._frozen:
             m.eval()
+        # Batch norms keep their pretrained statistics even in unfrozen blocks (their
+        # scale and shift train): batches of a few hundred clips would only add noise.
+        for m in self.backbone.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.eval()
         if self.config.finetune == 0:
             self.backbone.eval()
         return self
 
     @property
-    def trains_on_features(self) -> bool:
-        return self.config.finetune == 0
+    def cached_stage(self) -> str | None:
+        """``features`` for a frozen backbone; ``frontend`` (its 561 channels a frame) while
+        the front end stays frozen, so that fine-tuning the mid and back ends never runs
+        the front end's 2.3 GFLOP a patch again; None once the front end trains too."""
+        if self.config.finetune == 0:
+            return "features"
+        return "frontend" if self.config.finetune < len(BLOCKS) else None
+
+    def stage(self, x: torch.Tensor) -> torch.Tensor:
+        if self.cached_stage == "frontend":
+            return torch.cat([self.backbone.frontend(c) for c in torch.split(x, self.backbone.INFERENCE_CHUNK)])
+        return self.features(x)
+
+    def stage_features(self, h: torch.Tensor) -> torch.Tensor:
+        return backbone_features(self.backbone.from_front(h)) if self.cached_stage == "frontend" else h
+
+    def stage_module(self) -> nn.Module:
+        if self.cached_stage == "frontend":
+            return nn.ModuleList(self.backbone.blocks()["frontend"])
+        return self.backbone
 
     def explain_blocks(self) -> list[tuple[str, nn.Module]]:
         b = self.backbone

@@ -38,7 +38,7 @@ from dancegenre.errors import (
     StoreError,
 )
 from dancegenre.models.base import Network
-from dancegenre.models.embedding import store_features
+from dancegenre.models.embedding import compute_features, store_features
 from dancegenre.models.musicnn import PRETRAINED
 from dancegenre.models.pretrained import load_backbone_state
 from dancegenre.models.registry import (
@@ -150,18 +150,30 @@ def mixup(x: torch.Tensor, y: torch.Tensor, alpha: float,
     return lam * x + (1 - lam) * x[perm], y, y[perm], lam
 
 
-class FeatureHead(nn.Module):
-    """A network seen from its features: ``forward(f) = net.from_features(f)``.
+class StageHead(nn.Module):
+    """A network seen from its cached stage: ``forward(h) = net.from_stage(h)``.
 
-    What trains and scores when the backbone is frozen (``net.trains_on_features``)."""
+    What trains and scores when the first part of the network is frozen
+    (``net.cached_stage``): the head alone on cached features, or the mid and back ends
+    of musicnn on its cached front end."""
 
     def __init__(self, net: nn.Module) -> None:
         super().__init__()
         self.net = net
         self.config = net.config
 
-    def forward(self, f: torch.Tensor) -> torch.Tensor:
-        return self.net.from_features(f)
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return self.net.from_stage(h)
+
+
+def time_crop(x: torch.Tensor, gen: torch.Generator, shortest: float = 0.65) -> torch.Tensor:
+    """A random stretch of (B, C, T) framewise maps, the same for the batch: between
+    ``shortest`` of T and all of it (the augmentation of a cached front end, whose
+    later blocks pool over time)."""
+    t = x.shape[-1]
+    length = int(torch.randint(max(1, int(shortest * t)), t + 1, (1,), generator=gen))
+    start = int(torch.randint(0, t - length + 1, (1,), generator=gen))
+    return x[..., start : start + length]
 
 
 def _plot_curves(history: pd.DataFrame, path: Path) -> None:
@@ -239,10 +251,9 @@ def fit(
     # ---- normalisation, optimiser (the model was built before anything was written)
     label_of = store.index["label"].map({lab: i for i, lab in enumerate(labels)}).fillna(-1).astype(int).to_numpy()
     inputs = _initialise(net, store, rows["train"], previous, device=device, progress=progress and rank == 0, log=say)
-    scorer: nn.Module = FeatureHead(net) if net.trains_on_features else net
+    scorer: nn.Module = StageHead(net) if net.cached_stage else net
     fill = net.norm.mean.detach().clone()
-    opt = torch.optim.AdamW([p for p in net.parameters() if p.requires_grad], lr=config.lr,
-                            weight_decay=config.weight_decay)
+    opt = torch.optim.AdamW(_param_groups(net, config), lr=config.lr, weight_decay=config.weight_decay)
     criterion = _criterion(label_of[rows["train"]], len(labels), config, device)
     train_model: nn.Module = scorer
     if world > 1:
@@ -353,6 +364,8 @@ def _train_epoch(train_model: nn.Module, net: Network, opt: torch.optim.Optimize
         y = torch.from_numpy(row_labels[sel]).to(device)
         if config.augment and net.trains_on_features:  # features: mixup is what applies
             x, ya, yb, lam = mixup(x, y, config.mixup_alpha, gen)
+        elif config.augment and net.cached_stage:  # framewise maps: a random stretch of time
+            x, ya, yb, lam = time_crop(x, gen), y, y, 1.0
         elif config.augment:
             x, ya, yb, lam = augment_batch(x, y, config, fill, gen)
         else:
@@ -392,8 +405,8 @@ def _initialise(net: Network, store: SegmentStore, train_rows: np.ndarray, previ
                 device: torch.device, progress: bool, log: Any) -> np.ndarray:
     """Set ``net``'s normalisation from the training side (and a pretrained backbone's
     weights), or a resumed run's weights; move it to ``device``.  Returns what the
-    network trains on: the store's segments, or, for a frozen backbone, its features
-    of every segment (computed once per store and cached)."""
+    network trains on: the store's segments, or, for a partly frozen backbone, its
+    ``cached_stage`` of every segment (computed once per store and cached)."""
     if previous is None:
         mean, std = band_statistics(store.segments, train_rows)
         net.norm.set_stats(torch.from_numpy(mean), torch.from_numpy(std))
@@ -403,14 +416,34 @@ def _initialise(net: Network, store: SegmentStore, train_rows: np.ndarray, previ
         net.load_state_dict(previous.model.state_dict())
     net.to(device)
     inputs: np.ndarray = store.segments
-    if net.trains_on_features or (previous is None and hasattr(net, "feature_norm")):
-        feats = store_features(store, net, device=device, progress=progress, log=log)
-        if previous is None and hasattr(net, "feature_norm"):
-            f = feats[np.sort(train_rows)]
-            net.feature_norm.set_stats(torch.from_numpy(f.mean(0)), torch.from_numpy(f.std(0)))
-        if net.trains_on_features:
-            inputs = feats
+    if net.cached_stage:
+        inputs = store_features(store, net, device=device, progress=progress, log=log)
+    if previous is None and hasattr(net, "feature_norm"):
+        rows = np.sort(train_rows)
+        if net.cached_stage in (None, "features"):  # the backbone's features: cached per store
+            feats = inputs if net.trains_on_features else store_features(store, net, device=device,
+                                                                         progress=progress, log=log)
+            f = np.asarray(feats[rows])
+        else:  # from the cached stage: the rest of the backbone, in eval mode
+            was_training = net.training
+            net.eval()
+            f = compute_features(net.stage_features, inputs, rows, device=device, progress=progress,
+                                 desc="feature statistics")
+            net.train(was_training)
+        net.feature_norm.set_stats(torch.from_numpy(f.mean(0)), torch.from_numpy(f.std(0)))
     return inputs
+
+
+def _param_groups(net: Network, config: TrainConfig) -> list[dict[str, Any]]:
+    """What AdamW trains: the new layers at ``lr``, and the pretrained blocks that
+    ``--finetune`` unfroze at ``backbone_lr`` (a third of ``lr`` unless given)."""
+    pretrained = {id(p) for p in getattr(net, "backbone", nn.Module()).parameters()}
+    trained = [p for p in net.parameters() if p.requires_grad]
+    groups = [{"params": [p for p in trained if id(p) not in pretrained], "lr": config.lr}]
+    body = [p for p in trained if id(p) in pretrained]
+    if body:
+        groups.append({"params": body, "lr": config.backbone_lr or config.lr / 3})
+    return groups
 
 
 def _criterion(train_labels: np.ndarray, n_classes: int, config: TrainConfig, device: torch.device) -> nn.Module:
