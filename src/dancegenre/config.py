@@ -229,6 +229,7 @@ class TrainConfig:
     split_by: str | None = None  # grouping column; None picks track_id, then item
     seed: int = 0
     class_weights: bool = False  # weight the loss by inverse class frequency
+    label_smoothing: float = 0.0  # of the training targets, in [0, 1)
     augment: bool = False  # time shift + SpecAugment masks + mixup on training batches
     mixup_alpha: float = 0.2  # Beta(alpha, alpha) mixing when augment is on
     time_masks: int = 2  # SpecAugment masks per example when augment is on
@@ -248,6 +249,8 @@ class TrainConfig:
             raise ConfigError("val_fraction must be in (0, 0.5), test_fraction in [0, 0.5)")
         if self.lr <= 0 or self.weight_decay < 0 or (self.backbone_lr is not None and self.backbone_lr <= 0):
             raise ConfigError("lr and backbone_lr must be positive and weight_decay non-negative")
+        if not 0 <= self.label_smoothing < 1:
+            raise ConfigError("label_smoothing must be in [0, 1)")
         if self.folds == 1 or self.folds < 0:
             raise ConfigError("folds must be 0 (one split) or at least 2")
         if self.fold is not None and not (0 <= self.fold < max(self.folds, 1)):

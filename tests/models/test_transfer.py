@@ -191,6 +191,10 @@ def test_tag_bad_file_and_bad_options_are_one_line(weights_cache, corpus, musicn
     assert main(["tag", "-q", str(bad)]) == 1 and bad.read_bytes() == before
     for args in (["train", "-q", str(musicnn_store), "--model", "musicnn-msd", "--out", str(tmp_path / "r"),
                   "--finetune", "9"],
+                 ["train", "-q", str(musicnn_store), "--model", "musicnn-msd", "--out", str(tmp_path / "r"),
+                  "--finetune", "2", "--backbone-lr", "0"],
+                 ["train", "-q", str(musicnn_store), "--model", "musicnn-msd", "--out", str(tmp_path / "r"),
+                  "--label-smoothing", "1.5"],
                  ["prepare", "-q", str(corpus), str(tmp_path / "s"), "--frontend", "nope"]):
         with pytest.raises(SystemExit) if "nope" in args else _no_raise():
             code = main(args)

@@ -83,6 +83,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--labels", type=lambda s: tuple(s.split(",")), default=None,
                    help="train on these genres only, e.g. bouncy,tekno,warzone")
     t.add_argument("--class-weights", action="store_true", help="weight the loss by inverse class frequency")
+    t.add_argument("--label-smoothing", type=float, default=d.label_smoothing,
+                   help="train towards 1 - S + S/K for the genre and S/K for the others (default %(default)s)")
     t.add_argument("--augment", action="store_true",
                    help="time shift, SpecAugment masks and mixup (a frozen musicnn: mixup of its features; "
                         "--finetune 1-4: random stretches of time of its cached front end)")
@@ -113,7 +115,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         weight_decay=args.weight_decay,
         patience=args.patience, split_by=args.split_by, val_fraction=args.val_fraction,
         test_fraction=args.test_fraction, folds=args.folds, fold=args.fold, seed=args.seed,
-        class_weights=args.class_weights, augment=args.augment, device=args.device, labels=args.labels,
+        class_weights=args.class_weights, label_smoothing=args.label_smoothing, augment=args.augment, device=args.device, labels=args.labels,
     )
     options = {"pooling": args.pooling, "activation": args.activation, "dropout": args.dropout,
                "filters": args.filters, "kernel_size": args.kernel_size, "pool_sizes": args.pool_sizes,

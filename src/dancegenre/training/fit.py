@@ -447,12 +447,13 @@ def _param_groups(net: Network, config: TrainConfig) -> list[dict[str, Any]]:
 
 
 def _criterion(train_labels: np.ndarray, n_classes: int, config: TrainConfig, device: torch.device) -> nn.Module:
-    """Cross-entropy, weighted by inverse class frequency on the training side if asked."""
+    """Cross-entropy, weighted by inverse class frequency on the training side if asked,
+    with ``label_smoothing`` (a target of 1 - s + s/K for the genre, s/K for the others)."""
     weights = None
     if config.class_weights:
         counts = np.bincount(train_labels, minlength=n_classes).astype(np.float64)
         weights = torch.tensor(counts.sum() / (n_classes * np.maximum(counts, 1)), dtype=torch.float32, device=device)
-    return nn.CrossEntropyLoss(weight=weights)
+    return nn.CrossEntropyLoss(weight=weights, label_smoothing=config.label_smoothing)
 
 
 def _start(store: SegmentStore, store_path: str | os.PathLike[str], out: Path, model: str,
