@@ -115,7 +115,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         weight_decay=args.weight_decay,
         patience=args.patience, split_by=args.split_by, val_fraction=args.val_fraction,
         test_fraction=args.test_fraction, folds=args.folds, fold=args.fold, seed=args.seed,
-        class_weights=args.class_weights, label_smoothing=args.label_smoothing, augment=args.augment, device=args.device, labels=args.labels,
+        class_weights=args.class_weights, label_smoothing=args.label_smoothing, augment=args.augment,
+        device=args.device, labels=args.labels,
     )
     options = {"pooling": args.pooling, "activation": args.activation, "dropout": args.dropout,
                "filters": args.filters, "kernel_size": args.kernel_size, "pool_sizes": args.pool_sizes,
