@@ -5,7 +5,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dancegenre.present.figures import PALETTE, genre_colors, minutes_seconds, spectrogram_grid, timeline_plot
+from dancegenre.present.figures import (
+    PALETTE,
+    genre_colors,
+    minutes_seconds,
+    spectrogram_grid,
+    timeline_plot,
+)
 from tests.conftest import texts_outside, tone, write
 
 GENRES = ["hard techno", "industrial techno", "non-techno-drop", "schranz", "hardgroove", "acid techno",
