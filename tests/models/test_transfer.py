@@ -96,10 +96,13 @@ def test_finetune_trains_last_blocks_on_cached_front_end(weights_cache, musicnn_
     assert maps.dtype == np.float16 and maps.shape == (len(SegmentStore(musicnn_store)), 561, 187)
     mtime = cache[0].stat().st_mtime_ns
     assert main(["train", "-q", str(musicnn_store), "--model", "musicnn-mtt", "--out", str(tmp_path / "ft2"),
-                 "--epochs", "1", "--finetune", "4", "--batch-size", "16", "--backbone-lr", "1e-5"]) == 0
+                 "--epochs", "1", "--finetune", "4", "--batch-size", "16", "--backbone-lr", "1e-5",
+                 "--label-smoothing", "0.1", "--test-fraction", "0"]) == 0  # the README's recipe: no test side
     assert cache[0].stat().st_mtime_ns == mtime  # mid1 trains too: the same front end, reused
     results = json.loads((tmp_path / "ft2" / "results.json").read_text())
     assert results["train_config"]["backbone_lr"] == 1e-5 and results["model"]["finetune"] == 4
+    assert results["train_config"]["label_smoothing"] == 0.1
+    assert results["test"] == {} and results["validation"]["item"]["accuracy"] >= 0
     # the checkpoint runs through the whole network, as any run
     assert main(["evaluate", "-q", str(run)]) == 0
 
