@@ -3,11 +3,12 @@
     python -m benchmarks.bench_predict [--per-genre 150]
 
 (1) Start-up, each the median of 3 fresh processes: ``dancegenre --help`` (target
-    under 0.3 s), ``python -c "import torch"`` (the floor any command that runs the
-    network pays), and ``dancegenre predict RUN one.mp3`` (target under 1.5 s).
+    under 0.3 s), ``python -c "import torch"`` (what a command that runs torch pays),
+    and ``dancegenre predict RUN one.mp3`` (target under 1.5 s), both with the run's
+    ONNX export (the default on the CPU: no torch import) and with ``--engine torch``.
 (2) ``2 * per_genre`` synthetic 30-second mp3 clips (300 by default):
-    ``dancegenre predict -q RUN CORPUS --out preds.csv`` in a fresh process against the
-    decode floor (every file decoded to float32 on all cores, libsndfile and PyAV, the
+    ``dancegenre predict -q RUN CORPUS --out preds.csv`` in a fresh process (each engine)
+    against the decode floor (every file decoded to float32 on all cores, libsndfile and PyAV, the
     faster counts).  Target: at most 1.7x the floor's time.
 (3) A 2-hour mix (flac, 44.1 kHz stereo) made of the corpus' clips, techno and EDM in
     alternating 10-minute blocks: ``dancegenre predict`` in a child process; its peak
@@ -42,6 +43,8 @@ from benchmarks.common import (
 )
 from dancegenre.config import TrainConfig
 from dancegenre.data.store import prepare
+from dancegenre.inference.portable import current_export
+from dancegenre.training.export import export_onnx
 from dancegenre.training.fit import fit
 
 
@@ -76,26 +79,33 @@ def main() -> None:
         store = BENCH_DIR / f"store-cat-{args.per_genre}"
         prepare(corpus / "catalog.csv", store, progress=False)
         fit(store, out=run, config=TrainConfig(epochs=10), progress=False, log=lambda *a: None)
+    if current_export(run) is None:  # a run trained before train wrote best.onnx
+        export_onnx(run)
 
     helps = timed_run(dancegenre_command("--help"), repeat=3)
     torch_import = timed_run([sys.executable, "-c", "import torch"], repeat=3)
-    one = timed_run(dancegenre_command("predict", "-q", str(run), str(files[0])), repeat=3)
-    print(f"start-up: dancegenre --help {helps:.2f} s (target < 0.3 s); "
-          f"predict on one file {one:.2f} s (target < 1.5 s), of which importing torch alone takes "
-          f"{torch_import:.2f} s")
+    one = {engine: timed_run(dancegenre_command("predict", "-q", str(run), str(files[0]), "--engine", engine),
+                             repeat=3) for engine in ("onnx", "torch")}
+    print(f"start-up: dancegenre --help {helps:.2f} s (target < 0.3 s); predict on one file {one['onnx']:.2f} s "
+          f"with the ONNX export (target < 1.5 s), {one['torch']:.2f} s with --engine torch "
+          f"({one['torch'] / one['onnx']:.1f}x); importing torch alone takes {torch_import:.2f} s")
 
     floors = {name: decode_floor(files, name) for name in DECODERS}
     floor_name = min(floors, key=floors.get)
     out = BENCH_DIR / "bench-predictions.csv"
     out.unlink(missing_ok=True)
-    crate = timed_run(dancegenre_command("predict", "-q", str(run), str(corpus), "--out", str(out)))
+    crates = {engine: timed_run(dancegenre_command("predict", "-q", str(run), str(corpus), "--out", str(out),
+                                                   "--engine", engine)) for engine in ("torch", "onnx")}
+    crate = crates["onnx"]
     errors = sum(1 for line in out.read_text().splitlines()[1:] if not line.split(",")[1])
     print(f"{n} mp3 clips of 30 s (44.1 kHz stereo), {cores} cores")
     for name, seconds in floors.items():
         print(f"decode only, {name:<14} {cores} cores: {seconds:6.1f} s  {n / seconds:6.1f} files/s")
-    print(f"dancegenre predict (fresh process):   {crate:6.1f} s  {n / crate:6.1f} files/s  ({errors} errors)")
-    print(f"predict vs the decode floor ({floor_name}): {crate / floors[floor_name]:.2f}x its time   "
-          "(target <= 1.7x)")
+    for engine, seconds in crates.items():
+        print(f"dancegenre predict --engine {engine:<5} (fresh process): {seconds:6.1f} s  {n / seconds:6.1f} files/s"
+              f"  {seconds / floors[floor_name]:.2f}x the decode floor ({floor_name})")
+    print(f"predict (ONNX, the default) vs the decode floor: {crate / floors[floor_name]:.2f}x its time "
+          f"(target <= 1.7x); {errors} errors")
 
     mix = BENCH_DIR / "mix-2h.flac"
     if not mix.exists():
@@ -121,8 +131,11 @@ def main() -> None:
           f"{hits} of {len(starts) - 1} genre changes found within 30 s")
     save_result("bench_predict", {
         "help_seconds": round(helps, 3), "torch_import_seconds": round(torch_import, 3),
-        "predict_one_file_seconds": round(one, 3), "files": n, "cores": cores,
+        "predict_one_file_seconds": round(one["onnx"], 3), "predict_one_file_torch_seconds": round(one["torch"], 3),
+        "files": n, "cores": cores,
         "decode_seconds": {k: round(v, 2) for k, v in floors.items()}, "predict_seconds": round(crate, 2),
+        "predict_torch_seconds": round(crates["torch"], 2),
+        "ratio_to_floor_torch": round(crates["torch"] / floors[floor_name], 2),
         "ratio_to_floor": round(crate / floors[floor_name], 2),
         "mix_seconds": round(seconds, 1), "mix_peak_mb": round(peak_mb), "mix_changes_found": [hits, len(starts) - 1],
     })

@@ -63,6 +63,14 @@ def test_head_on_frozen_musicnn_end_to_end(weights_cache, corpus, musicnn_store,
     with open(files[0], "rb") as fh:
         answer = client.post("/api/predict", data={"file": (fh, "a.flac")}, content_type="multipart/form-data")
     assert answer.status_code == 200 and answer.get_json()["tags"] == row["tags"]
+    # predict ran the run's ONNX export (train wrote it): the same verdict and tags as torch
+    from dancegenre.inference.classifier import Classifier
+
+    fast, slow = Classifier.load(run), Classifier.load(run, engine="torch")
+    assert (fast.engine, fast.tag_names) == ("onnx", slow.tag_names)
+    a, b = fast.predict(files[0]), slow.predict(files[0])
+    np.testing.assert_allclose(a.timeline[fast.labels].to_numpy(), b.timeline[fast.labels].to_numpy(), atol=1e-5)
+    assert a.tags.keys() == b.tags.keys() and np.allclose(list(a.tags.values()), list(b.tags.values()), atol=1e-5)
     # evaluate and explain (saliency and Grad-CAM over musicnn's front end) work as on any run
     assert main(["evaluate", "-q", str(run)]) == 0
     assert main(["explain", "-q", str(run), str(files[0]), "--out", str(tmp_path / "explain")]) == 0
@@ -241,10 +249,13 @@ def test_folds_ensemble(weights_cache, musicnn_store, tmp_path, capsys):
     assert ens.model_config.members == 2 and len(ens.model.members) == 2
     folds = [Classifier.load(out / f"fold-{k}") for k in range(2)]
     clf = Classifier.load(out / "ensemble.pt")
+    assert clf.engine == "onnx" and (out / "ensemble.onnx").is_file()
     store_audio = sorted(Path(p) for p in __import__("pandas").read_csv(musicnn_store / "items.csv")["path"])[:1]
     r = clf.predict(store_audio[0])
     expected = np.mean([[f.predict(store_audio[0]).probabilities[g] for g in clf.labels] for f in folds], axis=0)
     assert np.allclose([r.probabilities[g] for g in clf.labels], expected, atol=1e-5)
+    torch_r = Classifier.load(out / "ensemble.pt", engine="torch").predict(store_audio[0])
+    assert np.allclose([torch_r.probabilities[g] for g in clf.labels], expected, atol=1e-5)
     # an ensemble needs folds, and a frozen backbone
     assert main(["train", "-q", str(musicnn_store), "--model", "musicnn-msd", "--out", str(tmp_path / "x"),
                  "--ensemble"]) == 2

@@ -146,7 +146,7 @@ def _add_evaluate_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="cpu")
 
     p = sub.add_parser("predict", help="genre of audio files or folders, with a per-segment timeline")
-    p.add_argument("checkpoint", type=existing_path, help="run folder or .pt checkpoint")
+    p.add_argument("checkpoint", type=existing_path, help="run folder, .pt checkpoint or exported .onnx model")
     p.add_argument("paths", nargs="+", help="audio files or folders (recursive)")
     p.add_argument("--out", type=Path, default=None, help="results file: .csv or .jsonl (with timelines)")
     p.add_argument("--timeline", type=Path, default=None, help="per-segment timeline of every file as CSV")
@@ -172,6 +172,15 @@ def _add_evaluate_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=positive_int, default=None, help="decoding processes (default: all cores)")
     add_scheduler_option(p)
     p.add_argument("--device", default="cpu")
+    p.add_argument("--engine", choices=["auto", "onnx", "torch"], default="auto",
+                   help="run the network from the run's ONNX export (onnxruntime, no torch import) or from its "
+                        "checkpoint (torch); auto takes the export on the CPU when it matches the checkpoint "
+                        "(default %(default)s)")
+
+    p = sub.add_parser("export", help="write a run's network, labels and feature config as one ONNX file")
+    p.add_argument("checkpoint", type=existing_path, help="run folder or .pt checkpoint")
+    p.add_argument("--out", type=Path, default=None,
+                   help="the .onnx file (default: beside the checkpoint, best.pt -> best.onnx)")
 
     p = sub.add_parser("untag", help="restore the tags that predict --write-tags changed, from its journal")
     p.add_argument("journal", type=existing_path, help="the --tag-journal CSV of predict --write-tags")
@@ -239,9 +248,9 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         if args.move:
             raise ConfigError("--playlists points at the files where they are; with --move they would not be "
                               "there (sort first, then make playlists of DIR)")
-    clf = Classifier.load(args.checkpoint, device=args.device)
+    clf = Classifier.load(args.checkpoint, device=args.device, engine=args.engine)
     paths = expand_paths(args.paths, exclude=[args.sort_into] if args.sort_into is not None else [])
-    inputs = Inputs([*paths, clf.checkpoint.path])
+    inputs = Inputs([*paths, *clf.model_files])
     for what, path in (("--out", args.out), ("--timeline", args.timeline), ("--tag-journal", journal)):
         if path is not None:
             check_output_file(path, inputs=inputs, what=what)
@@ -300,7 +309,22 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 def _model_id(clf) -> str:
     """What the custom tag field names as the model: its name and checkpoint."""
-    return f"{clf.checkpoint.model_config.name}:{clf.checkpoint.path}"
+    return f"{clf.model_name}:{clf.path}"
+
+
+@command("export")
+def _cmd_export(args: argparse.Namespace) -> int:
+    from dancegenre.safety import Inputs, check_output_file
+    from dancegenre.training.checkpoint import read_payload
+    from dancegenre.training.export import export_onnx, onnx_path_of
+
+    source = Path(read_payload(args.checkpoint)["path"])
+    dest = args.out if args.out is not None else onnx_path_of(source)
+    check_output_file(dest, suffixes=(".onnx",), inputs=Inputs([source]), what="--out")
+    path = export_onnx(source, dest)
+    print(f"{path} ({path.stat().st_size / 1e6:.1f} MB): the network with softmax, its labels and feature config; "
+          f"dancegenre predict {path} FILES runs it without torch")
+    return 0
 
 
 @command("untag")

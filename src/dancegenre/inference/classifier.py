@@ -3,26 +3,40 @@
 Uses the checkpoint's own feature config and the same decode and feature code as
 ``prepare`` (``features.iter_segments``).  Files are decoded in blocks and scored block
 by block, so a two-hour mix needs no more memory than a short clip.
+
+On the CPU, the network runs from the checkpoint's ONNX export (``best.onnx``, written
+by ``train``) with onnxruntime when that file matches the checkpoint: torch is then
+never imported, which is most of a one-file prediction's time.  Otherwise, on a GPU, or
+with ``engine="torch"``, the checkpoint runs in torch.  Both give the same numbers
+(tests/inference/test_portable.py).
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-import torch
 
 from dancegenre.audio.decode import is_audio_path
 from dancegenre.audio.frontend import iter_segments
 from dancegenre.config import FeatureConfig
-from dancegenre.errors import DanceGenreError, EmptyInputError
-from dancegenre.training.checkpoint import Checkpoint, load_checkpoint
-from dancegenre.training.scoring import predict_proba
+from dancegenre.errors import (
+    CheckpointError,
+    ConfigError,
+    DanceGenreError,
+    EmptyInputError,
+)
+
+if TYPE_CHECKING:
+    from dancegenre.inference.portable import PortableModel
+    from dancegenre.training.checkpoint import Checkpoint
+
+ENGINES = ("auto", "onnx", "torch")
 
 LONG_FILE_BYTES = 30 << 20  # files above this are streamed in the main process, not the pool
 UNSURE = "_unsure"
@@ -114,35 +128,140 @@ def sections_of(timeline: pd.DataFrame, labels: list[str], *, smooth: int = 5) -
             for a, b in zip(cuts[:-1], cuts[1:])]
 
 
+class TorchScorer:
+    """A checkpoint's network in torch, called like ``PortableModel``: (k, n_mels, frames)
+    -> (probabilities (k, n_classes), tags (k, n_tags) or None)."""
+
+    def __init__(self, model: Any, device: str) -> None:
+        self.model, self.device = model, device
+
+    def __call__(self, segments: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        from dancegenre.training.scoring import predict_proba
+
+        return predict_proba(self.model, [segments], device=self.device, tags=True)
+
+    @staticmethod
+    def set_threads(n: int) -> int:
+        import torch
+
+        before = torch.get_num_threads()
+        torch.set_num_threads(n)
+        return before
+
+
 class Classifier:
     """A trained model ready to label tracks.
 
-    >>> clf = Classifier.load("runs/demo/best.pt")        # doctest: +SKIP
+    >>> clf = Classifier.load("runs/demo")                 # doctest: +SKIP
     >>> result = clf.predict("track.mp3")                  # doctest: +SKIP
     >>> result.genre, result.probabilities["techno"]       # doctest: +SKIP
+
+    ``engine`` is ``"onnx"`` (the checkpoint's ONNX export, run by onnxruntime) or
+    ``"torch"``; ``path`` is the checkpoint (or ONNX file) it was loaded from.
     """
 
     def __init__(self, checkpoint: Checkpoint, *, batch_size: int = 256, device: str = "cpu") -> None:
-        self.checkpoint = checkpoint
-        self.model = checkpoint.model.to(device).eval()
+        self._checkpoint: Checkpoint | None = checkpoint
+        self.path = Path(checkpoint.path)
+        self.model_name = checkpoint.model_config.name
         self.labels = checkpoint.labels
         self.config = checkpoint.feature_config
         self.batch_size = batch_size
         self.device = device
+        self.engine = "torch"
+        self.scorer: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray | None]] = \
+            TorchScorer(checkpoint.model.to(device).eval(), device)
         from dancegenre.models.musicnn import PRETRAINED
 
         name = checkpoint.model_config.name
         self.tag_names: list[str] = PRETRAINED[name][1] if name in PRETRAINED else []
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str], *, device: str = "cpu", batch_size: int = 256) -> Classifier:
-        """From a checkpoint file or a run folder (its best.pt)."""
+    def from_portable(cls, model: PortableModel, *, batch_size: int = 256, checkpoint_path: Path | None = None,
+                      ) -> Classifier:
+        """From an opened ONNX export; ``checkpoint_path`` is the checkpoint it matches
+        (``checkpoint`` then loads it on demand), None for a bare ``.onnx`` file."""
+        clf = cls.__new__(cls)
+        clf._checkpoint = None
+        clf.path = checkpoint_path or model.path
+        clf.model_name = model.model
+        clf.labels = model.labels
+        clf.config = model.feature_config
+        clf.batch_size = batch_size
+        clf.device = "cpu"
+        clf.engine = "onnx"
+        clf.scorer = model
+        clf.tag_names = model.tags
+        return clf
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str], *, device: str = "cpu", batch_size: int = 256,
+             engine: str = "auto") -> Classifier:
+        """From a checkpoint file, a run folder (its best.pt) or an exported ``.onnx`` file.
+
+        ``engine="auto"`` runs the ONNX export on the CPU when it matches the checkpoint,
+        else torch; ``"onnx"`` insists on the export; ``"torch"`` on the checkpoint.
+
+        Raises
+        ------
+        CheckpointError for a missing or unusable model; ConfigError for an engine that
+        cannot run here.
+        """
+        if engine not in ENGINES:
+            raise ConfigError(f"unknown engine {engine!r}; choose from {', '.join(ENGINES)}")
+        path = Path(path)
+        if path.suffix.lower() == ".onnx":
+            if engine == "torch" or device != "cpu":
+                raise ConfigError(f"{path} is an ONNX file: it runs with --engine onnx on the CPU only")
+            from dancegenre.inference.portable import PortableModel
+
+            try:
+                return cls.from_portable(PortableModel.open(path), batch_size=batch_size)
+            except ImportError:
+                raise ConfigError("onnxruntime is not installed: pip install onnxruntime") from None
+        if engine != "torch" and device == "cpu":
+            from dancegenre.inference.portable import current_export
+
+            exported = current_export(path)
+            if exported is not None:
+                pt = path / "best.pt" if path.is_dir() else path
+                return cls.from_portable(exported, batch_size=batch_size, checkpoint_path=pt)
+            if engine == "onnx":
+                raise CheckpointError(f"no ONNX export of {path} matches its checkpoint; "
+                                      f"write one with: dancegenre export {path}")
+        elif engine == "onnx":
+            raise ConfigError(f"--engine onnx runs on the CPU only, not on {device}")
+        from dancegenre.training.checkpoint import load_checkpoint
+
         return cls(load_checkpoint(path, device=device), batch_size=batch_size, device=device)
+
+    @property
+    def model_files(self) -> list[Path]:
+        """The files this classifier was loaded from (checkpoint, ONNX export)."""
+        return [self.path] + ([self.scorer.path] if self.engine == "onnx" and self.scorer.path != self.path else [])
+
+    @property
+    def checkpoint(self) -> Checkpoint:
+        """The checkpoint (splits, training config...), loaded on first use."""
+        if self._checkpoint is None:
+            if self.path.suffix.lower() == ".onnx":
+                raise CheckpointError(f"{self.path} is an ONNX file: it holds the network and labels, "
+                                      "not the checkpoint's training record")
+            from dancegenre.training.checkpoint import load_checkpoint
+
+            self._checkpoint = load_checkpoint(self.path)
+        return self._checkpoint
 
     def _probs(self, segments: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """(genre probabilities (k, n_classes), pretrained tag probabilities (k, 50) or None)."""
-        chunks = (segments[s : s + self.batch_size] for s in range(0, len(segments), self.batch_size))
-        return predict_proba(self.model, chunks, device=self.device, tags=True)
+        probs, tags = [], []
+        for s in range(0, len(segments), self.batch_size):
+            p, t = self.scorer(segments[s : s + self.batch_size])
+            probs.append(p)
+            tags.append(t)
+        if not probs:
+            return np.zeros((0, len(self.labels)), np.float32), None
+        return np.concatenate(probs), (np.concatenate(tags) if tags[0] is not None else None)
 
     def _result(self, source: str, scored: tuple[np.ndarray, np.ndarray | None], numbers: np.ndarray) -> Prediction:
         probs, taggram = scored
@@ -223,7 +342,8 @@ class Classifier:
                 start = end
             pending.clear()
 
-        for p, segs, err in decode_many(paths, self.config, workers=workers, scheduler=scheduler):
+        for p, segs, err in decode_many(paths, self.config, workers=workers, scheduler=scheduler,
+                                        set_threads=self.scorer.set_threads):
             if err is None and segs is not None:
                 pending.append((p, segs))
                 if sum(len(s) for _, s in pending) >= self.batch_size:  # a full batch: one forward pass
@@ -245,13 +365,15 @@ class Classifier:
 
 def decode_many(paths: Iterable[str | os.PathLike[str]], config: FeatureConfig, *, workers: int | None = None,
                 scheduler: str = "processes", network_threads: int = 1,
+                set_threads: Callable[[int], int] = TorchScorer.set_threads,
                 ) -> Iterator[tuple[str, np.ndarray | None, str | None]]:
     """``(path, segments, error)`` for every file, in order, decoded on ``scheduler``.
 
     ``segments`` is float16 (k, n_mels, segment_frames).  A file over 30 MB comes back
     as ``(path, None, None)``: the caller streams it block by block (``iter_segments``)
     so that a long mix never sits in memory whole.  While the pool decodes, this
-    process runs the network on ``network_threads`` threads (0 keeps torch's setting).
+    process runs the network on ``network_threads`` threads (0 keeps its setting), set
+    through ``set_threads`` (sets a count, returns the one before; torch's by default).
     """
     from dancegenre.data.scheduler import IN_FLIGHT_PER_WORKER, open_scheduler
 
@@ -262,9 +384,7 @@ def decode_many(paths: Iterable[str | os.PathLike[str]], config: FeatureConfig, 
         for p in paths:
             yield p, None, None
         return
-    threads = torch.get_num_threads()
-    if scheduler == "processes" and network_threads:
-        torch.set_num_threads(network_threads)
+    threads = set_threads(network_threads) if scheduler == "processes" and network_threads else None
     # files in batches (up to 8, fewer when there are few files, so every worker gets some)
     short = [i for i, p in enumerate(paths) if sizes[p] <= LONG_FILE_BYTES]
     size = int(np.clip(len(short) // (4 * workers), 1, 8))
@@ -289,7 +409,8 @@ def decode_many(paths: Iterable[str | os.PathLike[str]], config: FeatureConfig, 
     finally:
         for fut in running.values():
             fut.cancel()
-        torch.set_num_threads(threads)
+        if threads is not None:
+            set_threads(threads)
 
 
 def expand_paths(inputs: Iterable[str | os.PathLike[str]], *,

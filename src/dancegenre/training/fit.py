@@ -5,6 +5,8 @@ selection, optional class weights and augmentation), data-parallel through
 ``torch.distributed`` when started by ``torchrun``.  A run folder holds::
 
     best.pt        the checkpoint of the epoch with the lowest validation loss
+    best.onnx      the same network as ONNX with its labels (``training.export``): predict
+                   runs it without torch
     last.pt        the latest epoch plus optimizer state: ``resume=True`` continues it
     metrics.csv    one row an epoch (loss and accuracy; validation also per item)
     curves.png     loss and accuracy curves
@@ -49,6 +51,7 @@ from dancegenre.models.registry import (
 )
 from dancegenre.safety import atomic_write, claim_folder
 from dancegenre.training.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from dancegenre.training.export import try_export
 from dancegenre.training.runs import (
     RUN_FILES,
     SPLIT,
@@ -333,6 +336,7 @@ def fit(
                          validation=held_out.get("val", {}))
     if rank == 0:
         _record(result, model_cfg, config, labels, {s: (len(sides[s]), len(rows[s])) for s in sides}, log=say)
+        try_export(out / "best.pt", log=say)  # best.onnx: what predict runs without torch
     if world > 1:
         dist.barrier()
     return result
@@ -571,7 +575,8 @@ def cross_validate(store_path: str | os.PathLike[str], *, out: str | os.PathLike
                         labels=first.labels, split=split,
                         extra={"ensemble_of": [str(m.path) for m in members], "cv": {
                             k: v for k, v in summary.items() if k.endswith(("_mean", "_std"))}})
-        log(f"ensemble of the {folds} fold models: {out / 'ensemble.pt'}")
+        try_export(out / "ensemble.pt", log=log)
+        log(f"ensemble of the {folds} fold models: {out / 'ensemble.pt'} (and ensemble.onnx)")
     log(f"{folds}-fold CV, held-out folds: item accuracy {summary['item_accuracy_mean']:.3f} "
         f"± {summary['item_accuracy_std']:.3f}, macro-F1 {summary['item_macro_f1_mean']:.3f} "
         f"± {summary['item_macro_f1_std']:.3f}")
