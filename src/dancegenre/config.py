@@ -179,7 +179,7 @@ class ModelConfig:
     rnn_hidden: int = 64  # crnn only: hidden units per direction
     head: str = "mlp"  # mlp: dense + activation + dropout (the study's); linear: one layer
     finetune: int = 0  # pretrained models: how many of the last blocks train (0: frozen)
-    members: int = 1  # frozen pretrained models: heads averaged (train --folds K --ensemble)
+    members: int = 1  # pretrained models on one frozen front end, averaged (train --folds K --ensemble)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "filters", tuple(int(f) for f in self.filters))
@@ -200,8 +200,8 @@ class ModelConfig:
             raise ConfigError("head must be linear or mlp")
         if self.finetune < 0:
             raise ConfigError("finetune must be >= 0")
-        if self.members < 1 or (self.members > 1 and self.finetune):
-            raise ConfigError("members must be >= 1, and an ensemble shares a frozen backbone (finetune 0)")
+        if self.members < 1:
+            raise ConfigError("members must be >= 1")
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)

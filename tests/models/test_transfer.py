@@ -256,10 +256,37 @@ def test_folds_ensemble(weights_cache, musicnn_store, tmp_path, capsys):
     assert np.allclose([r.probabilities[g] for g in clf.labels], expected, atol=1e-5)
     torch_r = Classifier.load(out / "ensemble.pt", engine="torch").predict(store_audio[0])
     assert np.allclose([torch_r.probabilities[g] for g in clf.labels], expected, atol=1e-5)
-    # an ensemble needs folds, and a frozen backbone
+    # an ensemble needs folds, and a frozen front end
     assert main(["train", "-q", str(musicnn_store), "--model", "musicnn-msd", "--out", str(tmp_path / "x"),
                  "--ensemble"]) == 2
     assert "--folds" in capsys.readouterr().err
+    assert main(["train", "-q", str(musicnn_store), "--model", "musicnn-msd", "--out", str(tmp_path / "x5"),
+                 "--folds", "2", "--epochs", "1", "--finetune", "5", "--ensemble"]) == 2
+    assert "front end" in capsys.readouterr().err
+
+
+def test_folds_ensemble_of_fine_tuned_members(weights_cache, musicnn_store, tmp_path):
+    """--finetune 2 --ensemble: each member keeps its own mid3 and backend on the shared
+    front end; the verdict is the members' mean, in torch and in the ONNX export."""
+    import torch
+
+    from dancegenre.inference.classifier import Classifier
+    from dancegenre.training.checkpoint import load_checkpoint
+
+    out = tmp_path / "cv"
+    assert main(["train", "-q", str(musicnn_store), "--model", "musicnn-msd", "--out", str(out), "--folds", "2",
+                 "--epochs", "2", "--finetune", "2", "--ensemble"]) == 0
+    ens = load_checkpoint(out / "ensemble.pt")
+    folds = [load_checkpoint(out / f"fold-{k}") for k in range(2)]
+    assert ens.model_config.members == 2 and ens.model_config.finetune == 2
+    for member, fold in zip(ens.model.members, folds):
+        assert torch.equal(member[2].mid[2].conv.weight, fold.model.backbone.mid[2].conv.weight)
+    assert not torch.equal(folds[0].model.backbone.mid[2].conv.weight, folds[1].model.backbone.mid[2].conv.weight)
+    audio = sorted(pd.read_csv(musicnn_store / "items.csv")["path"])[0]
+    expected = np.mean([[Classifier(f).predict(audio).probabilities[g] for g in ens.labels] for f in folds], axis=0)
+    for engine in ("torch", "onnx"):
+        r = Classifier.load(out / "ensemble.pt", engine=engine).predict(audio)
+        assert np.allclose([r.probabilities[g] for g in ens.labels], expected, atol=1e-5), engine
 
 
 def test_embed_parquet(weights_cache, corpus, tmp_path, capsys):

@@ -89,7 +89,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                    help="time shift, SpecAugment masks and mixup (a frozen musicnn: mixup of its features; "
                         "--finetune 1-4: random stretches of time of its cached front end)")
     t.add_argument("--ensemble", action="store_true",
-                   help="with --folds and a frozen musicnn-*: also write OUT/ensemble.pt, the folds' heads averaged")
+                   help="with --folds and a musicnn-* whose front end stays frozen (--finetune 0-4): also write "
+                        "OUT/ensemble.pt (and .onnx), the fold models' probabilities averaged")
     t.add_argument("--seed", type=int, default=d.seed, help="default %(default)s")
     t.add_argument("--device", default=d.device, help="auto, cpu, cuda, cuda:1 ... (default %(default)s)")
     _add_evaluate_predict(sub)

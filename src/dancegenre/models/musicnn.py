@@ -148,11 +148,21 @@ class MusiCNNBackbone(nn.Module):
     # stays in cache (on a 2-core AVX2 CPU: 33 ms a patch at 2, 57 at 16, 90 at 64).
     INFERENCE_CHUNK = 2
 
+    def _chunked(self, x: torch.Tensor) -> bool:
+        # (a trace for ONNX runs with a batch of 2: it records the unchunked graph)
+        return not torch.is_grad_enabled() and not self.training and x.shape[0] > self.INFERENCE_CHUNK
+
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        if not torch.is_grad_enabled() and not self.training and x.shape[0] > self.INFERENCE_CHUNK:
+        if self._chunked(x):
             parts = [self._forward(c) for c in torch.split(x, self.INFERENCE_CHUNK)]
             return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
         return self._forward(x)
+
+    def front(self, x: torch.Tensor) -> torch.Tensor:
+        """``frontend`` in inference chunks, as ``forward`` runs it."""
+        if self._chunked(x):
+            return torch.cat([self.frontend(c) for c in torch.split(x, self.INFERENCE_CHUNK)])
+        return self.frontend(x)
 
     def _forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         return self.from_front(self.frontend(x))
@@ -219,10 +229,17 @@ class MusiCNN(Network):
         self.backbone = MusiCNNBackbone()
         self.feature_norm = FeatureNorm(FEATURES)
         self.head = self._head(FEATURES)
-        # An ensemble (train --folds K --ensemble): K more standardise-and-head pairs on the
-        # one frozen backbone; the verdict is their mean probability.
-        self.members = nn.ModuleList(nn.Sequential(FeatureNorm(FEATURES), self._head(FEATURES))
-                                     for _ in range(config.members if config.members > 1 else 0))
+        # An ensemble (train --folds K --ensemble): the verdict is the mean probability of K
+        # members on one frozen front end.  A member is [standardise, head] on the shared
+        # frozen backbone (finetune 0), or [standardise, head, its own fine-tuned backbone,
+        # of which only the mid and back ends run] (finetune 1-4).
+        if config.members > 1 and config.finetune >= len(BLOCKS):
+            raise ConfigError("an ensemble shares one frozen front end: --finetune 0 to "
+                              f"{len(BLOCKS) - 1}, not {config.finetune}")
+        n = config.members if config.members > 1 else 0
+        self.members = nn.ModuleList(
+            nn.ModuleList([FeatureNorm(FEATURES), self._head(FEATURES), MusiCNNBackbone()]) if config.finetune
+            else nn.Sequential(FeatureNorm(FEATURES), self._head(FEATURES)) for _ in range(n))
         self._frozen: list[nn.Module] = []
         self.set_finetune(config.finetune)
 
@@ -262,7 +279,7 @@ class MusiCNN(Network):
 
     def stage(self, x: torch.Tensor) -> torch.Tensor:
         if self.cached_stage == "frontend":
-            return torch.cat([self.backbone.frontend(c) for c in torch.split(x, self.backbone.INFERENCE_CHUNK)])
+            return self.backbone.front(x)
         return self.features(x)
 
     def stage_features(self, h: torch.Tensor) -> torch.Tensor:
@@ -275,9 +292,11 @@ class MusiCNN(Network):
 
     def explain_blocks(self) -> list[tuple[str, nn.Module]]:
         b = self.backbone
-        return [("timbral-38", b.timbral[0]), ("timbral-67", b.timbral[1]), ("temporal-128", b.temporal[0]),
-                ("temporal-64", b.temporal[1]), ("temporal-32", b.temporal[2]), ("mid1", b.mid[0]),
-                ("mid2", b.mid[1]), ("mid3", b.mid[2])]
+        front = [("timbral-38", b.timbral[0]), ("timbral-67", b.timbral[1]), ("temporal-128", b.temporal[0]),
+                 ("temporal-64", b.temporal[1]), ("temporal-32", b.temporal[2])]
+        if self._tuned_members:  # each member has its own mid end: only the shared front end is one
+            return front
+        return front + [("mid1", b.mid[0]), ("mid2", b.mid[1]), ("mid3", b.mid[2])]
 
     def first_conv(self) -> nn.Module | None:
         return None  # its filters slide over frequency: no fixed band response to show
@@ -288,12 +307,35 @@ class MusiCNN(Network):
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         return self.feature_norm(self.features(x))
 
+    @property
+    def _tuned_members(self) -> bool:
+        """An ensemble of fine-tuned members: each runs its own mid and back ends."""
+        return len(self.members) > 0 and self.config.finetune > 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_with_tags(x)[0] if self._tuned_members else super().forward(x)
+
     def forward_with_tags(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        if self._tuned_members:
+            return self._members_from_front(self.backbone.front(x))
         named = self.backbone(x)
         return self.from_features(backbone_features(named)), named["taggram"]
 
+    def from_stage(self, h: torch.Tensor) -> torch.Tensor:
+        return self._members_from_front(h)[0] if self._tuned_members else super().from_stage(h)
+
+    def _members_from_front(self, front: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(log of the members' mean probability, the first member's taggram) from the
+        shared front end's maps (B, 561, T)."""
+        probs, taggram = [], None
+        for norm, head, backbone in self.members:
+            named = backbone.from_front(front)
+            taggram = named["taggram"] if taggram is None else taggram
+            probs.append(torch.softmax(head(norm(backbone_features(named))), dim=1))
+        return torch.log(torch.stack(probs).mean(0).clamp_min(1e-12)), taggram
+
     def from_features(self, f: torch.Tensor) -> torch.Tensor:
         if len(self.members):  # log of the members' mean probability: softmax gives it back
-            probs = torch.stack([torch.softmax(m(f), dim=1) for m in self.members]).mean(0)
+            probs = torch.stack([torch.softmax(m[1](m[0](f)), dim=1) for m in self.members]).mean(0)
             return torch.log(probs.clamp_min(1e-12))
         return self.head(self.feature_norm(f))

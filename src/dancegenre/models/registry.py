@@ -12,10 +12,13 @@ from dancegenre.models.musicnn import MusiCNN
 
 
 def ensemble_of(models: list[Network]) -> Network:
-    """One network averaging frozen-backbone runs of the same model and labels (fold models)."""
+    """One network averaging runs of the same pretrained model, settings and labels (fold
+    models) whose front end stayed frozen: a frozen backbone (finetune 0) or fine-tuned
+    mid and back ends on the pretrained front end (finetune 1-4)."""
     first = models[0]
-    if not all(getattr(m, "trains_on_features", False) and m.config == first.config for m in models):
-        raise ConfigError("--ensemble averages runs of one frozen pretrained model (finetune 0) with the same settings")
+    if not all(m.cached_stage in ("features", "frontend") and m.config == first.config for m in models):
+        raise ConfigError("--ensemble averages runs of one pretrained model whose front end stayed frozen "
+                          "(--finetune 0-4) with the same settings")
     import dataclasses
 
     net = build_model(dataclasses.replace(first.config, members=len(models)))
@@ -24,6 +27,8 @@ def ensemble_of(models: list[Network]) -> Network:
     for member, m in zip(net.members, models):
         member[0].load_state_dict(m.feature_norm.state_dict())
         member[1].load_state_dict(m.head.state_dict())
+        if len(member) > 2:  # a fine-tuned member: its own mid and back ends
+            member[2].load_state_dict(m.backbone.state_dict())
     net.feature_norm.load_state_dict(first.feature_norm.state_dict())
     net.head.load_state_dict(first.head.state_dict())
     return net

@@ -547,6 +547,13 @@ def cross_validate(store_path: str | os.PathLike[str], *, out: str | os.PathLike
     import dataclasses
 
     config = config or TrainConfig()
+    if ensemble:  # refused before any fold trains, not after
+        from dancegenre.config import PRETRAINED_NAMES
+        from dancegenre.models.registry import build_model, model_config
+
+        if model not in PRETRAINED_NAMES:
+            raise ConfigError(f"--ensemble averages pretrained models ({', '.join(PRETRAINED_NAMES)}), not {model}")
+        build_model(model_config(model, n_classes=2, n_mels=96, members=folds, **(model_options or {})))
     out = claim_folder(out, "cv", legacy=("cv.json", "fold-0"), what="cross-validation folder")
     rows = []
     for k in range(folds):
