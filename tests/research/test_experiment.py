@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -103,3 +104,31 @@ def test_one_at_a_time_dedupes_equal_configurations(tmp_path, corpus_store):
 
 
 # ------------------------------------------------------------------ explain
+
+
+def test_seeds_averaged_is_an_honest_ensemble(corpus_store, tmp_path, finished):
+    """With two seeds, each item's held-out probabilities are averaged over the seeds'
+    fold models, none of which saw its track; one seed gives no such column."""
+    assert pd.read_csv(finished / "summary.csv")["seed_ensemble_item_accuracy"].isna().all()
+    spec = tmp_path / "seeds.toml"
+    spec.write_text('name = "seeds"\nfolds = 2\nseeds = [0, 1]\nmode = "grid"\n[base]\nepochs = 1\n'
+                    'batch_size = 32\nfilters = [8, 8, 8]\ndense = 16\nsplit_by = "track_id"\n')
+    out = tmp_path / "exp"
+    assert main(["experiment", "-q", str(spec), "--store", str(corpus_store), "--out", str(out), "--jobs", "2"]) == 0
+    summary = pd.read_csv(out / "summary.csv")
+    runs = {s: pd.concat([pd.read_csv(f, keep_default_na=False)
+                          for f in sorted((out / "runs").glob(f"*/seed-{s}/fold-*/test-items.csv"))]).set_index("item")
+            for s in (0, 1)}
+    for s in (0, 1):  # the two seeds split the tracks differently, and each covers every item once
+        split = pd.concat([pd.read_csv(f) for f in (out / "runs").glob(f"*/seed-{s}/fold-*/split.csv")])
+        assert sorted(runs[s].index) == sorted(pd.read_csv(corpus_store / "items.csv")["item"])
+        for run in (out / "runs").glob(f"*/seed-{s}/fold-*"):
+            test = set(pd.read_csv(run / "split.csv").query("side == 'test'")["group"])
+            train = set(pd.read_csv(run / "split.csv").query("side != 'test'")["group"])
+            assert not test & train
+        assert len(split) == 2 * len(runs[s])
+    cols = [c for c in runs[0].columns if c.startswith("p_")]
+    mean = (runs[0][cols] + runs[1].loc[runs[0].index, cols]) / 2
+    predicted = np.array([c[2:] for c in cols])[mean.to_numpy().argmax(1)]
+    assert summary["seed_ensemble_item_accuracy"][0] == pytest.approx((predicted == runs[0]["label"]).mean())
+    assert "seeds averaged" in (out / "summary.md").read_text()

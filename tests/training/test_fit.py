@@ -72,6 +72,16 @@ def test_cross_validation_folds_hold_out_groups(corpus_store, tmp_path):
     tests = [set(pd.read_csv(tmp_path / "cv" / f"fold-{k}" / "split.csv").query("side == 'test'")["group"]) for k in range(2)]
     assert not tests[0] & tests[1]
     assert (tmp_path / "cv" / "cv.json").exists()
+    # every item's held-out verdict, once: out-of-fold predictions that give cv.json's figures
+    oof = pd.read_csv(tmp_path / "cv" / "cv-items.csv", keep_default_na=False)
+    items = pd.read_csv(corpus_store / "items.csv")
+    assert sorted(oof["item"]) == sorted(items["item"]) and set(oof["fold"]) == {0, 1}
+    probs = oof[[c for c in oof.columns if c.startswith("p_")]].to_numpy()
+    assert np.allclose(probs.sum(1), 1, atol=1e-4)
+    assert (oof["predicted"] == [c[2:] for c in np.array(oof.columns[oof.columns.str.startswith("p_")])[probs.argmax(1)]]).all()
+    for fold in summary["folds"]:
+        part = oof[oof["fold"] == fold["fold"]]
+        assert (part["label"] == part["predicted"]).mean() == pytest.approx(fold["item_accuracy"])
     again = cross_validate(corpus_store, out=tmp_path / "cv", folds=2, config=TrainConfig(epochs=1, split_by="track_id"),
                            progress=False, log=lambda *a: None)
     assert again["item_accuracy_mean"] == summary["item_accuracy_mean"]  # finished folds reused

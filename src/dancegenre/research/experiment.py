@@ -56,7 +56,13 @@ from dancegenre.data.store import SegmentStore
 from dancegenre.errors import ConfigError, Interrupted, StoreError
 from dancegenre.models.registry import model_config
 from dancegenre.safety import atomic_write, claim_folder
-from dancegenre.training.runs import RUN_FILES, Run, is_finished
+from dancegenre.training.runs import (
+    RUN_FILES,
+    TEST_ITEMS,
+    Run,
+    averaged_verdicts,
+    is_finished,
+)
 
 MODEL_KEYS = frozenset(f.name for f in dataclasses.fields(ModelConfig)) - {"name", "n_classes", "n_mels"}
 TRAIN_KEYS = frozenset(f.name for f in dataclasses.fields(TrainConfig)) - {"folds", "fold", "seed", "device"}
@@ -369,6 +375,10 @@ def write_tables(out: str | os.PathLike[str]) -> pd.DataFrame:
     agg["seconds_mean"] = ("seconds", "mean")
     agg["parameters"] = ("parameters", "first")
     summary = results.groupby("config").agg(**agg).reset_index()
+    ensembles = {cid: seed_ensemble(out / "runs" / cid, spec) for cid in summary["config"]}
+    for key in ("accuracy", "macro_f1"):
+        summary[f"seed_ensemble_item_{key}"] = [ensembles[c][key] if ensembles[c] else np.nan
+                                                for c in summary["config"]]
     varied = [k for k in spec.varied if k in configs.columns] or ["model"]
     summary = configs[["config", "name", *varied]].merge(summary, on="config")
     summary = summary.sort_values(f"{SELECT_BY}_mean", ascending=False, kind="stable").reset_index(drop=True)
@@ -384,6 +394,27 @@ def write_tables(out: str | os.PathLike[str]) -> pd.DataFrame:
     return summary
 
 
+def seed_ensemble(config_dir: Path, spec: Spec) -> dict[str, float] | None:
+    """Item accuracy and macro-F1 of a configuration's seeds averaged: every item's mean
+    held-out probability over the seeds, each from the fold model of that seed that
+    never saw its group.  None with one seed, or while a run lacks its test-items.csv."""
+    if len(spec.seeds) < 2:
+        return None
+    tables = []
+    for seed in spec.seeds:
+        runs = [config_dir / f"seed-{seed}" / f"fold-{k}" / TEST_ITEMS for k in range(spec.folds)]
+        if not all(r.exists() for r in runs):
+            return None
+        tables.append(pd.concat([pd.read_csv(r, keep_default_na=False) for r in runs], ignore_index=True))
+    mean = averaged_verdicts(tables)
+    labels = [c[2:] for c in mean.columns if c.startswith("p_")]
+    from dancegenre.training.scoring import classification_metrics
+
+    m = classification_metrics(mean["label"].map({g: i for i, g in enumerate(labels)}).to_numpy(),
+                               mean[[f"p_{g}" for g in labels]].to_numpy(), labels)
+    return {"accuracy": m["accuracy"], "macro_f1": m["macro_f1"]}
+
+
 def _pm(mean: float, std: float) -> str:
     return f"{mean:.3f}" if np.isnan(std) else f"{mean:.3f} ± {std:.3f}"
 
@@ -397,6 +428,10 @@ def display_table(summary: pd.DataFrame, varied: list[str]) -> pd.DataFrame:
              "segment_accuracy": "segment acc", "segment_macro_f1": "segment macro-F1"}
     for m, title in names.items():
         show[title] = [_pm(a, b) for a, b in zip(summary[f"{m}_mean"], summary[f"{m}_std"])]
+    if summary["seed_ensemble_item_accuracy"].notna().any():
+        show["seeds averaged: item acc / macro-F1"] = [
+            "" if np.isnan(a) else f"{a:.3f} / {f:.3f}"
+            for a, f in zip(summary["seed_ensemble_item_accuracy"], summary["seed_ensemble_item_macro_f1"])]
     show["runs"] = summary["runs"]
     show["s/run"] = summary["seconds_mean"].round(0).astype(int)
     show["params"] = summary["parameters"].map("{:,}".format)
@@ -407,7 +442,9 @@ def _caption(spec: Spec, meta: dict[str, Any], results_column: str) -> str:
     return (f"{spec.folds}-fold cross-validation grouped by {results_column}, seeds {list(spec.seeds)}; "
             f"mean ± std over folds x seeds. `item acc`, `item macro-F1` and the segment columns are on the "
             f"held-out folds; ★ marks the best complete configuration by mean validation item accuracy "
-            f"(chosen without looking at the held-out folds). Store: {meta['store']} ({', '.join(meta['labels'])}).")
+            f"(chosen without looking at the held-out folds). With several seeds, `seeds averaged` is an ensemble "
+            f"of one model a seed: each item's held-out probabilities averaged over the seeds, every one from "
+            f"a model that never saw its group. Store: {meta['store']} ({', '.join(meta['labels'])}).")
 
 
 def summary_markdown(summary: pd.DataFrame, spec: Spec, meta: dict[str, Any], varied: list[str]) -> str:

@@ -12,6 +12,7 @@ selection, optional class weights and augmentation), data-parallel through
     curves.png     loss and accuracy curves
     split.csv      every item's side (train / val / test) and group
     results.json   the test split's segment- and item-level metrics
+    test-items.csv the test split's verdicts: item, label, predicted, p_<genre>...
 """
 
 from __future__ import annotations
@@ -56,10 +57,12 @@ from dancegenre.training.runs import (
     RUN_FILES,
     SPLIT,
     Run,
+    gather_test_items,
     is_finished,
     write_cv,
     write_history,
     write_results,
+    write_test_items,
 )
 from dancegenre.training.scoring import evaluate_rows
 
@@ -328,6 +331,8 @@ def fit(
         if len(rows[side]):
             res = evaluate_rows(scorer, store, rows[side], labels, device=device, inputs=inputs)
             held_out[side] = {"segment": res["segment"], "item": res["item"], "loss": res["loss"]}
+            if side == "test" and rank == 0:
+                write_test_items(out, res["item_probs"], items.set_index("item")["label"], labels)
     test = held_out.get("test", {})
     result = TrainResult(run_dir=out, checkpoint=out / "best.pt", best_epoch=best_epoch,
                          epochs_run=int(max((h["epoch"] for h in history), default=0)), split_column=split_col,
@@ -542,7 +547,8 @@ def cross_validate(store_path: str | os.PathLike[str], *, out: str | os.PathLike
     Each fold's test side is never seen by its training or early stopping (validation
     is carved from the other folds).  Finished folds are skipped on a rerun.  Writes
     ``out/cv.json`` and ``out/cv.csv``: per-fold and mean/std item- and segment-level
-    accuracy and macro-F1 on the held-out folds.
+    accuracy and macro-F1 on the held-out folds; and ``out/cv-items.csv``: every item's
+    held-out verdict and probabilities (out-of-fold), from the folds' ``test-items.csv``.
     """
     import dataclasses
 
@@ -570,6 +576,7 @@ def cross_validate(store_path: str | os.PathLike[str], *, out: str | os.PathLike
                      **{c: r[c] for c in ("val_item_accuracy", "val_item_macro_f1", "item_accuracy", "item_macro_f1",
                                           "item_weighted_f1", "segment_accuracy", "segment_macro_f1")}})
     summary = write_cv(out, rows, f"{folds}-fold grouped cross-validation (held-out folds)")
+    gather_test_items(out, folds)
     if ensemble:
         from dancegenre.models.registry import ensemble_of
         members = [load_checkpoint(out / f"fold-{k}") for k in range(folds)]

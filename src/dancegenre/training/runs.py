@@ -16,12 +16,14 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from dancegenre.errors import EmptyInputError
 from dancegenre.safety import atomic_write
 
 RESULTS, HISTORY, CV, SPLIT = "results.json", "metrics.csv", "cv.json", "split.csv"
+TEST_ITEMS, CV_ITEMS = "test-items.csv", "cv-items.csv"  # held-out verdicts: a run's test side; every fold's
 RUN_FILES = (RESULTS, "best.pt", "last.pt", HISTORY)  # a run folder made before the marker
 
 
@@ -86,6 +88,51 @@ def write_history(path: str | os.PathLike[str], history: pd.DataFrame) -> None:
 
 def read_cv(path: str | os.PathLike[str]) -> dict[str, Any]:
     return json.loads((Path(path) / CV).read_text())
+
+
+def write_test_items(path: str | os.PathLike[str], item_probs: pd.DataFrame, truth: pd.Series,
+                     labels: list[str]) -> None:
+    """``test-items.csv``: one row a held-out item: item, label, predicted, p_<genre>...
+    (``item_probs``: one row an item, one column a class; ``truth``: its label by item)."""
+    table = pd.DataFrame({"item": item_probs.index, "label": truth.loc[item_probs.index].to_numpy(),
+                          "predicted": np.asarray(labels, dtype=object)[item_probs.to_numpy().argmax(1)]})
+    for i, lab in enumerate(labels):
+        table[f"p_{lab}"] = item_probs.iloc[:, i].to_numpy().round(6)
+    atomic_write(Path(path) / TEST_ITEMS, table.to_csv(index=False))
+
+
+def gather_test_items(path: str | os.PathLike[str], folds: int) -> Path | None:
+    """``cv-items.csv``: the folds' ``test-items.csv`` with a fold column, so every item
+    has one held-out verdict (out-of-fold predictions).  None if a fold lacks one (a
+    fold trained before runs wrote them)."""
+    parts = []
+    for k in range(folds):
+        f = Path(path) / f"fold-{k}" / TEST_ITEMS
+        if not f.exists():
+            return None
+        parts.append(pd.read_csv(f, keep_default_na=False).assign(fold=k))
+    table = pd.concat(parts, ignore_index=True)
+    return atomic_write(Path(path) / CV_ITEMS, table[["fold", *[c for c in table.columns if c != "fold"]]]
+                        .to_csv(index=False))
+
+
+def averaged_verdicts(tables: list[pd.DataFrame]) -> pd.DataFrame:
+    """The mean held-out probabilities of the same items in several tables (``test-items``
+    or ``cv-items`` of replicate cross-validations, one a seed): one row an item, with
+    ``label``, ``predicted`` and ``p_<genre>``.  Honest as a held-out figure of an
+    ensemble when, in every table, each item's verdict comes from a model that never
+    saw its group.  Items missing from any table are left out."""
+    probs = [c for c in tables[0].columns if c.startswith("p_")]
+    indexed = [t.set_index("item") for t in tables]
+    common = indexed[0].index
+    for t in indexed[1:]:
+        common = common.intersection(t.index)
+    mean = sum(t.loc[common, probs].to_numpy(dtype=float) for t in indexed) / len(indexed)
+    out = pd.DataFrame({"item": common, "label": indexed[0].loc[common, "label"].to_numpy(),
+                        "predicted": np.asarray([c[2:] for c in probs], dtype=object)[mean.argmax(1)]})
+    for j, c in enumerate(probs):
+        out[c] = mean[:, j]
+    return out
 
 
 def write_cv(path: str | os.PathLike[str], rows: list[dict[str, Any]], split: str) -> dict[str, Any]:
