@@ -428,10 +428,11 @@ def display_table(summary: pd.DataFrame, varied: list[str]) -> pd.DataFrame:
              "segment_accuracy": "segment acc", "segment_macro_f1": "segment macro-F1"}
     for m, title in names.items():
         show[title] = [_pm(a, b) for a, b in zip(summary[f"{m}_mean"], summary[f"{m}_std"])]
-    if summary["seed_ensemble_item_accuracy"].notna().any():
+    averaged = [pd.to_numeric(summary.get(f"seed_ensemble_item_{k}", pd.Series(np.nan, summary.index)),
+                              errors="coerce") for k in ("accuracy", "macro_f1")]
+    if averaged[0].notna().any():  # (absent from the summary of an experiment written before it)
         show["seeds averaged: item acc / macro-F1"] = [
-            "" if np.isnan(a) else f"{a:.3f} / {f:.3f}"
-            for a, f in zip(summary["seed_ensemble_item_accuracy"], summary["seed_ensemble_item_macro_f1"])]
+            "" if pd.isna(a) else f"{a:.3f} / {f:.3f}" for a, f in zip(*averaged)]
     show["runs"] = summary["runs"]
     show["s/run"] = summary["seconds_mean"].round(0).astype(int)
     show["params"] = summary["parameters"].map("{:,}".format)
