@@ -129,3 +129,30 @@ def test_export_and_load_refuse_bad_files_in_one_line(trained_run, tmp_path):
         assert r.returncode == 2 and why in r.stderr and len(r.stderr.strip().splitlines()) == 1
     r = subprocess.run([sys.executable, "-m", "dancegenre", "export", str(junk)], capture_output=True, text=True)
     assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert junk.read_bytes() == b"not a model at all"  # inputs are only read
+
+
+def test_an_export_whose_labels_are_paths_or_markup_is_refused(trained_run, tmp_path):
+    """Labels are data: a crafted ONNX file naming a genre '../../etc' or '<script>' is
+    refused in one line before anything is predicted or sorted."""
+    import json
+
+    import onnx
+
+    from dancegenre.training.export import META_KEY
+
+    for evil in ("../../etc", "<script>x</script>"):
+        model = onnx.load(str(trained_run / "best.onnx"))
+        entry = next(p for p in model.metadata_props if p.key == META_KEY)
+        meta = json.loads(entry.value)
+        meta["labels"] = [evil, *meta["labels"][1:]]
+        entry.value = json.dumps(meta)
+        path = tmp_path / "evil.onnx"
+        onnx.save(model, str(path))
+        with pytest.raises(CheckpointError, match="unusable metadata"):
+            PortableModel.open(path)
+        clip = write(tmp_path / "clip.wav", tone(4.0, 22050, seed=6), 22050)
+        r = subprocess.run([sys.executable, "-m", "dancegenre", "predict", "-q", str(path), str(clip),
+                            "--sort-into", str(tmp_path / "sorted")], capture_output=True, text=True)
+        assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
+        assert not (tmp_path / "sorted").exists()
