@@ -53,3 +53,10 @@ class OutputError(DanceGenreError):
 
 class LabelError(DanceGenreError):
     """A label (genre name) that could act as a path or markup, or is otherwise unusable."""
+
+
+def first_line(exc: BaseException, limit: int = 160) -> str:
+    """The first line of a library's exception (its name if it has no message), cut to
+    ``limit`` characters: what a one-line error quotes of an exception it wraps."""
+    text = str(exc).strip()
+    return (text.splitlines()[0] if text else type(exc).__name__)[:limit]

@@ -316,10 +316,9 @@ def _model_id(clf) -> str:
 @command("export")
 def _cmd_export(args: argparse.Namespace) -> int:
     from dancegenre.safety import Inputs, check_output_file
-    from dancegenre.training.checkpoint import read_payload
     from dancegenre.training.export import export_onnx, onnx_path_of
 
-    source = Path(read_payload(args.checkpoint)["path"])
+    source = args.checkpoint / "best.pt" if args.checkpoint.is_dir() else args.checkpoint
     dest = args.out if args.out is not None else onnx_path_of(source)
     check_output_file(dest, suffixes=(".onnx",), inputs=Inputs([source]), what="--out")
     path = export_onnx(source, dest)

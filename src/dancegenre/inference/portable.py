@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from dancegenre.config import FeatureConfig
-from dancegenre.errors import CheckpointError, ConfigError, LabelError
+from dancegenre.errors import CheckpointError, ConfigError, LabelError, first_line
 from dancegenre.safety import check_labels
 from dancegenre.training.export import (
     FORMAT,
@@ -90,8 +90,7 @@ def _load(path: Path, threads: int) -> Any:
     try:
         return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own kinds on a damaged graph
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"not a loadable ONNX model ({first[:160]}): {path}") from None
+        raise CheckpointError(f"not a loadable ONNX model ({first_line(exc)}): {path}") from None
 
 
 def _metadata(session: Any, path: Path) -> dict[str, Any]:

@@ -17,7 +17,7 @@ import torch
 
 from dancegenre import __version__
 from dancegenre.config import FeatureConfig, ModelConfig, TrainConfig
-from dancegenre.errors import CheckpointError, DanceGenreError, LabelError
+from dancegenre.errors import CheckpointError, DanceGenreError, LabelError, first_line
 from dancegenre.models.base import Network
 from dancegenre.models.registry import build_model
 from dancegenre.safety import atomic_path, check_labels
@@ -74,8 +74,7 @@ def read_payload(path: str | os.PathLike[str]) -> dict[str, Any]:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - torch.load raises many kinds on a file that is not a checkpoint
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"not a loadable dancegenre checkpoint ({first[:160]}): {path}") from None
+        raise CheckpointError(f"not a loadable dancegenre checkpoint ({first_line(exc)}): {path}") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"not a dancegenre checkpoint: {path}")
     if payload.get("version") != VERSION:
@@ -107,8 +106,7 @@ def load_checkpoint(path: str | os.PathLike[str], *, device: str | torch.device 
     except LabelError as exc:
         raise CheckpointError(str(exc)) from None
     except (DanceGenreError, KeyError, TypeError, ValueError, RuntimeError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"{where} does not rebuild: {first[:200]}") from None
+        raise CheckpointError(f"{where} does not rebuild: {first_line(exc, 200)}") from None
     split = payload.get("split") if isinstance(payload.get("split"), dict) else {}
     extra = payload.get("extra") if isinstance(payload.get("extra"), dict) else {}
     model.to(device).eval()

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from dancegenre import __version__
-from dancegenre.errors import CheckpointError, OutputError
+from dancegenre.errors import CheckpointError, OutputError, first_line
 from dancegenre.safety import atomic_path
 
 FORMAT = "dancegenre-onnx"
@@ -120,6 +120,5 @@ def try_export(checkpoint: str | os.PathLike[str], log: Any = print) -> Path | N
     try:
         return export_onnx(checkpoint)
     except (CheckpointError, OutputError, ImportError, RuntimeError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        log(f"no portable model beside {checkpoint} ({first[:160]}); predict will use torch")
+        log(f"no portable model beside {checkpoint} ({first_line(exc)}); predict will use torch")
         return None
