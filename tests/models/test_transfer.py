@@ -289,6 +289,77 @@ def test_folds_ensemble_of_fine_tuned_members(weights_cache, musicnn_store, tmp_
         assert np.allclose([r.probabilities[g] for g in ens.labels], expected, atol=1e-5), engine
 
 
+def test_ensemble_of_seeds(weights_cache, musicnn_store, tmp_path, capsys):
+    """`ensemble` averages two seeds' cross-validations into one model: 4 fold models,
+    the verdict their mean (torch and ONNX), and a held-out figure from the seeds'
+    out-of-fold verdicts averaged per item.  Overlapping or mismatched sources, and an
+    --out that is not ours, are refused in one line."""
+    from dancegenre.inference.classifier import Classifier
+    from dancegenre.training.checkpoint import load_checkpoint
+    from dancegenre.training.runs import averaged_verdicts
+
+    cvs = [tmp_path / f"cv-s{seed}" for seed in (0, 1)]
+    for seed, cv in enumerate(cvs):
+        assert main(["train", "-q", str(musicnn_store), "--model", "musicnn-msd", "--out", str(cv), "--folds", "2",
+                     "--epochs", "2", "--finetune", "1", "--seed", str(seed)] + ["--ensemble"] * (seed == 0)) == 0
+    ens = tmp_path / "ens"
+    capsys.readouterr()
+    # the first seed as its ensemble.pt (its members are its folds), the second as its folder
+    assert main(["ensemble", str(cvs[0] / "ensemble.pt"), str(cvs[1]), "--out", str(ens)]) == 0
+    said = capsys.readouterr().out
+    assert "the average of 4 models" in said and "held out" in said
+    ckpt = load_checkpoint(ens)
+    assert ckpt.model_config.members == 4 and (ens / "best.onnx").exists()
+    folds = [load_checkpoint(cv / f"fold-{k}") for cv in cvs for k in range(2)]
+    audio = sorted(pd.read_csv(musicnn_store / "items.csv")["path"])[0]
+    expected = np.mean([[Classifier(f).predict(audio).probabilities[g] for g in ckpt.labels] for f in folds], axis=0)
+    for engine in ("torch", "onnx"):
+        r = Classifier.load(ens, engine=engine).predict(audio)
+        assert np.allclose([r.probabilities[g] for g in ckpt.labels], expected, atol=1e-5), engine
+    # the held-out figure: each item's out-of-fold probabilities, averaged over the two seeds
+    mean = averaged_verdicts([pd.read_csv(cv / "cv-items.csv", keep_default_na=False) for cv in cvs])
+    summary = json.loads((ens / "ensemble.json").read_text())
+    assert summary["held_out"]["items"] == len(mean) == len(pd.read_csv(musicnn_store / "items.csv"))
+    assert summary["held_out"]["item_accuracy"] == pytest.approx(float((mean["label"] == mean["predicted"]).mean()))
+    assert len(pd.read_csv(ens / "cv-items.csv")) == len(mean)
+    assert ckpt.cv["item_accuracy"] == pytest.approx(summary["held_out"]["item_accuracy"])
+    # a plain run has no out-of-fold verdicts: the model is made, the figure is not claimed
+    assert main(["ensemble", str(cvs[1] / "fold-0"), str(cvs[1] / "fold-1"), "--out", str(tmp_path / "e2")]) == 0
+    assert "no held-out figure" in capsys.readouterr().out
+    # refused in one line, nothing written
+    for args, words in [([str(cvs[0]), str(cvs[0] / "ensemble.pt")], "both hold"),
+                        ([str(cvs[1]), str(cvs[1] / "fold-1")], "both hold"),
+                        ([str(cvs[1] / "fold-0")], "at least two models"),
+                        ([str(cvs[0]), str(musicnn_store)], "not a finished run")]:
+        target = tmp_path / "refused"
+        assert main(["ensemble", *args, "--out", str(target)]) == 2, args
+        err = capsys.readouterr().err
+        assert words in err and err.count("\n") == 1 and not target.exists(), (args, err)
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("mine")
+    assert main(["ensemble", str(cvs[0]), str(cvs[1]), "--out", str(foreign)]) == 2
+    assert "did not make" in capsys.readouterr().err and (foreign / "notes.txt").read_text() == "mine"
+    assert main(["ensemble", str(cvs[0]), str(cvs[1]), "--out", str(cvs[0] / "inside")]) == 2
+    assert "inside the input" in capsys.readouterr().err
+
+
+def test_ensemble_refuses_other_models(weights_cache, musicnn_store, trained_run, tmp_path, capsys):
+    """Members must share labels, front end, model and settings: each mismatch is one line."""
+    runs = {}
+    for name, args in {"msd": ["--model", "musicnn-msd"], "mtt": ["--model", "musicnn-mtt"],
+                       "mlp": ["--model", "musicnn-msd", "--head", "mlp"]}.items():
+        runs[name] = tmp_path / name
+        assert main(["train", "-q", str(musicnn_store), *args, "--out", str(runs[name]), "--epochs", "1"]) == 0
+    runs["cnn"] = trained_run
+    capsys.readouterr()
+    for pair, words in [(("msd", "mtt"), "differs"), (("msd", "mlp"), "head"), (("msd", "cnn"), "front end")]:
+        assert main(["ensemble", *(str(runs[p]) for p in pair), "--out", str(tmp_path / "e")]) == 2
+        err = capsys.readouterr().err
+        assert words in err and err.count("\n") == 1, (pair, err)
+    assert not (tmp_path / "e").exists()
+
+
 def test_embed_parquet(weights_cache, corpus, tmp_path, capsys):
     audio = sorted((corpus / "edm").glob("*.flac"))[0]
     out = tmp_path / "emb.parquet"

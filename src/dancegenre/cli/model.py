@@ -1,4 +1,4 @@
-"""Model commands: train, evaluate, predict, demo, serve."""
+"""Model commands: train, ensemble, evaluate, predict, export, untag, demo, serve."""
 
 from __future__ import annotations
 
@@ -183,6 +183,14 @@ def _add_evaluate_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, default=None,
                    help="the .onnx file (default: beside the checkpoint, best.pt -> best.onnx)")
 
+    p = sub.add_parser("ensemble", help="average several runs of one pretrained model (seeds, CV folds) into one")
+    p.add_argument("sources", type=existing_path, nargs="+", metavar="SOURCE",
+                   help="run folder, cross-validation folder (all its folds) or .pt checkpoint (an ensemble.pt "
+                        "gives all its members)")
+    p.add_argument("--out", type=Path, required=True,
+                   help="new folder: best.pt and best.onnx (use it like a run), ensemble.json, and cv-items.csv "
+                        "when every source is a cross-validation of the same items")
+
     p = sub.add_parser("untag", help="restore the tags that predict --write-tags changed, from its journal")
     p.add_argument("journal", type=existing_path, help="the --tag-journal CSV of predict --write-tags")
     p.add_argument("--dry-run", action="store_true", help="only show what would be restored")
@@ -324,6 +332,21 @@ def _cmd_export(args: argparse.Namespace) -> int:
     path = export_onnx(source, dest)
     print(f"{path} ({path.stat().st_size / 1e6:.1f} MB): the network with softmax, its labels and feature config; "
           f"dancegenre predict {path} FILES runs it without torch")
+    return 0
+
+
+@command("ensemble")
+def _cmd_ensemble(args: argparse.Namespace) -> int:
+    from dancegenre.training.ensemble import combine
+
+    summary = combine(args.sources, out=args.out, log=print)
+    held = summary["held_out"]
+    print(f"{args.out / 'best.pt'}: {summary['model']}, the average of {summary['members']} models")
+    if held:
+        print(f"held out ({held['split']}): item accuracy {held['item_accuracy']:.3f}, "
+              f"macro-F1 {held['item_macro_f1']:.3f} on {held['items']} items")
+    else:
+        print(summary["note"])
     return 0
 
 

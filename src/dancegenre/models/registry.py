@@ -34,6 +34,25 @@ def ensemble_of(models: list[Network]) -> Network:
     return net
 
 
+def members_of(net: Network) -> list[Network]:
+    """The single networks an ensemble averages (the inverse of :func:`ensemble_of`), or
+    ``[net]`` for a network that is not one; each as it was trained, in eval mode."""
+    members = getattr(net, "members", None)
+    if not members:
+        return [net]
+    import dataclasses
+
+    out = []
+    for member in members:
+        m = build_model(dataclasses.replace(net.config, members=1))
+        m.norm.load_state_dict(net.norm.state_dict())
+        m.backbone.load_state_dict((member[2] if len(member) > 2 else net.backbone).state_dict())
+        m.feature_norm.load_state_dict(member[0].state_dict())
+        m.head.load_state_dict(member[1].state_dict())
+        out.append(m.eval())
+    return out
+
+
 MODELS: dict[str, type[Network]] = {"cnn1d": CNN1D, "crnn": CRNN, "cnn2d": CNN2D,
                                     "musicnn-msd": MusiCNN, "musicnn-mtt": MusiCNN}
 

@@ -406,12 +406,9 @@ def seed_ensemble(config_dir: Path, spec: Spec) -> dict[str, float] | None:
         if not all(r.exists() for r in runs):
             return None
         tables.append(pd.concat([pd.read_csv(r, keep_default_na=False) for r in runs], ignore_index=True))
-    mean = averaged_verdicts(tables)
-    labels = [c[2:] for c in mean.columns if c.startswith("p_")]
-    from dancegenre.training.scoring import classification_metrics
+    from dancegenre.training.scoring import verdict_metrics
 
-    m = classification_metrics(mean["label"].map({g: i for i, g in enumerate(labels)}).to_numpy(),
-                               mean[[f"p_{g}" for g in labels]].to_numpy(), labels)
+    m = verdict_metrics(averaged_verdicts(tables))
     return {"accuracy": m["accuracy"], "macro_f1": m["macro_f1"]}
 
 

@@ -89,6 +89,15 @@ def classification_metrics(y_true: np.ndarray, probs: np.ndarray, labels: list[s
     }
 
 
+def verdict_metrics(table: pd.DataFrame) -> dict:
+    """:func:`classification_metrics` of a verdict table (``test-items.csv``,
+    ``cv-items.csv`` or :func:`~dancegenre.training.runs.averaged_verdicts`): one row an
+    item, its ``label`` and a ``p_<genre>`` column per class, in label order."""
+    labels = [c[2:] for c in table.columns if c.startswith("p_")]
+    truth = table["label"].map({g: i for i, g in enumerate(labels)}).to_numpy()
+    return classification_metrics(truth, table[[f"p_{g}" for g in labels]].to_numpy(dtype=float), labels)
+
+
 def evaluate_rows(model: nn.Module, store: Any, rows: np.ndarray, labels: list[str],
                   *, batch_size: int = 256, device: torch.device | str = "cpu",
                   inputs: np.ndarray | None = None) -> dict[str, Any]:
