@@ -143,7 +143,7 @@ def test_sections_find_a_change():
     t = pd.DataFrame({"start": np.arange(20) * 3.0, "end": np.arange(20) * 3.0 + 3})
     t["a"] = [0.9] * 10 + [0.1] * 10
     t["b"] = 1 - t["a"]
-    secs = sections_of(t, ["a", "b"], smooth=3)
+    secs = sections_of(t[["a", "b"]].to_numpy(), t["start"].to_numpy(), t["end"].to_numpy(), ["a", "b"], smooth=3)
     assert [s["genre"] for s in secs] == ["a", "b"] and secs[1]["start"] == 30.0
 
 

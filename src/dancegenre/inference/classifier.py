@@ -117,12 +117,13 @@ def centred_mean(probs: np.ndarray, window: int) -> np.ndarray:
     return (sums[hi] - sums[lo]) / (hi - lo)[:, None]
 
 
-def sections_of(timeline: pd.DataFrame, labels: list[str], *, smooth: int = 5) -> list[dict[str, Any]]:
-    """Runs of one genre in a timeline, after a moving average over ``smooth`` segments."""
-    if timeline.empty:
+def sections_of(probs: np.ndarray, starts: np.ndarray, ends: np.ndarray, labels: list[str], *,
+                smooth: int = 5) -> list[dict[str, Any]]:
+    """Runs of one genre in a timeline, after a moving average over ``smooth`` segments:
+    its probabilities (k, n_classes), the segments' start and end times (k,) in seconds."""
+    if not len(probs):
         return []
-    top = centred_mean(timeline[labels].to_numpy(), smooth).argmax(1)
-    starts, ends = timeline["start"].to_numpy(), timeline["end"].to_numpy()
+    top = centred_mean(probs, smooth).argmax(1)
     cuts = [0, *(np.flatnonzero(np.diff(top)) + 1).tolist(), len(top)]
     return [{"start": float(starts[a]), "end": float(ends[b - 1]), "genre": labels[top[a]], "segments": int(b - a)}
             for a, b in zip(cuts[:-1], cuts[1:])]
@@ -266,8 +267,9 @@ class Classifier:
     def _result(self, source: str, scored: tuple[np.ndarray, np.ndarray | None], numbers: np.ndarray) -> Prediction:
         probs, taggram = scored
         c = self.config
-        start = numbers * c.segment_hop_seconds
-        timeline = pd.DataFrame({"segment": numbers, "start": start.round(3), "end": (start + c.segment_seconds).round(3),
+        start = (numbers * c.segment_hop_seconds).round(3)
+        end = (numbers * c.segment_hop_seconds + c.segment_seconds).round(3)
+        timeline = pd.DataFrame({"segment": numbers, "start": start, "end": end,
                                  **{lab: probs[:, i] for i, lab in enumerate(self.labels)},
                                  "genre": np.asarray(self.labels, dtype=object)[probs.argmax(1)]})
         mean = probs.mean(0)
@@ -281,8 +283,8 @@ class Classifier:
         return Prediction(source=source, genre=self.labels[int(mean.argmax())],
                           stamp=(st.st_size, st.st_mtime_ns) if st else None,
                           probabilities={lab: float(mean[i]) for i, lab in enumerate(self.labels)},
-                          timeline=timeline, duration=float(timeline["end"].iloc[-1]) if len(timeline) else 0.0,
-                          sections=sections_of(timeline, self.labels), tags=self._top_tags(taggram))
+                          timeline=timeline, duration=float(end[-1]) if len(end) else 0.0,
+                          sections=sections_of(probs, start, end, self.labels), tags=self._top_tags(taggram))
 
     def _top_tags(self, taggram: np.ndarray | None, top: int = 5) -> dict[str, float]:
         if taggram is None or not len(taggram):
