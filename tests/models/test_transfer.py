@@ -323,6 +323,7 @@ def test_ensemble_of_seeds(weights_cache, musicnn_store, tmp_path, capsys):
     assert summary["held_out"]["item_accuracy"] == pytest.approx(float((mean["label"] == mean["predicted"]).mean()))
     assert len(pd.read_csv(ens / "cv-items.csv")) == len(mean)
     assert ckpt.cv["item_accuracy"] == pytest.approx(summary["held_out"]["item_accuracy"])
+    assert main(["evaluate", str(ens)]) == 2 and "no test split of its own" in capsys.readouterr().err
     # a plain run has no out-of-fold verdicts: the model is made, the figure is not claimed
     assert main(["ensemble", str(cvs[1] / "fold-0"), str(cvs[1] / "fold-1"), "--out", str(tmp_path / "e2")]) == 0
     assert "no held-out figure" in capsys.readouterr().out

@@ -52,6 +52,10 @@ def evaluate(checkpoint: str | os.PathLike[str], store: str | os.PathLike[str] |
     labels = ckpt.labels
     if store is None:
         store_path = ckpt.store
+        if not ckpt.split.get("sides", {}).get("test") and ckpt.model_config.members > 1:
+            raise EmptyInputError("an ensemble has no test split of its own (every item trained a member); its "
+                                  "held-out figure is in its folder's cv.json or ensemble.json, or pass a store "
+                                  "of other tracks")
         if not store_path or not Path(store_path).exists():
             raise StoreError(f"the run's store {store_path!r} is gone; pass the store to evaluate on")
         st = SegmentStore(store_path)
