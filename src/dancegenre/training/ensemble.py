@@ -62,9 +62,8 @@ def read_source(path: str | os.PathLike[str]) -> Source:
         files = [path / "best.pt"]
     elif path.is_file():
         files = [path]
-        beside = path.parent / CV_ITEMS
         if (path.parent / "cv.json").exists():  # train --folds K --ensemble: its members are the folds
-            held_out = beside
+            held_out = path.parent / CV_ITEMS
     else:
         raise CheckpointError(f"no run, cross-validation folder or checkpoint at {path}")
     if not files or not all(f.is_file() for f in files):
@@ -74,7 +73,9 @@ def read_source(path: str | os.PathLike[str]) -> Source:
         ckpt = load_checkpoint(f)
         members += [(m, ckpt) for m in members_of(ckpt.model)]
         covers += [Path(m).resolve() for m in ckpt.ensemble_of]  # an ensemble.pt stands for its folds too
-    return Source(path, [f.resolve() for f in files], covers, members, held_out if held_out is not None and held_out.exists() else None)
+    if held_out is not None and not held_out.exists():
+        held_out = None  # folds trained before runs wrote their held-out verdicts
+    return Source(path, [f.resolve() for f in files], covers, members, held_out)
 
 
 def _same(members: list[tuple[Network, Checkpoint]]) -> None:
