@@ -254,6 +254,9 @@ def _run_shards(items: pd.DataFrame, todo: list[int], pending: Path, config: Fea
     return out
 
 
+ITEM_AUDIO = ("duration", "sample_rate", "channels")  # what decoding tells about an item, in items.csv
+
+
 def _finalize(out: Path, items: pd.DataFrame, groups: list[str], config: FeatureConfig,
               done: dict[str, dict[str, Any]], previous: dict[str, dict[str, Any]],
               failures: dict[int, dict[str, str]]) -> PrepareSummary:
@@ -267,7 +270,7 @@ def _finalize(out: Path, items: pd.DataFrame, groups: list[str], config: Feature
     old = np.load(out / "segments.npy", mmap_mode="r") if previous else None
     shards: dict[str, np.ndarray] = {}
     offset = 0
-    item_rows, index_parts = [], []
+    numbers_of, extras = [], []  # each kept item's segment numbers, and its duration, sample rate, channels
     old_index = pd.read_csv(out / "index.csv", usecols=["segment"]) if previous else None
     old_items = pd.read_csv(out / "items.csv", dtype={"cache_key": str}).set_index("cache_key") if previous else None
     with atomic_path(out / "segments.npy") as tmp:  # replaced only once it is whole
@@ -285,29 +288,29 @@ def _finalize(out: Path, items: pd.DataFrame, groups: list[str], config: Feature
                     shards[meta["shard"]] = np.memmap(out / "pending" / f"{meta['shard']}.f16", dtype=np.float16,
                                                       mode="r").reshape(-1, config.n_mels, config.segment_frames)
                 new[offset : offset + n] = shards[meta["shard"]][meta["shard_offset"] : meta["shard_offset"] + n]
-                numbers = np.asarray(meta["segment_numbers"], dtype=np.int64)
-                extra = {k: meta[k] for k in ("duration", "sample_rate", "channels")}
+                numbers_of.append(np.asarray(meta["segment_numbers"], dtype=np.int64))
+                extras.append([meta[k] for k in ITEM_AUDIO])
             else:
                 p = previous[key]
                 new[offset : offset + n] = old[p["offset"] : p["offset"] + n]
-                numbers = old_index["segment"].to_numpy()[p["offset"] : p["offset"] + n]
-                extra = {k: old_items.at[key, k] for k in ("duration", "sample_rate", "channels")}
-            row = items.iloc[i].to_dict()
-            row.update(extra, n_segments=n, offset=offset)
-            item_rows.append(row)
-            index_parts.append(pd.DataFrame({
-                "row": np.arange(offset, offset + n), "item": row["item"], "label": row["label"],
-                **{g: row[g] for g in groups},
-                "segment": numbers, "start": np.round(numbers * config.segment_hop_seconds, 3),
-                "path": row["path"],
-            }))
+                numbers_of.append(old_index["segment"].to_numpy()[p["offset"] : p["offset"] + n])
+                extras.append([old_items.at[key, k] for k in ITEM_AUDIO])
             offset += n
         if isinstance(new, np.memmap):
             new.flush()
         del new, old, shards
-    cols = ["row", "item", "label", *groups, "segment", "start", "path"]
-    index = pd.concat(index_parts, ignore_index=True) if index_parts else pd.DataFrame(columns=cols)
-    items_table = pd.DataFrame(item_rows)
+    # the tables in one go (one DataFrame per item cost 2 ms each, after the workers are done)
+    items_table = items.iloc[ok].reset_index(drop=True)
+    for j, k in enumerate(ITEM_AUDIO):
+        items_table[k] = [e[j] for e in extras]
+    items_table["n_segments"] = counts
+    items_table["offset"] = np.cumsum([0, *counts])[:-1].astype(np.int64)
+    numbers = np.concatenate(numbers_of) if numbers_of else np.zeros(0, np.int64)
+    per_segment = lambda col: np.repeat(items_table[col].to_numpy(), counts)  # noqa: E731
+    index = pd.DataFrame({"row": np.arange(total), "item": per_segment("item"), "label": per_segment("label"),
+                          **{g: per_segment(g) for g in groups},
+                          "segment": numbers, "start": np.round(numbers * config.segment_hop_seconds, 3),
+                          "path": per_segment("path")})
     fail_rows = [{"item": items.at[i, "item"], "path": items.at[i, "path"],
                   "label": items.at[i, "label"], **f} for i, f in sorted(failures.items())]
     fail_table = pd.DataFrame(fail_rows, columns=["item", "path", "label", "error", "reason"])
