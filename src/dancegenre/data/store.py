@@ -235,7 +235,8 @@ def _run_shards(items: pd.DataFrame, todo: list[int], pending: Path, config: Fea
     """Decode the ``todo`` rows of ``items`` in shards; return {row: metadata or failure}."""
     # Build the mel filters (and import librosa) once here: forked workers inherit them.
     LogMelStream(config)
-    size = shard_items or int(np.clip(np.ceil(len(todo) / (8 * max(workers or os.cpu_count() or 1, 2))), 1, 64))
+    # about 24 shards a worker: the last shard to finish, while the other workers wait, is short
+    size = shard_items or int(np.clip(np.ceil(len(todo) / (24 * max(workers or os.cpu_count() or 1, 2))), 1, 64))
     shards: dict[str, list[int]] = {}
     for start in range(0, len(todo), size):
         rows = todo[start:start + size]
