@@ -328,10 +328,13 @@ def test_ensemble_of_seeds(weights_cache, musicnn_store, tmp_path, capsys):
     assert main(["ensemble", str(cvs[1] / "fold-0"), str(cvs[1] / "fold-1"), "--out", str(tmp_path / "e2")]) == 0
     assert "no held-out figure" in capsys.readouterr().out
     # refused in one line, nothing written
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"\x00not a checkpoint" * 50)
     for args, words in [([str(cvs[0]), str(cvs[0] / "ensemble.pt")], "both hold"),
                         ([str(cvs[1]), str(cvs[1] / "fold-1")], "both hold"),
                         ([str(cvs[1] / "fold-0")], "at least two models"),
-                        ([str(cvs[0]), str(musicnn_store)], "not a finished run")]:
+                        ([str(cvs[0]), str(musicnn_store)], "not a finished run"),
+                        ([str(cvs[0]), str(junk)], "not a loadable dancegenre checkpoint")]:
         target = tmp_path / "refused"
         assert main(["ensemble", *args, "--out", str(target)]) == 2, args
         err = capsys.readouterr().err
