@@ -304,6 +304,7 @@ def test_ensemble_of_seeds(weights_cache, musicnn_store, tmp_path, capsys):
                      "--epochs", "2", "--finetune", "1", "--seed", str(seed)] + ["--ensemble"] * (seed == 0)) == 0
     ens = tmp_path / "ens"
     capsys.readouterr()
+    before = {cv: _snapshot(cv) for cv in cvs}  # ensemble only reads its sources
     # the first seed as its ensemble.pt (its members are its folds), the second as its folder
     assert main(["ensemble", str(cvs[0] / "ensemble.pt"), str(cvs[1]), "--out", str(ens)]) == 0
     said = capsys.readouterr().out
@@ -346,6 +347,7 @@ def test_ensemble_of_seeds(weights_cache, musicnn_store, tmp_path, capsys):
     assert "did not make" in capsys.readouterr().err and (foreign / "notes.txt").read_text() == "mine"
     assert main(["ensemble", str(cvs[0]), str(cvs[1]), "--out", str(cvs[0] / "inside")]) == 2
     assert "inside the input" in capsys.readouterr().err
+    assert {cv: _snapshot(cv) for cv in cvs} == before
 
 
 def test_ensemble_refuses_other_models(weights_cache, musicnn_store, trained_run, tmp_path, capsys):
