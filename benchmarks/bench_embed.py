@@ -9,7 +9,8 @@
     original TF1 graph (built once, the network alone) in the same run.  Target:
     >= 10 tracks/s on 2 cores.
 (1b) A per-stage profile of the front end, and its share of embed's time.
-(2) The network alone, in this process: ms per 3-s patch at batch sizes 1 and 16.
+(2) The network alone, in this process: ms per 3-s patch at batch sizes 1 and 16 on all
+    cores, and at batch 1 on one thread (the original is timed both ways too).
 (3) ``dancegenre train STORE --model musicnn-msd`` on a store whose embeddings are
     cached (the hard-techno clips with the musicnn front end, if ../shared/data is
     there): seconds for the whole command.  Target: under a minute.
@@ -53,15 +54,17 @@ from musicnn import models
 x = tf.compat.v1.placeholder(tf.float32, [None, 187, 96]); training = tf.compat.v1.placeholder(tf.bool)
 y = models.define_model(x, training, "MSD_musicnn", 50)[0]
 out = {}
-with tf.compat.v1.Session() as s:
-    tf.compat.v1.train.Saver().restore(s, os.path.dirname(models.__file__) + "/MSD_musicnn/")
-    b = np.random.default_rng(0).random((64, 187, 96), dtype=np.float32)
-    for batch, reps in ((1, 32), (64, 1)):
-        s.run(y, {x: b[:batch], training: False})
-        t = time.perf_counter()
-        for _ in range(reps):
+b = np.random.default_rng(0).random((64, 187, 96), dtype=np.float32)
+one = tf.compat.v1.ConfigProto(intra_op_parallelism_threads=1, inter_op_parallelism_threads=1)
+for threads, config, runs in (("", None, ((1, 32), (64, 1))), ("_1thread", one, ((1, 16),))):
+    with tf.compat.v1.Session(config=config) as s:
+        tf.compat.v1.train.Saver().restore(s, os.path.dirname(models.__file__) + "/MSD_musicnn/")
+        for batch, reps in runs:
             s.run(y, {x: b[:batch], training: False})
-        out["batch" + str(batch)] = round((time.perf_counter() - t) / (reps * batch) * 1000, 1)
+            t = time.perf_counter()
+            for _ in range(reps):
+                s.run(y, {x: b[:batch], training: False})
+            out["batch" + str(batch) + threads] = round((time.perf_counter() - t) / (reps * batch) * 1000, 1)
 print(json.dumps(out))
 """
 
@@ -99,22 +102,26 @@ def main() -> None:
         done = subprocess.run([tf_python, "-c", TF_TIMING], capture_output=True, text=True, check=True)
         original = json.loads(done.stdout.strip().splitlines()[-1])
         summary.update({f"original_network_ms_per_patch_{k}": v for k, v in original.items()})
-        per_track = min(original.values()) * 10 / 1000  # 10 patches a 30-s clip, network alone
+        per_track = min(v for k, v in original.items() if "thread" not in k) * 10 / 1000  # 10 patches a clip
         summary["original_network_tracks_per_s"] = round(1 / per_track, 2)
         summary["embed_vs_original_network"] = round(summary["embed_tracks_per_s"] * per_track, 2)
 
     from dancegenre.models.musicnn import MusiCNNBackbone
 
     net = MusiCNNBackbone().eval()
+    threads = torch.get_num_threads()
     with torch.no_grad():
-        for batch in (1, 16):
+        for batch, n_threads, suffix in ((1, threads, ""), (16, threads, ""), (1, 1, "_1thread")):
+            torch.set_num_threads(n_threads)
             x = torch.randn(batch, 96, 187)
             net(x)
             t = time.perf_counter()
             reps = max(1, 32 // batch)
             for _ in range(reps):
                 net(x)
-            summary[f"network_ms_per_patch_batch{batch}"] = round((time.perf_counter() - t) / (reps * batch) * 1000, 1)
+            summary[f"network_ms_per_patch_batch{batch}{suffix}"] = round(
+                (time.perf_counter() - t) / (reps * batch) * 1000, 1)
+    torch.set_num_threads(threads)
 
     if REAL.exists():
         store = BENCH_DIR / "ht-musicnn"
