@@ -9,7 +9,9 @@
 (2) ``2 * per_genre`` synthetic 30-second mp3 clips (300 by default):
     ``dancegenre predict -q RUN CORPUS --out preds.csv`` in a fresh process (each engine)
     against the decode floor (every file decoded to float32 on all cores, libsndfile and PyAV, the
-    faster counts).  Target: at most 1.7x the floor's time.
+    faster counts).  Target: at most 1.7x the floor's time.  Where the time goes: the
+    front end's per-stage profile and the network's time a file (one core), and the
+    ONNX command's CPU seconds, its workers' included, as CPU a file against them.
 (3) A 2-hour mix (flac, 44.1 kHz stereo) made of the corpus' clips, techno and EDM in
     alternating 10-minute blocks: ``dancegenre predict`` in a child process; its peak
     resident memory (ru_maxrss) must stay under 1 GB, and its sections should follow
@@ -38,7 +40,11 @@ from benchmarks.common import (
     dancegenre_command,
     decode_floor,
     mp3_corpus,
+    print_profile,
+    print_usage,
+    run_usage,
     save_result,
+    stage_profile,
     timed_run,
 )
 from dancegenre.config import TrainConfig
@@ -65,6 +71,19 @@ def make_mix(corpus: Path, dest: Path, hours: float = 2.0, block_minutes: float 
                 t += len(y) / 44100
                 k += 1
     return blocks
+
+
+def network_ms_per_file(run: Path, files: list[Path]) -> float:
+    """Milliseconds a file of the run's ONNX network on one thread (segments made first)."""
+    from dancegenre.audio.frontend import iter_segments
+    model = current_export(run)  # main() made it
+    model.set_threads(1)
+    segments = [np.concatenate([b.segments for b in iter_segments(str(f), model.feature_config)]) for f in files]
+    model(segments[0])
+    t0 = time.perf_counter()
+    for s in segments:
+        model(s)
+    return 1000 * (time.perf_counter() - t0) / len(files)
 
 
 def main() -> None:
@@ -94,9 +113,13 @@ def main() -> None:
     floor_name = min(floors, key=floors.get)
     out = BENCH_DIR / "bench-predictions.csv"
     out.unlink(missing_ok=True)
-    crates = {engine: timed_run(dancegenre_command("predict", "-q", str(run), str(corpus), "--out", str(out),
+    usages = {engine: run_usage(dancegenre_command("predict", "-q", str(run), str(corpus), "--out", str(out),
                                                    "--engine", engine)) for engine in ("torch", "onnx")}
+    crates = {engine: wall for engine, (wall, _) in usages.items()}
     crate = crates["onnx"]
+    # the front end's stages on one core, and the network's share: where predict's CPU goes
+    profile = stage_profile(files[:: max(1, n // 40)], current_export(run).feature_config)
+    profile["network (ONNX, 1 thread)"] = network_ms_per_file(run, files[:8])
     errors = sum(1 for line in out.read_text().splitlines()[1:] if not line.split(",")[1])
     print(f"{n} mp3 clips of 30 s (44.1 kHz stereo), {cores} cores")
     for name, seconds in floors.items():
@@ -106,6 +129,8 @@ def main() -> None:
               f"  {seconds / floors[floor_name]:.2f}x the decode floor ({floor_name})")
     print(f"predict (ONNX, the default) vs the decode floor: {crate / floors[floor_name]:.2f}x its time "
           f"(target <= 1.7x); {errors} errors")
+    print_profile(profile)
+    usage = print_usage("predict (ONNX)", crate, usages["onnx"][1], n, cores, profile)
 
     mix = BENCH_DIR / "mix-2h.flac"
     if not mix.exists():
@@ -129,7 +154,7 @@ def main() -> None:
     print(f"2-hour mix: {seconds:.1f} s, peak resident memory {peak_mb:.0f} MB (target < 1024), "
           f"{row['segments']} segments, {len(sections)} sections of >= 5 segments; "
           f"{hits} of {len(starts) - 1} genre changes found within 30 s")
-    save_result("bench_predict", {
+    save_result("bench_predict", {**usage, "profile_ms_per_file": {k: round(v, 1) for k, v in profile.items()},
         "help_seconds": round(helps, 3), "torch_import_seconds": round(torch_import, 3),
         "predict_one_file_seconds": round(one["onnx"], 3), "predict_one_file_torch_seconds": round(one["torch"], 3),
         "files": n, "cores": cores,

@@ -38,12 +38,32 @@ def dancegenre_command(*args: str) -> list[str]:
 def timed_run(cmd: list[str], repeat: int = 1) -> float:
     """Wall seconds of ``cmd`` as a fresh process (the median of ``repeat`` runs); its
     output is discarded, a failure raises."""
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        times.append(time.perf_counter() - t0)
-    return float(statistics.median(times))
+    return float(statistics.median(run_usage(cmd)[0] for _ in range(repeat)))
+
+
+def run_usage(cmd: list[str]) -> tuple[float, float]:
+    """(wall seconds, CPU seconds) of ``cmd`` as a fresh process: the CPU time, user and
+    system, of the process and of every worker it started and waited for."""
+    import resource
+
+    def cpu() -> float:
+        r = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return r.ru_utime + r.ru_stime
+
+    c0, t0 = cpu(), time.perf_counter()
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return time.perf_counter() - t0, cpu() - c0
+
+
+def print_usage(what: str, wall: float, cpu: float, files: int, cores: int, profile: dict[str, float]) -> dict:
+    """Where a command's time went: its CPU seconds, how busy it kept the cores, and its
+    CPU a file against the one-core stage profile; returns the figures for the JSON."""
+    stages = sum(profile.values())
+    print(f"{what}: {cpu:.1f} CPU-s in {wall:.1f} s on {cores} cores ({cpu / (wall * cores):.0%} busy); "
+          f"{1000 * cpu / files:.1f} ms of CPU a file, against {stages:.1f} ms for the bare stages on one core "
+          f"({1000 * cpu / files - stages:+.1f} ms: start-up, streaming, tables, the pool)")
+    return {"cpu_seconds": round(cpu, 2), "cores_busy": round(cpu / (wall * cores), 3),
+            "cpu_ms_per_file": round(1000 * cpu / files, 1), "stages_ms_per_file": round(stages, 1)}
 
 
 def _decode_soundfile(paths: list[str]) -> int:
