@@ -134,9 +134,9 @@ def print_profile(profile: dict[str, float]) -> None:
     total = sum(profile.values())
     print("per-stage profile (ms per file, one core):")
     for stage, ms in profile.items():
-        print(f"    {stage:<22} {ms:6.1f} ms  {100 * ms / total:4.0f}%")
+        print(f"    {stage:<26} {ms:6.1f} ms  {100 * ms / total:4.0f}%")
     decode = profile["decode"]
-    print(f"    front end / decode: {total / decode:.2f}x  (the best a pipeline on all cores can do "
+    print(f"    all stages / decode: {total / decode:.2f}x  (the best a pipeline on all cores can do "
           "without overlapping stages)")
 
 
