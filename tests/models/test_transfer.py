@@ -297,6 +297,7 @@ def test_ensemble_of_seeds(weights_cache, musicnn_store, tmp_path, capsys):
     from dancegenre.inference.classifier import Classifier
     from dancegenre.training.checkpoint import load_checkpoint
     from dancegenre.training.runs import averaged_verdicts
+    from dancegenre.training.scoring import verdict_metrics
 
     cvs = [tmp_path / f"cv-s{seed}" for seed in (0, 1)]
     for seed, cv in enumerate(cvs):
@@ -308,7 +309,7 @@ def test_ensemble_of_seeds(weights_cache, musicnn_store, tmp_path, capsys):
     # the first seed as its ensemble.pt (its members are its folds), the second as its folder
     assert main(["ensemble", str(cvs[0] / "ensemble.pt"), str(cvs[1]), "--out", str(ens)]) == 0
     said = capsys.readouterr().out
-    assert "the average of 4 models" in said and "held out" in said
+    assert "the average of 4 models" in said and "held out" in said and "N=1" in said and "N=2" in said
     ckpt = load_checkpoint(ens)
     assert ckpt.model_config.members == 4 and (ens / "best.onnx").exists()
     folds = [load_checkpoint(cv / f"fold-{k}") for cv in cvs for k in range(2)]
@@ -324,6 +325,14 @@ def test_ensemble_of_seeds(weights_cache, musicnn_store, tmp_path, capsys):
     assert summary["held_out"]["item_accuracy"] == pytest.approx(float((mean["label"] == mean["predicted"]).mean()))
     assert len(pd.read_csv(ens / "cv-items.csv")) == len(mean)
     assert ckpt.cv["item_accuracy"] == pytest.approx(summary["held_out"]["item_accuracy"])
+    # what a second seed buys: one seed's figure (the mean, min and max of the two), then both
+    sizes = pd.read_csv(ens / "ensemble-size.csv")
+    singles = [verdict_metrics(pd.read_csv(cv / "cv-items.csv", keep_default_na=False))["accuracy"] for cv in cvs]
+    assert sizes["sources"].tolist() == [1, 2] and sizes["choices"].tolist() == [2, 1]
+    assert sizes["item_accuracy_mean"][0] == pytest.approx(np.mean(singles), abs=1e-4)
+    assert [sizes["item_accuracy_min"][0], sizes["item_accuracy_max"][0]] == pytest.approx(sorted(singles), abs=1e-4)
+    assert sizes["item_accuracy_mean"][1] == pytest.approx(summary["held_out"]["item_accuracy"], abs=1e-4)
+    assert summary["by_size"][1]["item_macro_f1_mean"] == pytest.approx(summary["held_out"]["item_macro_f1"], abs=1e-4)
     assert main(["evaluate", str(ens)]) == 2 and "no test split of its own" in capsys.readouterr().err
     # a plain run has no out-of-fold verdicts: the model is made, the figure is not claimed
     assert main(["ensemble", str(cvs[1] / "fold-0"), str(cvs[1] / "fold-1"), "--out", str(tmp_path / "e2")]) == 0

@@ -123,3 +123,31 @@ def test_ddp_two_processes_matches_single(corpus_store, tmp_path):
     assert pd.read_csv(tmp_path / "ddp" / "split.csv").equals(pd.read_csv(tmp_path / "single" / "split.csv"))
     assert ddp["epochs_run"] == 3
     assert ddp["test"]["item"]["accuracy"] >= 0.5 and single.test["item"]["accuracy"] >= 0.5
+
+
+def test_ensemble_by_size_averages_every_choice_or_a_seeded_sample():
+    """``by_size``: for each N, the held-out figure of the average of N verdict tables,
+    over every choice of N, or over a fixed-seed sample of distinct choices when there
+    are more than ``max_choices``."""
+    from dancegenre.training.ensemble import by_size
+    from dancegenre.training.runs import averaged_verdicts
+    from dancegenre.training.scoring import verdict_metrics
+
+    rng = np.random.default_rng(3)
+    labels = np.array(["a", "b", "c"])[rng.integers(0, 3, 60)]
+    tables = []
+    for _ in range(5):
+        p = rng.dirichlet(np.ones(3), 60)
+        tables.append(pd.DataFrame({"item": [f"i{k}" for k in range(60)], "label": labels,
+                                    **{f"p_{g}": p[:, j] for j, g in enumerate("abc")}}))
+    full = by_size(tables)
+    assert full["sources"].tolist() == [1, 2, 3, 4, 5] and full["choices"].tolist() == [5, 10, 10, 5, 1]
+    single = [verdict_metrics(t)["accuracy"] for t in tables]
+    assert full["item_accuracy_mean"][0] == pytest.approx(np.mean(single))
+    assert full["item_accuracy_min"][0] == min(single) and full["item_accuracy_max"][0] == max(single)
+    assert full["item_macro_f1_mean"][4] == pytest.approx(verdict_metrics(averaged_verdicts(tables))["macro_f1"])
+    sampled = by_size(tables, max_choices=4)
+    assert sampled["choices"].tolist() == [4, 4, 4, 4, 1]
+    assert sampled.equals(by_size(tables, max_choices=4))  # the same sample every time
+    assert (sampled["item_accuracy_min"] <= sampled["item_accuracy_mean"]).all()
+    assert (sampled["item_accuracy_mean"] <= sampled["item_accuracy_max"]).all()

@@ -189,7 +189,7 @@ def _add_evaluate_predict(sub: argparse._SubParsersAction) -> None:
                         "gives all its members)")
     p.add_argument("--out", type=Path, required=True,
                    help="new folder: best.pt and best.onnx (use it like a run), ensemble.json, and cv-items.csv "
-                        "when every source is a cross-validation of the same items")
+                        "and ensemble-size.csv when every source is a cross-validation of the same items")
 
     p = sub.add_parser("untag", help="restore the tags that predict --write-tags changed, from its journal")
     p.add_argument("journal", type=existing_path, help="the --tag-journal CSV of predict --write-tags")
@@ -345,6 +345,10 @@ def _cmd_ensemble(args: argparse.Namespace) -> int:
     if held:
         print(f"held out ({held['split']}): item accuracy {held['item_accuracy']:.3f}, "
               f"macro-F1 {held['item_macro_f1']:.3f} on {held['items']} items")
+        if summary["by_size"]:
+            print("the average of N of them, mean held-out item accuracy over every choice of N: "
+                  + ", ".join(f"N={r['sources']} {r['item_accuracy_mean']:.3f}" for r in summary["by_size"])
+                  + f" ({args.out / 'ensemble-size.csv'})")
     else:
         print(summary["note"])
     return 0

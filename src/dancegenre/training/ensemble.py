@@ -10,8 +10,9 @@ that ``predict``, ``serve`` and ``export`` use like any run.
 Its held-out figure is honest only where every item's verdict comes from models that
 never saw its group: when every source is a cross-validation of the same items, each
 item's out-of-fold probabilities (``cv-items.csv``) are averaged over the sources and
-scored (``OUT/cv-items.csv``, ``OUT/ensemble.json``).  The combined model itself, like
-any fold ensemble, has no held-out side of its own.
+scored (``OUT/cv-items.csv``, ``OUT/ensemble.json``), and so is the average of every
+choice of N of them, N = 1 to all (``OUT/ensemble-size.csv``: what each more source
+buys).  The combined model itself, like any fold ensemble, has no held-out side of its own.
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ from dancegenre.training.checkpoint import Checkpoint, load_checkpoint, save_che
 from dancegenre.training.runs import CV_ITEMS, averaged_verdicts, read_cv
 
 SUMMARY = "ensemble.json"
+BY_SIZE = "ensemble-size.csv"
+MAX_CHOICES = 50  # combinations scored for each size; more are sampled (seeded)
 
 
 @dataclass
@@ -96,11 +99,44 @@ def _same(members: list[tuple[Network, Checkpoint]]) -> None:
                               "averages runs of one pretrained model with the same settings")
 
 
+def by_size(tables: Sequence[pd.DataFrame], *, max_choices: int = MAX_CHOICES) -> pd.DataFrame:
+    """What more sources buy: for every N from 1 to len(tables), the held-out item accuracy
+    and macro-F1 of the average of N of the tables (out-of-fold verdicts, one a
+    cross-validation), as mean, min and max over every choice of N (at most
+    ``max_choices`` of them, drawn with a fixed seed).  One row a size."""
+    import itertools
+    import math
+
+    import numpy as np
+
+    from dancegenre.training.scoring import verdict_metrics
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for n in range(1, len(tables) + 1):
+        if math.comb(len(tables), n) <= max_choices:
+            choices = list(itertools.combinations(range(len(tables)), n))
+        else:
+            drawn: dict[tuple[int, ...], None] = {}  # distinct choices, in the order drawn
+            while len(drawn) < max_choices:
+                drawn[tuple(sorted(rng.choice(len(tables), n, replace=False).tolist()))] = None
+            choices = list(drawn)
+        scores = [verdict_metrics(averaged_verdicts([tables[i] for i in c])) for c in choices]
+        acc = [m["accuracy"] for m in scores]
+        f1 = [m["macro_f1"] for m in scores]
+        rows.append({"sources": n, "choices": len(choices),
+                     "item_accuracy_mean": float(np.mean(acc)), "item_accuracy_min": min(acc),
+                     "item_accuracy_max": max(acc), "item_macro_f1_mean": float(np.mean(f1)),
+                     "item_macro_f1_min": min(f1), "item_macro_f1_max": max(f1)})
+    return pd.DataFrame(rows)
+
+
 def combine(sources: Sequence[str | os.PathLike[str]], *, out: str | os.PathLike[str],
             log: Callable[[str], Any] = print) -> dict[str, Any]:
     """Average the members of ``sources`` into ``out/best.pt`` (and ``best.onnx``); write
     ``out/ensemble.json`` and, when every source is a cross-validation of the same items,
-    ``out/cv-items.csv``: their out-of-fold verdicts averaged.  Returns the summary.
+    ``out/cv-items.csv``: their out-of-fold verdicts averaged (and ``out/ensemble-size.csv``,
+    :func:`by_size`).  Returns the summary.
 
     Raises ConfigError when the members differ in labels, front end, model or settings,
     or repeat a checkpoint; CheckpointError for a source that is not a finished run.
@@ -128,7 +164,7 @@ def combine(sources: Sequence[str | os.PathLike[str]], *, out: str | os.PathLike
     first = members[0][1]
 
     held_out: dict[str, Any] | None = None
-    table = None
+    table = sizes = None
     if all(s.held_out is not None for s in read):
         tables = [pd.read_csv(s.held_out, keep_default_na=False) for s in read]
         table = averaged_verdicts(tables)
@@ -138,6 +174,7 @@ def combine(sources: Sequence[str | os.PathLike[str]], *, out: str | os.PathLike
                                  "cross-validation(s), grouped by " + str(first.split.get("column")),
                         "items": m["n"], "item_accuracy": m["accuracy"], "item_macro_f1": m["macro_f1"],
                         "item_balanced_accuracy": m["balanced_accuracy"]}
+            sizes = by_size(tables) if len(tables) > 1 else None
         else:
             table = None
     why_not = None if held_out else ("no held-out figure: every source must be a cross-validation "
@@ -153,8 +190,11 @@ def combine(sources: Sequence[str | os.PathLike[str]], *, out: str | os.PathLike
     try_export(out / "best.pt", log=log)
     if table is not None:
         atomic_write(out / CV_ITEMS, table.to_csv(index=False))
+    if sizes is not None:
+        atomic_write(out / BY_SIZE, sizes.round(4).to_csv(index=False))
     summary = {"sources": [str(Path(s)) for s in sources], "members": len(members), "model": net.config.name,
-               "labels": first.labels, "held_out": held_out, "note": why_not}
+               "labels": first.labels, "held_out": held_out, "note": why_not,
+               "by_size": None if sizes is None else sizes.round(4).to_dict(orient="records")}
     atomic_write(out / SUMMARY, json.dumps(summary, indent=2))
     return summary
 
