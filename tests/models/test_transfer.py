@@ -337,6 +337,11 @@ def test_ensemble_of_seeds(weights_cache, musicnn_store, tmp_path, capsys):
     # a plain run has no out-of-fold verdicts: the model is made, the figure is not claimed
     assert main(["ensemble", str(cvs[1] / "fold-0"), str(cvs[1] / "fold-1"), "--out", str(tmp_path / "e2")]) == 0
     assert "no held-out figure" in capsys.readouterr().out
+    # made again into the first one's folder: its figures, which no longer apply, go with it
+    assert main(["ensemble", str(cvs[1] / "fold-0"), str(cvs[1] / "fold-1"), "--out", str(ens)]) == 0
+    assert "no held-out figure" in capsys.readouterr().out
+    assert not (ens / "cv-items.csv").exists() and not (ens / "ensemble-size.csv").exists()
+    assert json.loads((ens / "ensemble.json").read_text())["held_out"] is None
     # refused in one line, nothing written
     junk = tmp_path / "junk.pt"
     junk.write_bytes(b"\x00not a checkpoint" * 50)

@@ -188,10 +188,11 @@ def combine(sources: Sequence[str | os.PathLike[str]], *, out: str | os.PathLike
                     labels=first.labels, split=split,
                     extra={"ensemble_of": files, "cv": {k: v for k, v in (held_out or {}).items() if k != "split"}})
     try_export(out / "best.pt", log=log)
-    if table is not None:
-        atomic_write(out / CV_ITEMS, table.to_csv(index=False))
-    if sizes is not None:
-        atomic_write(out / BY_SIZE, sizes.round(4).to_csv(index=False))
+    for name, frame in ((CV_ITEMS, table), (BY_SIZE, None if sizes is None else sizes.round(4))):
+        if frame is not None:
+            atomic_write(out / name, frame.to_csv(index=False))
+        else:  # not a figure of these sources: one an earlier ensemble wrote into this folder goes
+            (out / name).unlink(missing_ok=True)
     summary = {"sources": [str(Path(s)) for s in sources], "members": len(members), "model": net.config.name,
                "labels": first.labels, "held_out": held_out, "note": why_not,
                "by_size": None if sizes is None else sizes.round(4).to_dict(orient="records")}
