@@ -76,6 +76,7 @@ def make_mix(corpus: Path, dest: Path, hours: float = 2.0, block_minutes: float 
 def network_ms_per_file(run: Path, files: list[Path]) -> float:
     """Milliseconds a file of the run's ONNX network on one thread (segments made first)."""
     from dancegenre.audio.frontend import iter_segments
+
     model = current_export(run)  # main() made it
     model.set_threads(1)
     segments = [np.concatenate([b.segments for b in iter_segments(str(f), model.feature_config)]) for f in files]

@@ -37,10 +37,10 @@ from benchmarks.common import (
     decode_floor,
     mp3_corpus,
     print_profile,
-    save_result,
-    stage_profile,
     print_usage,
     run_usage,
+    save_result,
+    stage_profile,
 )
 from dancegenre.config import FeatureConfig
 
