@@ -17,13 +17,16 @@ buys).  The combined model itself, like any fold ensemble, has no held-out side 
 
 from __future__ import annotations
 
+import itertools
 import json
+import math
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from dancegenre.errors import CheckpointError, ConfigError
@@ -104,11 +107,6 @@ def by_size(tables: Sequence[pd.DataFrame], *, max_choices: int = MAX_CHOICES) -
     and macro-F1 of the average of N of the tables (out-of-fold verdicts, one a
     cross-validation), as mean, min and max over every choice of N (at most
     ``max_choices`` of them, drawn with a fixed seed).  One row a size."""
-    import itertools
-    import math
-
-    import numpy as np
-
     from dancegenre.training.scoring import verdict_metrics
 
     rng = np.random.default_rng(0)
