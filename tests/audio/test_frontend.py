@@ -4,7 +4,15 @@ import librosa
 import numpy as np
 import pytest
 
-from dancegenre.audio.frontend import LogMelStream, iter_segments, log_mel, segments_of
+from dancegenre.audio.frontend import (
+    LogMelStream,
+    device_segments,
+    iter_segments,
+    log_mel,
+    segment_count,
+    segments_of,
+    whole_mono,
+)
 from dancegenre.config import FeatureConfig
 from dancegenre.errors import AudioTooShortError, ConfigError, SilentAudioError
 from tests.conftest import tone, write
@@ -134,3 +142,42 @@ def test_mel_filters_are_cached_and_a_bad_cache_is_made_again(tmp_path, monkeypa
     np.testing.assert_array_equal(np.load(cached), reference)
     assert sorted(p.name for p in (tmp_path / "mel").iterdir()) == [cached.name]  # no temporary left
     frontend.mel_filterbank.cache_clear()
+
+
+@pytest.mark.parametrize("config", [
+    FeatureConfig(),
+    FeatureConfig(n_fft=1024, hop_length=256, n_mels=64, fmin=30.0, fmax=8000.0, segment_hop=50),
+    FeatureConfig(sample_rate=16000, n_fft=512, hop_length=256, n_mels=96, segment_frames=187, segment_hop=62,
+                  scale="logC"),  # musicnn's preset
+])
+def test_device_segments_match_the_cpu_front_end_and_librosa(tmp_path, config):
+    """The torch front end (predict's on a GPU; run here on the CPU) gives the CPU front
+    end's segments, and, in dB, librosa's, within the same tolerance."""
+    path = write(tmp_path / "x.wav", tone(9.0, 44100, channels=2, seed=5), 44100)
+    cpu = segments_of(path, config)
+    y = whole_mono(path, config)
+    dev = device_segments(y, config, "cpu").numpy()
+    assert dev.shape == cpu.shape and len(dev) == segment_count(len(y), config) >= 2
+    assert np.max(np.abs(dev - cpu)) < TOLERANCE_DB
+    if config.scale == "db":
+        ref = librosa.power_to_db(
+            librosa.feature.melspectrogram(y=y, sr=config.sample_rate, n_fft=config.n_fft,
+                                           hop_length=config.hop_length, n_mels=config.n_mels,
+                                           fmin=config.fmin, fmax=config.fmax),
+            ref=1.0, amin=config.amin, top_db=None)
+        for i, s in enumerate(dev):
+            start = i * config.segment_hop
+            assert np.max(np.abs(s - ref[:, start : start + config.segment_frames])) < TOLERANCE_DB
+
+
+def test_whole_mono_refuses_what_iter_segments_refuses(tmp_path):
+    config = FeatureConfig()
+    short = write(tmp_path / "short.wav", tone(1.0, 22050), 22050)
+    silent = write(tmp_path / "silent.wav", np.zeros(22050 * 5, np.float32), 22050)
+    for path, error in ((short, AudioTooShortError), (silent, SilentAudioError)):
+        with pytest.raises(error) as streamed:
+            segments_of(path, config)
+        with pytest.raises(error) as whole:
+            whole_mono(path, config)
+        assert str(whole.value) == str(streamed.value)
+    assert len(device_segments(np.zeros(100, np.float32), config, "cpu")) == 0

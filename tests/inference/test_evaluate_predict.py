@@ -219,3 +219,46 @@ def test_demo_end_to_end(tmp_path):
     assert "Predictions on held-back clips" in text
     assert len(pd.read_csv(tmp_path / "demo" / "predictions.csv")) == 2
     shutil.rmtree(tmp_path / "demo" / "corpus")
+
+
+def test_features_on_the_device_give_the_workers_verdicts(trained_run, corpus, tmp_path):
+    """``features="device"`` (torch's STFT next to the network, here on the CPU as a
+    stand-in for a GPU): the workers only decode, and every verdict, timeline and error
+    is the CPU front end's, in order, through the pool and for one file."""
+    bad, short = tmp_path / "bad.mp3", write(tmp_path / "short.wav", tone(0.5, 22050), 22050)
+    bad.write_bytes(b"junk" * 100)
+    silent = write(tmp_path / "silent.wav", np.zeros(22050 * 4, np.float32), 22050)
+    files = sorted((corpus / "techno").glob("*.flac"))[:2] + [bad, short, silent] + sorted((corpus / "edm").glob("*.flac"))[:2]
+    cpu = Classifier.load(trained_run, engine="torch", batch_size=16, features="workers")
+    dev = Classifier.load(trained_run, batch_size=16, features="device")
+    assert cpu.feature_device is None and dev.feature_device == "cpu" and dev.engine == "torch"
+    for many in (list(dev.predict_many(files, workers=2)), [dev._safe(str(f)) for f in files]):
+        ref = list(cpu.predict_many(files, workers=2))
+        assert [m.source for m in many] == [str(f) for f in files]
+        for r, m in zip(ref, many):
+            assert (r.error is None) == (m.error is None) and r.genre == m.genre
+            if r.error is not None:
+                assert m.error == r.error  # the same one line: too short, silent, undecodable
+                continue
+            assert len(r.timeline) == len(m.timeline)
+            for lab in cpu.labels:
+                assert m.probabilities[lab] == pytest.approx(r.probabilities[lab], abs=1e-3)
+                np.testing.assert_allclose(m.timeline[lab], r.timeline[lab], atol=2e-3)
+    import soundfile as sf
+
+    y, sr = sf.read(str(files[0]), dtype="float32")
+    assert dev.predict(y, sr=sr).genre == cpu.predict(files[0]).genre
+
+
+def test_features_option_is_checked_in_one_line(trained_run, corpus, tmp_path):
+    one = str(sorted((corpus / "techno").glob("*.flac"))[0])
+    r = subprocess.run([sys.executable, "-m", "dancegenre", "predict", "-q", str(trained_run), one,
+                        "--features", "device", "--engine", "onnx"], capture_output=True, text=True)
+    assert r.returncode == 2 and "Traceback" not in r.stderr and "--engine torch" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+    out = tmp_path / "r.csv"
+    assert main(["predict", "-q", str(trained_run), one, "--features", "device", "--out", str(out)]) == 0
+    assert main(["predict", "-q", str(trained_run), one, "--out", str(tmp_path / "w.csv")]) == 0
+    a, b = pd.read_csv(out), pd.read_csv(tmp_path / "w.csv")
+    assert a["genre"].tolist() == b["genre"].tolist() and a["error"].isna().all()
+    assert a["confidence"].iloc[0] == pytest.approx(b["confidence"].iloc[0], abs=2e-3)

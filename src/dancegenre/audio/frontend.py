@@ -7,6 +7,10 @@ signal, however the signal is cut into blocks (``config.scale = "logC"`` gives m
 ``log10(1 + 10000 mel)`` instead of dB).  The dB floor is absolute (no per-file
 ``ref=np.max`` or ``top_db``) so that a segment's values do not depend on the rest of
 its file.
+
+:func:`device_segments` computes the same segments with torch on a GPU (``predict
+--device cuda``): one whole-file STFT and the same filters, within the tolerance of the
+test against librosa.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
 import numpy as np
 import scipy.fft
@@ -24,6 +29,9 @@ from dancegenre.audio.decode import DEFAULT_BLOCK_SECONDS, stream_array, stream_
 from dancegenre.config import FeatureConfig, cache_dir
 from dancegenre.errors import AudioTooShortError, SilentAudioError
 from dancegenre.safety import atomic_path
+
+if TYPE_CHECKING:
+    import torch
 
 SILENCE_PEAK = 1e-6  # a file whose samples never exceed this is digital silence
 FRAMES_PER_CHUNK = 64  # STFT frames computed together (64 x 2048 float32: 0.5 MB)
@@ -234,36 +242,91 @@ def iter_segments(
     SilentAudioError
         Every sample is (digital) silence.
     """
-    if isinstance(source, np.ndarray):
-        if sr is None:
-            raise ValueError("a waveform needs its sample rate: sr=...")
-        blocks = stream_array(source, sr_in=sr, sr=config.sample_rate,
-                              block_seconds=block_seconds, quality=config.resample_quality)
-    else:
-        blocks = stream_mono(source, sr=config.sample_rate, block_seconds=block_seconds,
-                             quality=config.resample_quality)
     mel = LogMelStream(config)
     seg = Segmenter(config)
     produced = 0
-    for y in blocks:
+    for y in _mono_blocks(source, config, sr=sr, block_seconds=block_seconds):
         block = seg.push(mel.push(y))
         produced += len(block.index)
         if len(block.index):
             yield block
     block = seg.push(mel.finish())
     produced += len(block.index)
-    seconds = mel.n_samples / config.sample_rate
+    # A file is silent only if all of it is (a quiet intro is fine), so this is known
+    # only at the end: consumers must drop what they got from a file that raises here.
+    check_signal(mel.n_samples, mel.peak, produced, config)
+    if len(block.index):
+        yield block
+
+
+def _mono_blocks(source: str | os.PathLike[str] | np.ndarray, config: FeatureConfig, *, sr: int | None,
+                 block_seconds: float = DEFAULT_BLOCK_SECONDS) -> Iterator[np.ndarray]:
+    """A file or waveform as blocks of mono float32 samples at ``config.sample_rate``."""
+    if isinstance(source, np.ndarray):
+        if sr is None:
+            raise ValueError("a waveform needs its sample rate: sr=...")
+        return stream_array(source, sr_in=sr, sr=config.sample_rate,
+                            block_seconds=block_seconds, quality=config.resample_quality)
+    return stream_mono(source, sr=config.sample_rate, block_seconds=block_seconds,
+                       quality=config.resample_quality)
+
+
+def segment_count(n_samples: int, config: FeatureConfig) -> int:
+    """How many segments ``n_samples`` mono samples give (``1 + n // hop`` frames)."""
+    frames = 1 + n_samples // config.hop_length
+    return 0 if frames < config.segment_frames else 1 + (frames - config.segment_frames) // config.segment_hop
+
+
+def check_signal(n_samples: int, peak: float, produced: int, config: FeatureConfig) -> None:
+    """Refuse a signal that gave no segment, or whose every sample is digital silence."""
+    seconds = n_samples / config.sample_rate
     if produced == 0:
         raise AudioTooShortError(
             f"too short: {seconds:.2f} s of audio, one segment needs "
             f"{config.segment_seconds:.2f} s"
         )
-    # A file is silent only if all of it is (a quiet intro is fine), so this is known
-    # only at the end: consumers must drop what they got from a file that raises here.
-    if mel.peak <= SILENCE_PEAK:
+    if peak <= SILENCE_PEAK:
         raise SilentAudioError(f"digital silence: no sample above {SILENCE_PEAK:g} in {seconds:.1f} s")
-    if len(block.index):
-        yield block
+
+
+def whole_mono(source: str | os.PathLike[str] | np.ndarray, config: FeatureConfig,
+               *, sr: int | None = None) -> np.ndarray:
+    """A short file or waveform, decoded, downmixed and resampled whole: (n,) float32,
+    refused as :func:`iter_segments` refuses it (too short, silent).  The input of
+    :func:`device_segments`."""
+    parts = list(_mono_blocks(source, config, sr=sr))
+    y = np.concatenate(parts) if parts else np.zeros(0, np.float32)
+    check_signal(len(y), float(np.max(np.abs(y))) if len(y) else 0.0, segment_count(len(y), config), config)
+    return y
+
+
+def device_segments(y: np.ndarray, config: FeatureConfig, device: str) -> torch.Tensor:
+    """The segments of :func:`segments_of` for a whole mono signal (n,) at
+    ``config.sample_rate``, computed by torch on ``device``: (k, n_mels, segment_frames)
+    float32, on that device.
+
+    The same definition as :class:`LogMelStream` (centred frames with zero padding, the
+    periodic Hann window, power, the same mel filters, the same log) in one STFT of the
+    whole signal, for a GPU, where the features then cost next to nothing beside the
+    decoding.  Equal to the CPU front end within float32 rounding
+    (tests/audio/test_frontend.py).
+    """
+    import torch
+
+    c = config
+    x = torch.as_tensor(np.ascontiguousarray(y, dtype=np.float32)).to(device)
+    window = torch.hann_window(c.n_fft, periodic=True, dtype=torch.float32, device=x.device)
+    spec = torch.stft(x, c.n_fft, c.hop_length, window=window, center=True, pad_mode="constant",
+                      return_complex=True)  # (bins, 1 + n // hop)
+    power = spec.real.square() + spec.imag.square()
+    mel = torch.from_numpy(mel_filterbank(c)).to(x.device) @ power  # (n_mels, frames)
+    if c.scale == "logC":
+        mel = torch.log10(mel * 10000.0 + 1.0)
+    else:
+        mel = 10.0 * torch.log10(mel.clamp_min(c.amin))
+    if mel.shape[1] < c.segment_frames:
+        return mel.new_zeros((0, c.n_mels, c.segment_frames))
+    return mel.unfold(1, c.segment_frames, c.segment_hop).permute(1, 0, 2).contiguous()
 
 
 def segments_of(source: str | os.PathLike[str] | np.ndarray, config: FeatureConfig,

@@ -172,11 +172,15 @@ def _add_evaluate_predict(sub: argparse._SubParsersAction) -> None:
                    help="one M3U8 per genre and a rekordbox collection XML (DIR/rekordbox.xml)")
     p.add_argument("--workers", type=positive_int, default=None, help="decoding processes (default: all cores)")
     add_scheduler_option(p)
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 ... where the network runs (default %(default)s)")
     p.add_argument("--engine", choices=["auto", "onnx", "torch"], default="auto",
                    help="run the network from the run's ONNX export (onnxruntime, no torch import) or from its "
                         "checkpoint (torch); auto takes the export on the CPU when it matches the checkpoint "
                         "(default %(default)s)")
+    p.add_argument("--features", choices=["auto", "workers", "device"], default="auto",
+                   help="where the log-mel segments are made: in the decoding workers (numpy) or by torch on "
+                        "--device next to the network, the workers only decoding; auto: on the device when it "
+                        "is a GPU (default %(default)s)")
 
     p = sub.add_parser("export", help="write a run's network, labels and feature config as one ONNX file")
     p.add_argument("checkpoint", type=existing_path, help="run folder or .pt checkpoint")
@@ -257,7 +261,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         if args.move:
             raise ConfigError("--playlists points at the files where they are; with --move they would not be "
                               "there (sort first, then make playlists of DIR)")
-    clf = Classifier.load(args.checkpoint, device=args.device, engine=args.engine)
+    clf = Classifier.load(args.checkpoint, device=args.device, engine=args.engine, features=args.features)
     paths = expand_paths(args.paths, exclude=[args.sort_into] if args.sort_into is not None else [])
     inputs = Inputs([*paths, *clf.model_files])
     for what, path in (("--out", args.out), ("--timeline", args.timeline), ("--tag-journal", journal)):

@@ -9,6 +9,11 @@ by ``train``) with onnxruntime when that file matches the checkpoint: torch is t
 never imported, which is most of a one-file prediction's time.  Otherwise, on a GPU, or
 with ``engine="torch"``, the checkpoint runs in torch.  Both give the same numbers
 (tests/inference/test_portable.py).
+
+With the network on a GPU (``device="cuda"``), the features run there too
+(``features="device"``, the default there): the pool's workers only decode, downmix
+and resample, and :func:`~dancegenre.audio.frontend.device_segments` makes the
+segments next to the network.  Files over 30 MB keep the CPU front end, block by block.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from dancegenre.audio.decode import is_audio_path
-from dancegenre.audio.frontend import iter_segments
+from dancegenre.audio.frontend import device_segments, iter_segments, whole_mono
 from dancegenre.config import FeatureConfig
 from dancegenre.errors import (
     CheckpointError,
@@ -37,6 +42,7 @@ if TYPE_CHECKING:
     from dancegenre.training.checkpoint import Checkpoint
 
 ENGINES = ("auto", "onnx", "torch")
+FEATURES = ("auto", "workers", "device")  # where segments are computed: auto = on a GPU if the network is there
 
 LONG_FILE_BYTES = 30 << 20  # files above this are streamed in the main process, not the pool
 UNSURE = "_unsure"
@@ -107,6 +113,28 @@ def _segments_worker(args: tuple[list[str], FeatureConfig]) -> list[tuple[str, n
     return out
 
 
+def _waveform_worker(args: tuple[list[str], FeatureConfig]) -> list[tuple[str, np.ndarray | None, str | None]]:
+    """``(path, mono samples at the config's rate, error)`` for each of a batch of files:
+    the workers' share when the features run on the network's device."""
+    paths, config = args
+    out = []
+    for path in paths:
+        try:
+            out.append((path, whole_mono(path, config), None))
+        except DanceGenreError as exc:
+            out.append((path, None, str(exc)))
+    return out
+
+
+def _joined(parts: list[Any]) -> Any:
+    """Segment arrays, or device tensors, one after the other."""
+    if parts and not isinstance(parts[0], np.ndarray):
+        import torch
+
+        return torch.cat(parts)
+    return np.concatenate(parts)
+
+
 def centred_mean(probs: np.ndarray, window: int) -> np.ndarray:
     """The moving average of each column over ``window`` rows centred on each row, fewer
     at the ends (pandas' ``rolling(window, center=True, min_periods=1).mean()``)."""
@@ -136,7 +164,8 @@ class TorchScorer:
     def __init__(self, model: Any, device: str) -> None:
         self.model, self.device = model, device
 
-    def __call__(self, segments: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    def __call__(self, segments: Any) -> tuple[np.ndarray, np.ndarray | None]:
+        """``segments``: an array, or a tensor already on the device."""
         from dancegenre.training.scoring import predict_proba
 
         return predict_proba(self.model, [segments], device=self.device, tags=True)
@@ -158,10 +187,15 @@ class Classifier:
     >>> result.genre, result.probabilities["techno"]       # doctest: +SKIP
 
     ``engine`` is ``"onnx"`` (the checkpoint's ONNX export, run by onnxruntime) or
-    ``"torch"``; ``path`` is the checkpoint (or ONNX file) it was loaded from.
+    ``"torch"``; ``path`` is the checkpoint (or ONNX file) it was loaded from;
+    ``feature_device`` is where torch computes the segments (None: the CPU front end, in
+    the workers).
     """
 
-    def __init__(self, checkpoint: Checkpoint, *, batch_size: int = 256, device: str = "cpu") -> None:
+    feature_device: str | None = None
+
+    def __init__(self, checkpoint: Checkpoint, *, batch_size: int = 256, device: str = "cpu",
+                 features: str = "auto") -> None:
         self._checkpoint: Checkpoint | None = checkpoint
         self.path = Path(checkpoint.path)
         self.model_name = checkpoint.model_config.name
@@ -176,6 +210,10 @@ class Classifier:
 
         name = checkpoint.model_config.name
         self.tag_names: list[str] = PRETRAINED[name][1] if name in PRETRAINED else []
+        if features not in FEATURES:
+            raise ConfigError(f"unknown features {features!r}; choose from {', '.join(FEATURES)}")
+        on_device = features == "device" or (features == "auto" and str(device) != "cpu")
+        self.feature_device = str(device) if on_device else None
 
     @classmethod
     def from_portable(cls, model: PortableModel, *, batch_size: int = 256, checkpoint_path: Path | None = None,
@@ -197,11 +235,14 @@ class Classifier:
 
     @classmethod
     def load(cls, path: str | os.PathLike[str], *, device: str = "cpu", batch_size: int = 256,
-             engine: str = "auto") -> Classifier:
+             engine: str = "auto", features: str = "auto") -> Classifier:
         """From a checkpoint file, a run folder (its best.pt) or an exported ``.onnx`` file.
 
         ``engine="auto"`` runs the ONNX export on the CPU when it matches the checkpoint,
         else torch; ``"onnx"`` insists on the export; ``"torch"`` on the checkpoint.
+        ``features``: where the segments are computed; ``"auto"`` on the network's device
+        when that is not the CPU, else in the workers; ``"workers"`` always in the workers
+        (numpy); ``"device"`` by torch next to the network (the torch engine only).
 
         Raises
         ------
@@ -210,6 +251,12 @@ class Classifier:
         """
         if engine not in ENGINES:
             raise ConfigError(f"unknown engine {engine!r}; choose from {', '.join(ENGINES)}")
+        if features not in FEATURES:
+            raise ConfigError(f"unknown features {features!r}; choose from {', '.join(FEATURES)}")
+        if features == "device" and engine == "onnx":
+            raise ConfigError("features on the device run next to the torch network: use --engine torch")
+        if features == "device":
+            engine = "torch"
         path = Path(path)
         if path.suffix.lower() == ".onnx":
             if engine == "torch" or device != "cpu":
@@ -234,7 +281,7 @@ class Classifier:
             raise ConfigError(f"--engine onnx runs on the CPU only, not on {device}")
         from dancegenre.training.checkpoint import load_checkpoint
 
-        return cls(load_checkpoint(path, device=device), batch_size=batch_size, device=device)
+        return cls(load_checkpoint(path, device=device), batch_size=batch_size, device=device, features=features)
 
     @property
     def model_files(self) -> list[Path]:
@@ -253,8 +300,9 @@ class Classifier:
             self._checkpoint = load_checkpoint(self.path)
         return self._checkpoint
 
-    def _probs(self, segments: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        """(genre probabilities (k, n_classes), pretrained tag probabilities (k, 50) or None)."""
+    def _probs(self, segments: Any) -> tuple[np.ndarray, np.ndarray | None]:
+        """(genre probabilities (k, n_classes), pretrained tag probabilities (k, 50) or None)
+        of segments (k, n_mels, frames): an array, or a tensor on the feature device."""
         probs, tags = [], []
         for s in range(0, len(segments), self.batch_size):
             p, t = self.scorer(segments[s : s + self.batch_size])
@@ -300,6 +348,9 @@ class Classifier:
         AudioDecodeError (and subclasses) for a file that cannot be used.
         """
         name = "<waveform>" if isinstance(source, np.ndarray) else str(source)
+        if self.feature_device is not None and (isinstance(source, np.ndarray) or _size(name) <= LONG_FILE_BYTES):
+            segs = device_segments(whole_mono(source, self.config, sr=sr), self.config, self.feature_device)
+            return self._result(name, self._probs(segs), np.arange(len(segs)))
         probs, tags, numbers, waiting = [], [], [], []
 
         def score() -> None:  # the blocks decoded so far, in one forward pass
@@ -327,12 +378,12 @@ class Classifier:
         network; long files (over 30 MB) are streamed block by block here.  A path that
         appears twice is predicted twice.
         """
-        pending: list[tuple[str, np.ndarray]] = []  # decoded files whose segments go through the network together
+        pending: list[tuple[str, Any]] = []  # decoded files whose segments go through the network together
 
         def flush() -> Iterator[Prediction]:
             if not pending:
                 return
-            probs, tags = self._probs(np.concatenate([segs for _, segs in pending]))
+            probs, tags = self._probs(_joined([segs for _, segs in pending]))
             start = 0
             for p, segs in pending:
                 end = start + len(segs)
@@ -344,9 +395,12 @@ class Classifier:
                 start = end
             pending.clear()
 
+        on_device = self.feature_device is not None
         for p, segs, err in decode_many(paths, self.config, workers=workers, scheduler=scheduler,
-                                        set_threads=self.scorer.set_threads):
+                                        set_threads=self.scorer.set_threads, waveforms=on_device):
             if err is None and segs is not None:
+                if on_device:  # a waveform: its segments made here, on the device
+                    segs = device_segments(segs, self.config, self.feature_device)
                 pending.append((p, segs))
                 if sum(len(s) for _, s in pending) >= self.batch_size:  # a full batch: one forward pass
                     yield from flush()
@@ -367,11 +421,12 @@ class Classifier:
 
 def decode_many(paths: Iterable[str | os.PathLike[str]], config: FeatureConfig, *, workers: int | None = None,
                 scheduler: str = "processes", network_threads: int = 1,
-                set_threads: Callable[[int], int] = TorchScorer.set_threads,
+                set_threads: Callable[[int], int] = TorchScorer.set_threads, waveforms: bool = False,
                 ) -> Iterator[tuple[str, np.ndarray | None, str | None]]:
     """``(path, segments, error)`` for every file, in order, decoded on ``scheduler``.
 
-    ``segments`` is float16 (k, n_mels, segment_frames).  A file over 30 MB comes back
+    ``segments`` is float16 (k, n_mels, segment_frames); with ``waveforms``, the file's
+    mono samples (n,) float32 at the config's rate instead (:func:`whole_mono`).  A file over 30 MB comes back
     as ``(path, None, None)``: the caller streams it block by block (``iter_segments``)
     so that a long mix never sits in memory whole.  While the pool decodes, this
     process runs the network on ``network_threads`` threads (0 keeps its setting), set
@@ -381,7 +436,7 @@ def decode_many(paths: Iterable[str | os.PathLike[str]], config: FeatureConfig, 
 
     paths = [str(p) for p in paths]
     workers = workers or os.cpu_count() or 1
-    sizes = {p: (os.path.getsize(p) if os.path.isfile(p) else 0) for p in paths}
+    sizes = {p: _size(p) for p in paths}
     if scheduler == "processes" and (workers == 1 and network_threads == 1 or len(paths) < 2):
         for p in paths:
             yield p, None, None
@@ -400,7 +455,8 @@ def decode_many(paths: Iterable[str | os.PathLike[str]], config: FeatureConfig, 
             for i, p in enumerate(paths):
                 while queue and len(running) < IN_FLIGHT_PER_WORKER * pool.workers:  # bounded in flight
                     b = queue.pop()
-                    running[b] = pool.submit(_segments_worker, ([paths[k] for k in batches[b]], config))
+                    running[b] = pool.submit(_waveform_worker if waveforms else _segments_worker,
+                                             ([paths[k] for k in batches[b]], config))
                 if sizes[p] > LONG_FILE_BYTES:
                     yield p, None, None
                     continue
@@ -413,6 +469,14 @@ def decode_many(paths: Iterable[str | os.PathLike[str]], config: FeatureConfig, 
             fut.cancel()
         if threads is not None:
             set_threads(threads)
+
+
+def _size(path: str) -> int:
+    """A file's size in bytes; 0 where it cannot be read (decoding then says why)."""
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return 0
 
 
 def expand_paths(inputs: Iterable[str | os.PathLike[str]], *,

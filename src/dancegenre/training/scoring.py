@@ -23,7 +23,7 @@ def predict_proba(model: nn.Module, segments: Iterable[np.ndarray], *, device: t
     """Class probabilities of every segment: (n_segments, n_classes) float32.  The one
     batched inference path (training's scoring, ``predict``, ``explain``).
 
-    ``segments`` yields arrays (B, n_mels, frames) (float16 or float32).  The model is
+    ``segments`` yields arrays (B, n_mels, frames) (float16 or float32), or tensors.  The model is
     put in eval mode (no dropout, batch-norm running statistics) and back.  With
     ``tags``, returns (probabilities, the pretrained tags (n_segments, n_tags) or None
     for a network without them), from the same forward pass.
@@ -32,7 +32,10 @@ def predict_proba(model: nn.Module, segments: Iterable[np.ndarray], *, device: t
     model.eval()
     out, taggram = [], []
     for x in segments:
-        batch = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(device)
+        if isinstance(x, torch.Tensor):  # segments made on the device (predict's GPU front end)
+            batch = x.to(device=device, dtype=torch.float32)
+        else:
+            batch = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(device)
         if tags:
             logits, t = model.forward_with_tags(batch)
             if t is not None:
