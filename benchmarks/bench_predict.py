@@ -1,6 +1,6 @@
 """``dancegenre predict`` as a user runs it: start-up, a crate of clips, a 2-hour mix.
 
-    python -m benchmarks.bench_predict [--per-genre 150]
+    python -m benchmarks.bench_predict [--per-genre 150] [--device cuda]
 
 (1) Start-up, each the median of 3 fresh processes: ``dancegenre --help`` (target
     under 0.3 s), ``python -c "import torch"`` (what a command that runs torch pays),
@@ -12,6 +12,9 @@
     faster counts).  Target: at most 1.7x the floor's time.  Where the time goes: the
     front end's per-stage profile and the network's time a file (one core), and the
     ONNX command's CPU seconds, its workers' included, as CPU a file against them.
+    With ``--device cuda`` (a GPU machine), also ``predict --device cuda`` with the
+    features on the GPU (its default there) and with ``--features workers``, against
+    the same floor.
 (3) A 2-hour mix (flac, 44.1 kHz stereo) made of the corpus' clips, techno and EDM in
     alternating 10-minute blocks: ``dancegenre predict`` in a child process; its peak
     resident memory (ru_maxrss) must stay under 1 GB, and its sections should follow
@@ -90,6 +93,7 @@ def network_ms_per_file(run: Path, files: list[Path]) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--per-genre", type=int, default=150)
+    ap.add_argument("--device", default=None, help="also time predict with the network there (cuda, cuda:1...)")
     args = ap.parse_args()
     corpus = mp3_corpus(args.per_genre)
     files = audio_files(corpus)
@@ -117,6 +121,10 @@ def main() -> None:
     usages = {engine: run_usage(dancegenre_command("predict", "-q", str(run), str(corpus), "--out", str(out),
                                                    "--engine", engine)) for engine in ("torch", "onnx")}
     crates = {engine: wall for engine, (wall, _) in usages.items()}
+    on_device = {}
+    for features in ("device", "workers") if args.device else ():
+        on_device[features], _ = run_usage(dancegenre_command("predict", "-q", str(run), str(corpus), "--out", str(out),
+                                                              "--device", args.device, "--features", features))
     crate = crates["onnx"]
     # the front end's stages on one core, and the network's share: where predict's CPU goes
     profile = stage_profile(files[:: max(1, n // 40)], current_export(run).feature_config)
@@ -128,6 +136,9 @@ def main() -> None:
     for engine, seconds in crates.items():
         print(f"dancegenre predict --engine {engine:<5} (fresh process): {seconds:6.1f} s  {n / seconds:6.1f} files/s"
               f"  {seconds / floors[floor_name]:.2f}x the decode floor ({floor_name})")
+    for features, seconds in on_device.items():
+        print(f"dancegenre predict --device {args.device} --features {features:<7}: {seconds:6.1f} s  "
+              f"{n / seconds:6.1f} files/s  {seconds / floors[floor_name]:.2f}x the decode floor ({floor_name})")
     print(f"predict (ONNX, the default) vs the decode floor: {crate / floors[floor_name]:.2f}x its time "
           f"(target <= 1.7x); {errors} errors")
     print_profile(profile)
@@ -163,6 +174,8 @@ def main() -> None:
         "predict_torch_seconds": round(crates["torch"], 2),
         "ratio_to_floor_torch": round(crates["torch"] / floors[floor_name], 2),
         "ratio_to_floor": round(crate / floors[floor_name], 2),
+        **({"device": args.device, "predict_device_seconds": {k: round(v, 2) for k, v in on_device.items()}}
+           if args.device else {}),
         "mix_seconds": round(seconds, 1), "mix_peak_mb": round(peak_mb), "mix_changes_found": [hits, len(starts) - 1],
     })
 
