@@ -239,6 +239,9 @@ class TrainConfig:
     folds: int = 0  # >1: grouped k-fold cross-validation instead of one split
     fold: int | None = None  # with folds: which test fold this run holds out
     labels: tuple[str, ...] | None = None  # train on these genres only; None: all in the store
+    # > 0: validate, keep and test an exponential moving average of the weights, updated
+    # after every step with this decay (0.999: about the last thousand steps); 0: the weights
+    ema: float = 0.0
 
     def __post_init__(self) -> None:
         if self.labels is not None:
@@ -251,6 +254,8 @@ class TrainConfig:
             raise ConfigError("lr and backbone_lr must be positive and weight_decay non-negative")
         if not 0 <= self.label_smoothing < 1:
             raise ConfigError("label_smoothing must be in [0, 1)")
+        if not 0 <= self.ema < 1:
+            raise ConfigError("ema must be in [0, 1) (0: off)")
         if self.folds == 1 or self.folds < 0:
             raise ConfigError("folds must be 0 (one split) or at least 2")
         if self.fold is not None and not (0 <= self.fold < max(self.folds, 1)):

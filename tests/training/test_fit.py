@@ -57,6 +57,45 @@ def test_deterministic_and_resume(corpus_store, tmp_path):
     assert np.allclose(c.history["train_loss"], a.history["train_loss"], rtol=1e-4)
 
 
+def test_moving_average_is_validated_kept_and_resumed(corpus_store, tmp_path):
+    """``ema``: training itself is unchanged (the same losses and raw weights as without),
+    the average is what validation scores and best.pt holds, and a resumed run carries
+    the average on (the same validation losses as the uninterrupted run)."""
+    import dataclasses
+
+    import torch
+
+    quiet = dict(progress=False, log=lambda *a: None)
+    plain_cfg = TrainConfig(epochs=3, batch_size=32, patience=10, split_by="item", augment=True)
+    cfg = dataclasses.replace(plain_cfg, ema=0.9)
+    plain = fit(corpus_store, out=tmp_path / "plain", config=plain_cfg, **quiet)
+    ema = fit(corpus_store, out=tmp_path / "ema", config=cfg, **quiet)
+    assert np.allclose(ema.history["train_loss"], plain.history["train_loss"], rtol=1e-5)
+    assert not np.allclose(ema.history["val_loss"], plain.history["val_loss"], rtol=1e-3)
+
+    def weights(path):
+        return torch.load(path, weights_only=True)["state_dict"]
+
+    raw, raw_plain = weights(tmp_path / "ema" / "last.pt"), weights(tmp_path / "plain" / "last.pt")
+    assert all(torch.allclose(raw[k].float(), raw_plain[k].float(), atol=1e-5) for k in raw)
+    # best.pt holds the average: scored again after training (results.json), it gives the
+    # averaged validation loss of its epoch, not the raw weights' one
+    at_best = ema.history.set_index("epoch").loc[ema.best_epoch, "val_loss"]
+    assert ema.validation["loss"] == pytest.approx(at_best, rel=1e-4)
+    assert ema.validation["loss"] != pytest.approx(plain.history.set_index("epoch").loc[ema.best_epoch, "val_loss"],
+                                                   rel=1e-3)
+    fit(corpus_store, out=tmp_path / "c", config=dataclasses.replace(cfg, epochs=1), **quiet)
+    last = tmp_path / "c" / "last.pt"
+    payload = torch.load(last, weights_only=True)
+    payload["train_config"]["epochs"] = 3
+    torch.save(payload, last)
+    resumed = fit(corpus_store, out=tmp_path / "c", resume=True, **quiet)
+    assert np.allclose(resumed.history["val_loss"], ema.history["val_loss"], rtol=1e-4)
+    assert json.loads((tmp_path / "ema" / "results.json").read_text())["train_config"]["ema"] == 0.9
+    with pytest.raises(ConfigError, match="ema"):
+        TrainConfig(ema=1.0)
+
+
 @pytest.mark.parametrize("model", ["crnn", "cnn2d"])
 def test_other_models_train(corpus_store, tmp_path, model):
     r = fit(corpus_store, out=tmp_path / model, model=model, config=TrainConfig(epochs=1, batch_size=32, split_by="item"),

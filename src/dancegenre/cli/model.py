@@ -71,6 +71,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--backbone-lr", type=float, default=None,
                    help="with --finetune: learning rate of the unfrozen pretrained blocks (default: a third of --lr)")
     t.add_argument("--weight-decay", type=float, default=d.weight_decay, help="default %(default)s")
+    t.add_argument("--ema", type=float, default=d.ema, metavar="DECAY",
+                   help="validate, keep and test a moving average of the weights, updated every step with this "
+                        "decay, e.g. 0.999 (default %(default)s: off)")
     t.add_argument("--patience", type=positive_int, default=d.patience,
                    help="early stop after this many epochs without validation improvement (default %(default)s)")
     t.add_argument("--split-by", default=None,
@@ -117,7 +120,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         patience=args.patience, split_by=args.split_by, val_fraction=args.val_fraction,
         test_fraction=args.test_fraction, folds=args.folds, fold=args.fold, seed=args.seed,
         class_weights=args.class_weights, label_smoothing=args.label_smoothing, augment=args.augment,
-        device=args.device, labels=args.labels,
+        device=args.device, labels=args.labels, ema=args.ema,
     )
     options = {"pooling": args.pooling, "activation": args.activation, "dropout": args.dropout,
                "filters": args.filters, "kernel_size": args.kernel_size, "pool_sizes": args.pool_sizes,

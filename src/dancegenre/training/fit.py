@@ -260,6 +260,9 @@ def fit(
     scorer: nn.Module = StageHead(net) if net.cached_stage else net
     fill = net.norm.mean.detach().clone()
     opt = torch.optim.AdamW(_param_groups(net, config), lr=config.lr, weight_decay=config.weight_decay)
+    averaged = _moving_average(net, config)
+    kept = net if averaged is None else averaged.module  # what is validated, saved as best.pt and tested
+    kept_scorer: nn.Module = StageHead(kept) if kept.cached_stage else kept
     criterion = _criterion(label_of[rows["train"]], len(labels), config, device)
     train_model: nn.Module = scorer
     if world > 1:
@@ -274,6 +277,10 @@ def fit(
         history = list(state["history"])
         start_epoch, best_loss = state["epoch"] + 1, state["best_loss"]
         best_epoch, bad_epochs = state["best_epoch"], state["bad_epochs"]
+        if averaged is not None:
+            if "ema" not in state:
+                raise CheckpointError(f"the run in {out} kept no moving average; resume it without --ema")
+            averaged.load_state_dict(state["ema"])
         say(f"resuming {out} after epoch {state['epoch']}")
 
     train_rows = rows["train"]
@@ -290,8 +297,9 @@ def fit(
             te = time.perf_counter()
             loss, acc = _train_epoch(train_model, net, opt, criterion, source, local_rows, row_labels, fill,
                                      config, epoch, device=device, rank=rank, world=world,
-                                     progress=progress and rank == 0)
-            val = evaluate_rows(scorer, store, rows["val"], labels, device=device, inputs=inputs)
+                                     progress=progress and rank == 0,
+                                     after_step=None if averaged is None else lambda: averaged.update_parameters(net))
+            val = evaluate_rows(kept_scorer, store, rows["val"], labels, device=device, inputs=inputs)
             row = {"epoch": epoch, "train_loss": loss, "train_acc": acc,
                    "val_loss": val["loss"], "val_acc": val["segment"]["accuracy"],
                    "val_item_acc": val["item"]["accuracy"], "val_item_macro_f1": val["item"]["macro_f1"],
@@ -308,12 +316,13 @@ def fit(
             if rank == 0:
                 common = dict(feature_config=store.config, train_config=config, labels=labels, split=split)
                 if improved:
-                    save_checkpoint(out / "best.pt", net, **common,
+                    save_checkpoint(out / "best.pt", kept, **common,
                                     extra={**extra_common, "epoch": epoch, "val": row})
                 save_checkpoint(last_path, net, **common, extra={**extra_common, "epoch": epoch},
                                 state={"optimizer": opt.state_dict(), "epoch": epoch, "history": history,
                                        "best_loss": best_loss, "best_epoch": best_epoch,
-                                       "bad_epochs": bad_epochs})
+                                       "bad_epochs": bad_epochs,
+                                       **({} if averaged is None else {"ema": averaged.state_dict()})})
                 write_history(out, pd.DataFrame(history))
             if bad_epochs >= config.patience:
                 stopped_early = True
@@ -350,9 +359,10 @@ def fit(
 def _train_epoch(train_model: nn.Module, net: Network, opt: torch.optim.Optimizer, criterion: nn.Module,
                  source: np.ndarray, local_rows: np.ndarray, row_labels: np.ndarray, fill: torch.Tensor,
                  config: TrainConfig, epoch: int, *, device: torch.device, rank: int, world: int,
-                 progress: bool) -> tuple[float, float]:
+                 progress: bool, after_step: Any = None) -> tuple[float, float]:
     """One pass over this rank's share of the training rows, in the epoch's own order
-    (seeded, so a resumed run repeats it); returns (mean loss, accuracy)."""
+    (seeded, so a resumed run repeats it); returns (mean loss, accuracy).  ``after_step``
+    is called after every optimiser step (the moving average's update)."""
     from tqdm import tqdm
 
     torch.manual_seed(config.seed * 100_003 + epoch)  # dropout: same on resume
@@ -384,6 +394,8 @@ def _train_epoch(train_model: nn.Module, net: Network, opt: torch.optim.Optimize
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        if after_step is not None:
+            after_step()
         total += float(loss.detach()) * len(sel)
         seen += len(sel)
         correct += int((logits.argmax(1) == y).sum())
@@ -441,6 +453,17 @@ def _initialise(net: Network, store: SegmentStore, train_rows: np.ndarray, previ
             net.train(was_training)
         net.feature_norm.set_stats(torch.from_numpy(f.mean(0)), torch.from_numpy(f.std(0)))
     return inputs
+
+
+def _moving_average(net: Network, config: TrainConfig) -> Any:
+    """``config.ema > 0``: torch's AveragedModel of ``net``, an exponential moving average
+    of its parameters and buffers (batch-norm statistics too) with that decay, started
+    from ``net``'s weights.  None without ``ema``."""
+    if not config.ema:
+        return None
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+    return AveragedModel(net, multi_avg_fn=get_ema_multi_avg_fn(config.ema), use_buffers=True)
 
 
 def _param_groups(net: Network, config: TrainConfig) -> list[dict[str, Any]]:
