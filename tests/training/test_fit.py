@@ -142,6 +142,15 @@ def test_bad_training_input(tmp_path, corpus_store):
             log=lambda *a: None)
 
 
+def test_cli_ema_out_of_range_is_one_line(corpus_store, tmp_path):
+    before = sorted(p.name for p in corpus_store.iterdir())
+    r = subprocess.run([sys.executable, "-m", "dancegenre", "train", str(corpus_store), "--out", str(tmp_path / "r"),
+                        "--ema", "1.5"], capture_output=True, text=True)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert r.stderr.strip().splitlines() == ["dancegenre train: error: ema must be in [0, 1) (0: off)"]
+    assert not (tmp_path / "r").exists() and sorted(p.name for p in corpus_store.iterdir()) == before
+
+
 def test_resume_refuses_store_with_other_features(corpus, corpus_store, tmp_path):
     fit(corpus_store, out=tmp_path / "r", config=TrainConfig(epochs=1, split_by="item"), progress=False, log=lambda *a: None)
     prepare(corpus, tmp_path / "s64", config=FeatureConfig(n_mels=64), workers=2, progress=False)
