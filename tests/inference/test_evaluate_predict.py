@@ -4,6 +4,7 @@ import json
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -252,13 +253,18 @@ def test_features_on_the_device_give_the_workers_verdicts(trained_run, corpus, t
 
 def test_features_option_is_checked_in_one_line(trained_run, corpus, tmp_path):
     one = str(sorted((corpus / "techno").glob("*.flac"))[0])
+    before = (Path(one).read_bytes(), sorted(p.name for p in trained_run.iterdir()))
     r = subprocess.run([sys.executable, "-m", "dancegenre", "predict", "-q", str(trained_run), one,
                         "--features", "device", "--engine", "onnx"], capture_output=True, text=True)
     assert r.returncode == 2 and "Traceback" not in r.stderr and "--engine torch" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
+    r = subprocess.run([sys.executable, "-m", "dancegenre", "predict", "-q", str(trained_run), one,
+                        "--features", "gpu"], capture_output=True, text=True)
+    assert r.returncode == 2 and "Traceback" not in r.stderr and "invalid choice" in r.stderr
     out = tmp_path / "r.csv"
     assert main(["predict", "-q", str(trained_run), one, "--features", "device", "--out", str(out)]) == 0
     assert main(["predict", "-q", str(trained_run), one, "--out", str(tmp_path / "w.csv")]) == 0
     a, b = pd.read_csv(out), pd.read_csv(tmp_path / "w.csv")
     assert a["genre"].tolist() == b["genre"].tolist() and a["error"].isna().all()
     assert a["confidence"].iloc[0] == pytest.approx(b["confidence"].iloc[0], abs=2e-3)
+    assert (Path(one).read_bytes(), sorted(p.name for p in trained_run.iterdir())) == before  # inputs untouched
