@@ -262,7 +262,7 @@ def fit(
     opt = torch.optim.AdamW(_param_groups(net, config), lr=config.lr, weight_decay=config.weight_decay)
     averaged = _moving_average(net, config)
     kept = net if averaged is None else averaged.module  # what is validated, saved as best.pt and tested
-    kept_scorer: nn.Module = StageHead(kept) if kept.cached_stage else kept
+    kept_scorer: nn.Module = scorer if averaged is None else StageHead(kept) if kept.cached_stage else kept
     criterion = _criterion(label_of[rows["train"]], len(labels), config, device)
     train_model: nn.Module = scorer
     if world > 1:
