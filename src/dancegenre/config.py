@@ -231,7 +231,9 @@ class TrainConfig:
     class_weights: bool = False  # weight the loss by inverse class frequency
     label_smoothing: float = 0.0  # of the training targets, in [0, 1)
     augment: bool = False  # time shift + SpecAugment masks + mixup on training batches
-    mixup_alpha: float = 0.2  # Beta(alpha, alpha) mixing when augment is on
+    # Beta(alpha, alpha) mixing of examples when augment is on; None: 0.2 on segments and
+    # on frozen features, off on a cached front end (finetune 1-4), where it is opt-in
+    mixup_alpha: float | None = None
     time_masks: int = 2  # SpecAugment masks per example when augment is on
     freq_masks: int = 2
     mask_width: int = 12  # maximum width of one mask in frames / bands
@@ -242,6 +244,13 @@ class TrainConfig:
     # > 0: validate, keep and test an exponential moving average of the weights, updated
     # after every step with this decay (0.999: about the last thousand steps); 0: the weights
     ema: float = 0.0
+
+    def mixup_for(self, cached_maps: bool) -> float:
+        """The mixup strength that applies: ``mixup_alpha``, or its default for the input
+        (0.2; 0 on a cached front end's maps)."""
+        if self.mixup_alpha is not None:
+            return self.mixup_alpha
+        return 0.0 if cached_maps else 0.2
 
     def __post_init__(self) -> None:
         if self.labels is not None:
@@ -254,6 +263,8 @@ class TrainConfig:
             raise ConfigError("lr and backbone_lr must be positive and weight_decay non-negative")
         if not 0 <= self.label_smoothing < 1:
             raise ConfigError("label_smoothing must be in [0, 1)")
+        if self.mixup_alpha is not None and self.mixup_alpha < 0:
+            raise ConfigError("mixup_alpha must be >= 0 (0: off)")
         if not 0 <= self.ema < 1:
             raise ConfigError("ema must be in [0, 1) (0: off)")
         if self.folds == 1 or self.folds < 0:

@@ -115,6 +115,30 @@ def test_finetune_trains_last_blocks_on_cached_front_end(weights_cache, musicnn_
     assert main(["evaluate", "-q", str(run)]) == 0
 
 
+def test_mixup_of_the_cached_front_end_is_opt_in(weights_cache, musicnn_store, tmp_path, capsys):
+    """With --finetune 1-4, --augment stretches the cached maps but mixes none unless
+    --mixup is given: --mixup 0 trains exactly as the default, --mixup 0.4 otherwise; and
+    the run records what it used."""
+    common = ["train", "-q", str(musicnn_store), "--model", "musicnn-msd", "--epochs", "2", "--finetune", "1",
+              "--batch-size", "16", "--augment"]
+
+    def losses(name, *extra):
+        assert main(common + ["--out", str(tmp_path / name), *extra]) == 0
+        return pd.read_csv(tmp_path / name / "metrics.csv")["train_loss"].to_numpy()
+
+    default, off, mixed = losses("default"), losses("off", "--mixup", "0"), losses("mixed", "--mixup", "0.4")
+    assert np.allclose(default, off, rtol=1e-5)
+    assert not np.allclose(default, mixed, rtol=1e-3)
+    recorded = json.loads((tmp_path / "mixed" / "results.json").read_text())["train_config"]
+    assert recorded["mixup_alpha"] == 0.4
+    for bad, message in [(["--mixup", "0.4"], "--mixup is part of --augment: add --augment"),
+                         (["--augment", "--mixup", "-1"], "mixup_alpha must be >= 0 (0: off)")]:
+        args = [a for a in common if a != "--augment"] + ["--out", str(tmp_path / "bad"), *bad]
+        assert main(args) == 2
+        assert capsys.readouterr().err.strip().splitlines() == [f"dancegenre train: error: {message}"]
+        assert not (tmp_path / "bad").exists()
+
+
 def test_train_refuses_another_front_end(weights_cache, corpus_store, tmp_path, capsys):
     assert main(["train", "-q", str(corpus_store), "--model", "musicnn-msd", "--out", str(tmp_path / "r")]) == 2
     err = capsys.readouterr().err.strip().splitlines()

@@ -96,6 +96,15 @@ def test_moving_average_is_validated_kept_and_resumed(corpus_store, tmp_path):
         TrainConfig(ema=1.0)
 
 
+def test_mixup_defaults_by_input():
+    """Mixup at 0.2 on segments and frozen features unless set; off on a cached front end."""
+    assert TrainConfig().mixup_for(cached_maps=False) == 0.2 and TrainConfig().mixup_for(cached_maps=True) == 0.0
+    assert TrainConfig(mixup_alpha=0.4).mixup_for(cached_maps=True) == 0.4
+    assert TrainConfig(mixup_alpha=0.0).mixup_for(cached_maps=False) == 0.0
+    with pytest.raises(ConfigError, match="mixup_alpha"):
+        TrainConfig(mixup_alpha=-0.1)
+
+
 @pytest.mark.parametrize("model", ["crnn", "cnn2d"])
 def test_other_models_train(corpus_store, tmp_path, model):
     r = fit(corpus_store, out=tmp_path / model, model=model, config=TrainConfig(epochs=1, batch_size=32, split_by="item"),

@@ -91,6 +91,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--augment", action="store_true",
                    help="time shift, SpecAugment masks and mixup (a frozen musicnn: mixup of its features; "
                         "--finetune 1-4: random stretches of time of its cached front end)")
+    t.add_argument("--mixup", type=float, default=None, metavar="ALPHA",
+                   help="with --augment: mix pairs of examples and their labels, the weight drawn from "
+                        "Beta(ALPHA, ALPHA) (default 0.2; with --finetune 1-4 off unless given; 0: off)")
     t.add_argument("--ensemble", action="store_true",
                    help="with --folds and a musicnn-* whose front end stays frozen (--finetune 0-4): also write "
                         "OUT/ensemble.pt (and .onnx), the fold models' probabilities averaged")
@@ -120,8 +123,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
         patience=args.patience, split_by=args.split_by, val_fraction=args.val_fraction,
         test_fraction=args.test_fraction, folds=args.folds, fold=args.fold, seed=args.seed,
         class_weights=args.class_weights, label_smoothing=args.label_smoothing, augment=args.augment,
-        device=args.device, labels=args.labels, ema=args.ema,
+        device=args.device, labels=args.labels, ema=args.ema, mixup_alpha=args.mixup,
     )
+    if args.mixup is not None and not args.augment:
+        raise ConfigError("--mixup is part of --augment: add --augment")
     options = {"pooling": args.pooling, "activation": args.activation, "dropout": args.dropout,
                "filters": args.filters, "kernel_size": args.kernel_size, "pool_sizes": args.pool_sizes,
                "dense": args.dense, "rnn": args.rnn, "head": args.head, "finetune": args.finetune}

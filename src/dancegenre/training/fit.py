@@ -143,7 +143,7 @@ def augment_batch(x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, fill: torc
         s = (torch.rand(b, generator=gen) * (m - w)).long()
         mask = (torch.arange(m)[None, :] >= s[:, None]) & (torch.arange(m)[None, :] < (s + w)[:, None])
         x = torch.where(mask[:, :, None].to(x.device), fill[None, :, None], x)
-    return mixup(x, y, cfg.mixup_alpha, gen)
+    return mixup(x, y, cfg.mixup_for(cached_maps=False), gen)
 
 
 def mixup(x: torch.Tensor, y: torch.Tensor, alpha: float,
@@ -382,9 +382,9 @@ def _train_epoch(train_model: nn.Module, net: Network, opt: torch.optim.Optimize
         x = torch.from_numpy(next(batches(source, local_rows[sel], len(sel)))).to(device)
         y = torch.from_numpy(row_labels[sel]).to(device)
         if config.augment and net.trains_on_features:  # features: mixup is what applies
-            x, ya, yb, lam = mixup(x, y, config.mixup_alpha, gen)
+            x, ya, yb, lam = mixup(x, y, config.mixup_for(cached_maps=False), gen)
         elif config.augment and net.cached_stage:  # framewise maps: a random stretch of time
-            x, ya, yb, lam = time_crop(x, gen), y, y, 1.0
+            x, ya, yb, lam = mixup(time_crop(x, gen), y, config.mixup_for(cached_maps=True), gen)
         elif config.augment:
             x, ya, yb, lam = augment_batch(x, y, config, fill, gen)
         else:
