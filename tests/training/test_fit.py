@@ -160,6 +160,20 @@ def test_cli_ema_out_of_range_is_one_line(corpus_store, tmp_path):
     assert not (tmp_path / "r").exists() and sorted(p.name for p in corpus_store.iterdir()) == before
 
 
+@pytest.mark.parametrize("extra, message", [
+    (["--mixup", "0.4"], "--mixup is part of --augment: add --augment"),
+    (["--augment", "--mixup", "-1"], "mixup_alpha must be >= 0 (0: off)"),
+])
+def test_cli_mixup_refused_in_one_line(corpus_store, tmp_path, extra, message):
+    before = {p.name: p.stat().st_mtime_ns for p in corpus_store.iterdir()}
+    r = subprocess.run([sys.executable, "-m", "dancegenre", "train", str(corpus_store), "--out", str(tmp_path / "r"),
+                        *extra], capture_output=True, text=True)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert r.stderr.strip().splitlines() == [f"dancegenre train: error: {message}"]
+    assert not (tmp_path / "r").exists()
+    assert {p.name: p.stat().st_mtime_ns for p in corpus_store.iterdir()} == before
+
+
 def test_resume_refuses_store_with_other_features(corpus, corpus_store, tmp_path):
     fit(corpus_store, out=tmp_path / "r", config=TrainConfig(epochs=1, split_by="item"), progress=False, log=lambda *a: None)
     prepare(corpus, tmp_path / "s64", config=FeatureConfig(n_mels=64), workers=2, progress=False)
