@@ -103,6 +103,53 @@ def test_one_at_a_time_dedupes_equal_configurations(tmp_path, corpus_store):
     assert list(configs["name"]) == ["base", "pooling=avg"]
 
 
+
+def test_identity_counts_only_settings_that_change_the_run():
+    from dancegenre.research.experiment import Configuration
+
+    def cid(**settings):
+        return Configuration("c", settings).identity(5, 96)
+
+    base = cid()
+    # defaults spelled out, whole numbers as floats, augmentation's settings without augment
+    assert cid(dropout=0.5, lr=0.001, ema=0.0, epochs=30.0, mixup_alpha=0.4, time_masks=5) == base
+    assert cid(epochs=20) == cid(epochs=20.0) != base
+    assert cid(augment=True) != base and cid(augment=True, time_masks=5) != cid(augment=True)
+    # mixup counts by the strength that applies: 0.2 is the default on segments ...
+    assert cid(augment=True, mixup_alpha=0.2) == cid(augment=True) != cid(augment=True, mixup_alpha=0.4)
+    # ... and off on musicnn's cached front end, where 0.2 is a change
+    ft = {"model": "musicnn-msd", "finetune": 4, "augment": True}
+    assert cid(**ft, mixup_alpha=0.0) == cid(**ft) != cid(**ft, mixup_alpha=0.2)
+    assert cid(**{**ft, "finetune": 0}, mixup_alpha=0.2) == cid(**{**ft, "finetune": 0})
+    assert cid(model="musicnn-msd") != base and cid(rnn="lstm") == base  # rnn means nothing to cnn1d
+
+
+def test_runs_filed_under_an_earlier_id_are_adopted(finished, corpus_store, spec, tmp_path, monkeypatch):
+    """An earlier release hashed every setting, so a setting added since gave every
+    configuration a new id: its runs are found by the settings they recorded and renamed."""
+    import shutil
+
+    out = tmp_path / "exp"
+    shutil.copytree(finished, out)
+    ids = sorted(p.name for p in (out / "runs").iterdir())
+    (out / "runs" / ids[0]).rename(out / "runs" / "0123456789")  # as an earlier release named it
+    (out / "runs" / "stray").mkdir()  # a folder no configuration claims: left alone
+    stamps = {p: p.stat().st_mtime_ns for p in (out / "runs").rglob("results.json")}
+
+    lines: list[str] = []
+    run_experiment(spec, store=corpus_store, out=out, dry_run=True, log=lines.append)
+    assert "4 done before" in lines[0] and (out / "runs" / "0123456789").is_dir()  # a dry run renames nothing
+
+    monkeypatch.setattr(experiment_module, "train_one", lambda *a: pytest.fail(f"retrained {a[1]}"))
+    lines.clear()
+    summary = run_experiment(spec, store=corpus_store, out=out, progress=False, log=lines.append)
+    assert any(f"runs/0123456789 -> runs/{ids[0]}" in line for line in lines)
+    assert sorted(p.name for p in (out / "runs").iterdir()) == sorted([*ids, "stray"])
+    assert (summary["runs"] == 2).all() and summary["complete"].all()
+    after = sorted(p.stat().st_mtime_ns for p in (out / "runs").rglob("results.json"))
+    assert after == sorted(stamps.values())  # every finished run kept as it was
+
+
 # ------------------------------------------------------------------ explain
 
 

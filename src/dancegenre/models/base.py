@@ -82,11 +82,16 @@ class Network(nn.Module):
             nn.Dropout(c.dropout), nn.Linear(c.dense, c.n_classes),
         )
 
+    @classmethod
+    def stage_for(cls, config: ModelConfig) -> str | None:
+        """``cached_stage`` of this network built with ``config``, without building it."""
+        return None
+
     @property
     def cached_stage(self) -> str | None:
         """Name of the frozen part's output that training caches per store and trains
         from; None: nothing is frozen, training runs on the segments."""
-        return None
+        return self.stage_for(self.config)
 
     @property
     def trains_on_features(self) -> bool:

@@ -268,14 +268,14 @@ class MusiCNN(Network):
             self.backbone.eval()
         return self
 
-    @property
-    def cached_stage(self) -> str | None:
+    @classmethod
+    def stage_for(cls, config: ModelConfig) -> str | None:
         """``features`` for a frozen backbone; ``frontend`` (its 561 channels a frame) while
         the front end stays frozen, so that fine-tuning the mid and back ends never runs
         the front end's 2.3 GFLOP a patch again; None once the front end trains too."""
-        if self.config.finetune == 0:
+        if config.finetune == 0:
             return "features"
-        return "frontend" if self.config.finetune < len(BLOCKS) else None
+        return "frontend" if config.finetune < len(BLOCKS) else None
 
     def stage(self, x: torch.Tensor) -> torch.Tensor:
         if self.cached_stage == "frontend":

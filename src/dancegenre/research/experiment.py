@@ -30,8 +30,11 @@ labels, class_weights, mixup_alpha ...).  An experiment folder holds::
     summary.csv/.md/.html   one row per configuration: mean and std over folds x seeds
     factor-<name>.png one plot per varied factor
 
-A configuration's identity is a hash of its fully resolved settings, so a rerun (or a
-spec that gained values) reuses every finished run and resumes interrupted ones.
+A configuration's identity is a hash of its resolved settings that differ from their
+defaults (:func:`settings_identity`), so a rerun (or a spec that gained values) reuses
+every finished run and resumes interrupted ones, and so does a later release that adds
+settings.  Run folders named by an earlier release's ids are recognised by the settings
+their runs recorded and renamed to today's id (:func:`adopt_earlier_runs`).
 """
 
 from __future__ import annotations
@@ -54,7 +57,7 @@ from dancegenre.config import ModelConfig, TrainConfig
 from dancegenre.data.scheduler import ProcessScheduler
 from dancegenre.data.store import SegmentStore
 from dancegenre.errors import ConfigError, Interrupted, StoreError
-from dancegenre.models.registry import model_config
+from dancegenre.models.registry import MODELS, model_config
 from dancegenre.safety import atomic_write, claim_folder
 from dancegenre.training.runs import (
     RUN_FILES,
@@ -96,8 +99,49 @@ class Configuration:
     def identity(self, n_classes: int, n_mels: int) -> str:
         """Short hash of the resolved settings: equal settings, equal id, whatever the spelling."""
         _, mcfg, tcfg = self.resolve(n_classes, n_mels)
-        text = json.dumps({"model": mcfg.to_dict(), "train": tcfg.to_dict()}, sort_keys=True, default=list)
-        return hashlib.sha1(text.encode()).hexdigest()[:10]
+        return settings_identity(mcfg, tcfg)
+
+
+def settings_identity(mcfg: ModelConfig, tcfg: TrainConfig) -> str:
+    """Short hash of what a model and its training settings change: the model's name and
+    shape, and every setting that differs from its default (the registry's defaults for
+    that model, TrainConfig's).  A setting added in a later release, at a default that
+    keeps the old behaviour, leaves every id, and so every finished run, as it was.
+    Settings that do not apply are left out (augmentation's without ``augment``), mixup
+    counts by the strength that applies, and 1 and 1.0 are the same number."""
+    defaults_m = model_config(mcfg.name, n_classes=mcfg.n_classes, n_mels=mcfg.n_mels).to_dict()
+    model = {k: v for k, v in mcfg.to_dict().items()
+             if k in ("name", "n_classes", "n_mels") or _number(v) != _number(defaults_m[k])}
+    cached_maps = MODELS[mcfg.name].stage_for(mcfg) not in (None, "features")
+
+    def applied(cfg: TrainConfig) -> dict[str, Any]:
+        data = {k: v for k, v in cfg.to_dict().items() if k in TRAIN_KEYS}
+        if cfg.augment:
+            data["mixup_alpha"] = cfg.mixup_for(cached_maps)
+        else:
+            for k in AUGMENT_KEYS:
+                data.pop(k)
+        return data
+
+    defaults_t = {**applied(dataclasses.replace(TrainConfig(), augment=tcfg.augment)),
+                  "augment": TrainConfig().augment}
+    train = {k: v for k, v in applied(tcfg).items() if _number(v) != _number(defaults_t[k])}
+    text = json.dumps({"model": _number(model), "train": _number(train)}, sort_keys=True)
+    return hashlib.sha1(text.encode()).hexdigest()[:10]
+
+
+AUGMENT_KEYS = ("mixup_alpha", "time_masks", "freq_masks", "mask_width")  # TrainConfig's, used only with augment
+
+
+def _number(value: Any) -> Any:
+    """``value`` with every whole number as a float and tuples as lists (for hashing)."""
+    if isinstance(value, dict):
+        return {k: _number(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_number(v) for v in value]
+    if isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    return value
 
 
 @dataclass(frozen=True)
@@ -237,6 +281,54 @@ def _plan(spec: Spec, store: SegmentStore) -> tuple[pd.DataFrame, dict[str, Conf
     return pd.DataFrame(rows), configs
 
 
+def adopt_earlier_runs(out: Path, configs: dict[str, Configuration], *, rename: bool,
+                       log: Any = print) -> dict[str, Path]:
+    """{config id: its run folder} for configurations whose runs an earlier release filed
+    under another id (ids then hashed every setting, so each added setting changed them).
+    A folder under ``out/runs`` that no configuration claims is matched by the settings its
+    runs recorded (a finished run's ``results.json``, else a stopped one's ``last.pt``) and,
+    with ``rename``, renamed to today's id, so its finished runs count and stopped ones resume."""
+    runs = out / "runs"
+    if not runs.is_dir():
+        return {}
+    wanted = {cid for cid in configs if not (runs / cid).exists()}
+    found: dict[str, Path] = {}
+    for folder in sorted(p for p in runs.iterdir() if p.is_dir() and p.name not in configs):
+        cid = _recorded_identity(folder)
+        if cid not in wanted:
+            continue
+        wanted.discard(cid)
+        if rename:
+            folder.rename(runs / cid)
+            log(f"runs/{folder.name} -> runs/{cid}: {configs[cid].name!r}, filed under an earlier release's id")
+            found[cid] = runs / cid
+        else:
+            found[cid] = folder
+    return found
+
+
+def _recorded_identity(folder: Path) -> str | None:
+    """``settings_identity`` of the settings the runs in ``folder`` recorded, or None."""
+    from dancegenre.errors import CheckpointError
+    from dancegenre.training.checkpoint import read_payload
+
+    fold_runs = sorted(folder.glob("seed-*/fold-*"))
+    try:
+        for run in fold_runs:
+            if is_finished(run):
+                recorded = Run(run).results
+                return settings_identity(ModelConfig.from_dict(recorded["model"]),
+                                         TrainConfig.from_dict(recorded["train_config"]))
+        for run in fold_runs:
+            if (run / "last.pt").exists():
+                payload = read_payload(run / "last.pt")
+                return settings_identity(ModelConfig.from_dict(payload["model_config"]),
+                                         TrainConfig.from_dict(payload["train_config"]))
+    except (ConfigError, CheckpointError, KeyError, TypeError, ValueError, OSError):
+        return None  # not a run this release can read: left where it is
+    return None
+
+
 def run_experiment(spec_path: str | os.PathLike[str], *, store: str | os.PathLike[str],
                    out: str | os.PathLike[str], jobs: int = 1, progress: bool = True,
                    dry_run: bool = False, log: Any = print) -> pd.DataFrame:
@@ -260,12 +352,8 @@ def run_experiment(spec_path: str | os.PathLike[str], *, store: str | os.PathLik
     st = SegmentStore(store)
     out = Path(out)
     configs_table, configs = _plan(spec, st)
-    tasks = [Task(cid, seed, k, out / "runs" / cid / f"seed-{seed}" / f"fold-{k}")
-             for cid in configs for seed in spec.seeds for k in range(spec.folds)]
-    done = [t for t in tasks if is_finished(t.run_dir)]
-    log(f"experiment {spec.name!r}: {len(configs)} configurations x {len(spec.seeds)} seed(s) x "
-        f"{spec.folds} folds = {len(tasks)} runs; {len(done)} done before")
     if dry_run:
+        tasks, done = _tasks(spec, configs, out, adopt_earlier_runs(out, configs, rename=False, log=log), log)
         for cid, conf in configs.items():
             n = sum(1 for t in done if t.config_id == cid)
             log(f"  {cid}  {conf.name:40s} {n}/{len(spec.seeds) * spec.folds} runs done")
@@ -280,6 +368,7 @@ def run_experiment(spec_path: str | os.PathLike[str], *, store: str | os.PathLik
     claim_folder(out, "experiment", legacy=("experiment.json",), what="experiment folder")
     atomic_write(meta_path, json.dumps(meta, indent=2))
     configs_table.to_csv(out / "configs.csv", index=False)
+    tasks, done = _tasks(spec, configs, out, adopt_earlier_runs(out, configs, rename=True, log=log), log)
 
     todo = [t for t in tasks if t not in done]
     t0 = time.perf_counter()
@@ -290,6 +379,18 @@ def run_experiment(spec_path: str | os.PathLike[str], *, store: str | os.PathLik
                           "run the same command again to resume") from None
     log(f"{len(todo)} run(s) trained in {time.perf_counter() - t0:.0f} s")
     return write_tables(out)
+
+
+def _tasks(spec: Spec, configs: dict[str, Configuration], out: Path, adopted: dict[str, Path],
+           log: Any) -> tuple[list[Task], list[Task]]:
+    """(every run of the experiment, those finished), logged in one line."""
+    folders = {cid: adopted.get(cid, out / "runs" / cid) for cid in configs}
+    tasks = [Task(cid, seed, k, folders[cid] / f"seed-{seed}" / f"fold-{k}")
+             for cid in configs for seed in spec.seeds for k in range(spec.folds)]
+    done = [t for t in tasks if is_finished(t.run_dir)]
+    log(f"experiment {spec.name!r}: {len(configs)} configurations x {len(spec.seeds)} seed(s) x "
+        f"{spec.folds} folds = {len(tasks)} runs; {len(done)} done before")
+    return tasks, done
 
 
 def _execute(todo: list[Task], configs: dict[str, Configuration], store: SegmentStore, store_path: Path,
