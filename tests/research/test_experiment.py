@@ -134,7 +134,11 @@ def test_runs_filed_under_an_earlier_id_are_adopted(finished, corpus_store, spec
     ids = sorted(p.name for p in (out / "runs").iterdir())
     (out / "runs" / ids[0]).rename(out / "runs" / "0123456789")  # as an earlier release named it
     (out / "runs" / "stray").mkdir()  # a folder no configuration claims: left alone
-    stamps = {p: p.stat().st_mtime_ns for p in (out / "runs").rglob("results.json")}
+    for name, file, data in (("broken", "results.json", b"{not json"), ("garbage", "last.pt", b"\x00junk")):
+        bad = out / "runs" / name / "seed-0" / "fold-0"  # unreadable records: left alone, no traceback
+        bad.mkdir(parents=True)
+        (bad / file).write_bytes(data)
+    stamps = {p: p.stat().st_mtime_ns for p in (out / "runs").rglob("results.json") if "broken" not in p.parts}
 
     lines: list[str] = []
     run_experiment(spec, store=corpus_store, out=out, dry_run=True, log=lines.append)
@@ -144,9 +148,11 @@ def test_runs_filed_under_an_earlier_id_are_adopted(finished, corpus_store, spec
     lines.clear()
     summary = run_experiment(spec, store=corpus_store, out=out, progress=False, log=lines.append)
     assert any(f"runs/0123456789 -> runs/{ids[0]}" in line for line in lines)
-    assert sorted(p.name for p in (out / "runs").iterdir()) == sorted([*ids, "stray"])
+    assert sorted(p.name for p in (out / "runs").iterdir()) == sorted([*ids, "stray", "broken", "garbage"])
+    assert (out / "runs/broken/seed-0/fold-0/results.json").read_bytes() == b"{not json"
+    assert (out / "runs/garbage/seed-0/fold-0/last.pt").read_bytes() == b"\x00junk"
     assert (summary["runs"] == 2).all() and summary["complete"].all()
-    after = sorted(p.stat().st_mtime_ns for p in (out / "runs").rglob("results.json"))
+    after = sorted(p.stat().st_mtime_ns for p in (out / "runs").rglob("results.json") if "broken" not in p.parts)
     assert after == sorted(stamps.values())  # every finished run kept as it was
 
 
