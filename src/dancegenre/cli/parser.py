@@ -47,6 +47,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.command:
         parser.print_help()
         return EXIT_USAGE
+    from dancegenre.data.scheduler import keep_heap
+
+    keep_heap()  # every command that decodes runs a file's front end here or in forked workers
     try:
         return COMMANDS[args.command](args)
     except KeyboardInterrupt:
