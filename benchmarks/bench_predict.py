@@ -14,7 +14,8 @@
     ONNX command's CPU seconds, its workers' included, as CPU a file against them.
     With ``--device cuda`` (a GPU machine), also ``predict --device cuda`` with the
     features on the GPU (its default there) and with ``--features workers``, against
-    the same floor.
+    the same floor.  Also ``predict --workers 1``: one process, its CPU seconds against
+    its wall seconds (threads spinning beside the work would push the ratio over 1).
 (3) A 2-hour mix (flac, 44.1 kHz stereo) made of the corpus' clips, techno and EDM in
     alternating 10-minute blocks: ``dancegenre predict`` in a child process; its peak
     resident memory (ru_maxrss) must stay under 1 GB, and its sections should follow
@@ -121,6 +122,11 @@ def main() -> None:
     usages = {engine: run_usage(dancegenre_command("predict", "-q", str(run), str(corpus), "--out", str(out),
                                                    "--engine", engine)) for engine in ("torch", "onnx")}
     crates = {engine: wall for engine, (wall, _) in usages.items()}
+    # one process, no pool: every file through the front end and the network in turn.  Its
+    # CPU seconds over its wall seconds show threads that spin beside the work (2.0 before
+    # session 13, when onnxruntime's and numpy's BLAS threads spin-waited between calls)
+    single_wall, single_cpu = run_usage(dancegenre_command("predict", "-q", str(run), str(corpus), "--out", str(out),
+                                                            "--workers", "1"))
     on_device = {}
     for features in ("device", "workers") if args.device else ():
         on_device[features], _ = run_usage(dancegenre_command("predict", "-q", str(run), str(corpus), "--out", str(out),
@@ -141,6 +147,8 @@ def main() -> None:
               f"{n / seconds:6.1f} files/s  {seconds / floors[floor_name]:.2f}x the decode floor ({floor_name})")
     print(f"predict (ONNX, the default) vs the decode floor: {crate / floors[floor_name]:.2f}x its time "
           f"(target <= 1.7x); {errors} errors")
+    print(f"predict --workers 1 (one process): {single_wall:.1f} s, {single_cpu:.1f} CPU-s, "
+          f"{single_cpu / single_wall:.2f} CPU-s a second (1.0: nothing spins beside the work)")
     print_profile(profile)
     usage = print_usage("predict (ONNX)", crate, usages["onnx"][1], n, cores, profile)
 
@@ -174,6 +182,7 @@ def main() -> None:
         "predict_torch_seconds": round(crates["torch"], 2),
         "ratio_to_floor_torch": round(crates["torch"] / floors[floor_name], 2),
         "ratio_to_floor": round(crate / floors[floor_name], 2),
+        "predict_workers_1": {"seconds": round(single_wall, 2), "cpu_seconds": round(single_cpu, 2)},
         **({"device": args.device, "predict_device_seconds": {k: round(v, 2) for k, v in on_device.items()}}
            if args.device else {}),
         "mix_seconds": round(seconds, 1), "mix_peak_mb": round(peak_mb), "mix_changes_found": [hits, len(starts) - 1],

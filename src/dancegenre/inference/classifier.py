@@ -359,11 +359,17 @@ class Classifier:
             tags.append(t)
             waiting.clear()
 
-        for block in iter_segments(source, self.config, sr=sr):
-            waiting.append(block.segments)
-            numbers.append(block.index)
-            if sum(len(w) for w in waiting) >= self.batch_size:
-                score()
+        from threadpoolctl import threadpool_limits
+
+        # The front end's matrix products are small: numpy's BLAS threads would only
+        # spin beside it (twice the CPU time for predict --workers 1).  torch and
+        # onnxruntime keep their own thread counts.
+        with threadpool_limits(1, user_api="blas"):
+            for block in iter_segments(source, self.config, sr=sr):
+                waiting.append(block.segments)
+                numbers.append(block.index)
+                if sum(len(w) for w in waiting) >= self.batch_size:
+                    score()
         if waiting:
             score()
         taggram = np.concatenate(tags) if tags and tags[0] is not None else None
