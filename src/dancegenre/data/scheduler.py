@@ -37,7 +37,7 @@ def keep_heap(pad: int = HEAP_TOP_PAD) -> bool:
     A file's front end allocates and frees blocks of a few MB (decoded samples, the
     resampled signal, STFT chunks).  glibc's malloc hands the top of its heap back to
     the kernel whenever more than twice the last such block lies free there, so the
-    next file faults every page in again: about 2,700 page faults and 8 ms of system
+    next file faults every page in again: 2,500-3,600 page faults and 8 ms of system
     time per 30-s mp3 in ``prepare``, a fifth of its CPU (``bench_prepare``).  A
     64 MB pad (``mallopt(M_TOP_PAD)``, what ``MALLOC_TOP_PAD_`` sets) stops that for
     at most 64 MB more resident memory.  Only glibc has the setting: elsewhere this
