@@ -566,3 +566,21 @@ def test_figure_outputs_and_store_option(trained_run, music, tmp_path, capsys):
             needle="not a prepared store")
     refused(capsys, tmp_path, "figure", "clip", music / "edm" / "nan.wav", "--out", tmp_path / "n.png",
             needle="NaN or infinite")
+
+
+def test_only_names_genres_of_the_model(trained_run, music, tmp_path, capsys):
+    """predict --only: a genre the model lacks, one genre, an empty list, a path or markup
+    as a genre: one line, nothing written."""
+    a = music / "techno" / "t0.wav"
+    out = tmp_path / "p.csv"
+    for only, needle in [("techno,house", "not a genre of this model: house"),
+                         ("techno", "at least two"), ("techno,techno", "at least two"), (",", "at least two"),
+                         ("techno,../../etc", "not a genre of this model"),
+                         ("techno,<b>edm</b>", "not a genre of this model")]:
+        refused(capsys, tmp_path, "predict", "-q", trained_run, a, "--only", only, "--out", out, needle=needle)
+    # both of a 2-genre model's genres: the verdicts it gives without --only
+    code, _, _ = cli(capsys, "predict", "-q", trained_run, a, "--only", " techno , edm ", "--out", out)
+    assert code == 0
+    plain = tmp_path / "plain.csv"
+    assert cli(capsys, "predict", "-q", trained_run, a, "--out", plain)[0] == 0
+    assert pd.read_csv(out).equals(pd.read_csv(plain))

@@ -268,3 +268,64 @@ def test_features_option_is_checked_in_one_line(trained_run, corpus, tmp_path):
     assert a["genre"].tolist() == b["genre"].tolist() and a["error"].isna().all()
     assert a["confidence"].iloc[0] == pytest.approx(b["confidence"].iloc[0], abs=2e-3)
     assert (Path(one).read_bytes(), sorted(p.name for p in trained_run.iterdir())) == before  # inputs untouched
+
+
+class _ThreeGenres:
+    """A stand-in for an ONNX export: the same probabilities (a, b, c) for every segment,
+    except that the first segment of a file leans to ``a``."""
+
+    def __init__(self, config):
+        self.path, self.model, self.labels, self.feature_config, self.tags = Path("three.onnx"), "stub", \
+            ["a", "b", "c"], config, []
+
+    def __call__(self, segments):
+        p = np.tile(np.array([[0.2, 0.5, 0.3]], np.float32), (len(segments), 1))
+        p[0] = [0.7, 0.2, 0.1]
+        return p, None
+
+
+def test_restrict_gives_verdicts_among_some_genres(trained_run):
+    """Classifier.restrict: the item's mean probabilities over the kept genres, scaled to
+    sum to 1 (not the mean of each segment's), the timeline's rows the same per segment,
+    and the verdict the most likely of them; the same as restricted_verdicts on a table."""
+    from dancegenre.training.runs import restricted_verdicts
+
+    clf = Classifier.from_portable(_ThreeGenres(Classifier.load(trained_run).config))
+    y = tone(12.0, 22050, seed=4)
+    full = clf.predict(y, sr=22050)
+    assert full.genre == "b"
+    clf.restrict(["c", "a"])
+    assert clf.labels == ["a", "c"]  # the model's order
+    part = clf.predict(y, sr=22050)
+    n = len(full.timeline)
+    mean_a, mean_c = (0.7 + 0.2 * (n - 1)) / n, (0.1 + 0.3 * (n - 1)) / n
+    assert part.probabilities == pytest.approx({"a": mean_a / (mean_a + mean_c), "c": mean_c / (mean_a + mean_c)},
+                                               abs=1e-6)
+    assert part.genre == ("a" if mean_a > mean_c else "c")
+    assert list(part.timeline.columns[3:]) == ["a", "c", "genre"]
+    assert part.timeline.loc[0, "a"] == pytest.approx(0.875) and part.timeline.loc[1, "c"] == pytest.approx(0.6)
+    assert part.timeline["genre"].tolist() == ["a"] + ["c"] * (n - 1)
+    table = pd.DataFrame({"item": ["x"], "label": ["c"], **{f"p_{g}": [full.probabilities[g]] for g in "abc"}})
+    among = restricted_verdicts(table, ["a", "c"])
+    assert among.loc[0, "predicted"] == part.genre
+    assert among.loc[0, "p_a"] == pytest.approx(part.probabilities["a"], abs=1e-5)
+    clf.restrict(["a", "b", "c"])  # a new choice starts again from every genre
+    assert clf.labels == ["a", "b", "c"] and clf.predict(y, sr=22050).genre == "b"
+
+
+def test_restricted_verdicts_keep_their_genres_items():
+    from dancegenre.errors import ConfigError
+    from dancegenre.training.runs import among, genre_subset, restricted_verdicts
+
+    table = pd.DataFrame({"item": ["i0", "i1", "i2", "i3"], "label": ["a", "b", "c", "a"],
+                          "p_a": [0.1, 0.3, 0.0, 0.0], "p_b": [0.5, 0.3, 0.0, 0.0], "p_c": [0.4, 0.4, 1.0, 1.0]})
+    cut = restricted_verdicts(table, ["a", "b"])
+    assert cut["item"].tolist() == ["i0", "i1", "i3"]  # items of the kept genres only
+    assert list(cut.columns) == ["item", "label", "predicted", "p_a", "p_b"]
+    assert cut["p_a"].tolist() == pytest.approx([1 / 6, 0.5, 0.5], abs=1e-6)  # i3: no mass left, uniform
+    assert cut["predicted"].tolist()[:1] == ["b"]
+    assert np.allclose(among(np.array([[0.2, 0.2, 0.6]]), [0, 2]), [[0.25, 0.75]])
+    assert genre_subset(["c", "a"], ["a", "b", "c"]) == [0, 2]
+    for wanted, words in [(["a", "z"], "not a genre of this model: z"), (["a"], "at least two"), ([], "at least two")]:
+        with pytest.raises(ConfigError, match=words):
+            genre_subset(wanted, ["a", "b", "c"])

@@ -358,6 +358,14 @@ def test_ensemble_of_seeds(weights_cache, musicnn_store, tmp_path, capsys):
     assert sizes["item_accuracy_mean"][1] == pytest.approx(summary["held_out"]["item_accuracy"], abs=1e-4)
     assert summary["by_size"][1]["item_macro_f1_mean"] == pytest.approx(summary["held_out"]["item_macro_f1"], abs=1e-4)
     assert main(["evaluate", str(ens)]) == 2 and "no test split of its own" in capsys.readouterr().err
+    # --only: the held-out figure among some genres (here all of them: the same figure)
+    assert main(["ensemble", str(cvs[0]), str(cvs[1]), "--out", str(tmp_path / "e-only"),
+                 "--only", ",".join(reversed(ckpt.labels))]) == 0
+    assert "only (" in capsys.readouterr().out
+    only = json.loads((tmp_path / "e-only" / "ensemble.json").read_text())["held_out_only"]
+    assert only["genres"] == ckpt.labels and only["items"] == summary["held_out"]["items"]
+    assert only["item_accuracy"] == pytest.approx(summary["held_out"]["item_accuracy"])
+    assert len(pd.read_csv(tmp_path / "e-only" / "cv-items-only.csv")) == only["items"]
     # a plain run has no out-of-fold verdicts: the model is made, the figure is not claimed
     assert main(["ensemble", str(cvs[1] / "fold-0"), str(cvs[1] / "fold-1"), "--out", str(tmp_path / "e2")]) == 0
     assert "no held-out figure" in capsys.readouterr().out
@@ -373,7 +381,9 @@ def test_ensemble_of_seeds(weights_cache, musicnn_store, tmp_path, capsys):
                         ([str(cvs[1]), str(cvs[1] / "fold-1")], "both hold"),
                         ([str(cvs[1] / "fold-0")], "at least two models"),
                         ([str(cvs[0]), str(musicnn_store)], "not a finished run"),
-                        ([str(cvs[0]), str(junk)], "not a loadable dancegenre checkpoint")]:
+                        ([str(cvs[0]), str(junk)], "not a loadable dancegenre checkpoint"),
+                        ([str(cvs[0]), str(cvs[1]), "--only", f"{ckpt.labels[0]},nope"], "not a genre of this model"),
+                        ([str(cvs[0]), str(cvs[1]), "--only", ckpt.labels[0]], "at least two")]:
         target = tmp_path / "refused"
         assert main(["ensemble", *args, "--out", str(target)]) == 2, args
         err = capsys.readouterr().err

@@ -168,6 +168,9 @@ def _add_evaluate_predict(sub: argparse._SubParsersAction) -> None:
                    help="with --sort-into or --write-tags: only show what would happen")
     p.add_argument("--top-k", type=positive_int, default=1,
                    help="also give the runners-up: genre_2, p_2 ... genre_K, p_K (default %(default)s)")
+    p.add_argument("--only", type=lambda s: s.split(","), default=None, metavar="GENRE,GENRE...",
+                   help="verdicts among these of the model's genres only (at least two), their probabilities "
+                        "scaled to sum to 1: e.g. a 7-subgenre model asked about 5 of them")
     p.add_argument("--write-tags", action="store_true",
                    help="write the genre into each file's tags (ID3 TCON, Vorbis GENRE, MP4 \u00a9gen) and the "
                         "whole result into a DANCEGENRE field; undo with `dancegenre untag JOURNAL`")
@@ -202,6 +205,9 @@ def _add_evaluate_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, required=True,
                    help="new folder: best.pt and best.onnx (use it like a run), ensemble.json, and cv-items.csv "
                         "and ensemble-size.csv when every source is a cross-validation of the same items")
+    p.add_argument("--only", type=lambda s: s.split(","), default=None, metavar="GENRE,GENRE...",
+                   help="also give the held-out figure among these genres only: their items, the most likely of "
+                        "them as the verdict (what predict --only gives); the model keeps every genre")
 
     p = sub.add_parser("untag", help="restore the tags that predict --write-tags changed, from its journal")
     p.add_argument("journal", type=existing_path, help="the --tag-journal CSV of predict --write-tags")
@@ -270,6 +276,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
             raise ConfigError("--playlists points at the files where they are; with --move they would not be "
                               "there (sort first, then make playlists of DIR)")
     clf = Classifier.load(args.checkpoint, device=args.device, engine=args.engine, features=args.features)
+    if args.only is not None:
+        clf.restrict(args.only)
     paths = expand_paths(args.paths, exclude=[args.sort_into] if args.sort_into is not None else [])
     inputs = Inputs([*paths, *clf.model_files])
     for what, path in (("--out", args.out), ("--timeline", args.timeline), ("--tag-journal", journal)):
@@ -351,7 +359,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
 def _cmd_ensemble(args: argparse.Namespace) -> int:
     from dancegenre.training.ensemble import combine
 
-    summary = combine(args.sources, out=args.out, log=print)
+    summary = combine(args.sources, out=args.out, only=args.only, log=print)
     held = summary["held_out"]
     print(f"{args.out / 'best.pt'}: {summary['model']}, the average of {summary['members']} models")
     if held:
@@ -361,6 +369,11 @@ def _cmd_ensemble(args: argparse.Namespace) -> int:
             print("the average of N of them, mean held-out item accuracy over every choice of N: "
                   + ", ".join(f"N={r['sources']} {r['item_accuracy_mean']:.3f}" for r in summary["by_size"])
                   + f" ({args.out / 'ensemble-size.csv'})")
+        among = summary.get("held_out_only")
+        if among:
+            print(f"among {', '.join(among['genres'])} only ({among['items']} items of those genres, the most likely "
+                  f"of them as the verdict): item accuracy {among['item_accuracy']:.3f}, "
+                  f"macro-F1 {among['item_macro_f1']:.3f} ({args.out / 'cv-items-only.csv'})")
     else:
         print(summary["note"])
     return 0

@@ -19,7 +19,7 @@ segments next to the network.  Files over 30 MB keep the CPU front end, block by
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -193,6 +193,7 @@ class Classifier:
     """
 
     feature_device: str | None = None
+    kept: list[int] | None = None  # positions of the genres a verdict is among (restrict)
 
     def __init__(self, checkpoint: Checkpoint, *, batch_size: int = 256, device: str = "cpu",
                  features: str = "auto") -> None:
@@ -283,6 +284,24 @@ class Classifier:
 
         return cls(load_checkpoint(path, device=device), batch_size=batch_size, device=device, features=features)
 
+    def restrict(self, genres: Sequence[str]) -> None:
+        """From now on, give verdicts among ``genres`` only (at least two of the model's).
+
+        Each item's mean probabilities, and each segment's for the timeline, are taken over
+        those genres and scaled to sum to 1: what the model believes given that the answer
+        is one of them.  ``labels`` becomes those genres in the model's order.  The
+        network is unchanged; a 7-subgenre model asked about the study's 5 classes is
+        how the README's "5 of 7" figures were measured.
+
+        Raises ConfigError for a genre the model lacks, or fewer than two.
+        """
+        from dancegenre.training.runs import genre_subset
+
+        full = self.labels if self.kept is None else self.all_labels
+        self.kept = genre_subset(genres, full)
+        self.all_labels = list(full)
+        self.labels = [full[i] for i in self.kept]
+
     @property
     def model_files(self) -> list[Path]:
         """The files this classifier was loaded from (checkpoint, ONNX export)."""
@@ -309,21 +328,25 @@ class Classifier:
             probs.append(p)
             tags.append(t)
         if not probs:
-            return np.zeros((0, len(self.labels)), np.float32), None
+            return np.zeros((0, len(self.labels if self.kept is None else self.all_labels)), np.float32), None
         return np.concatenate(probs), (np.concatenate(tags) if tags[0] is not None else None)
 
     def _result(self, source: str, scored: tuple[np.ndarray, np.ndarray | None], numbers: np.ndarray) -> Prediction:
         probs, taggram = scored
+        mean = probs.mean(0)
+        if not np.isfinite(mean).all():  # weights that overflow, or a crafted checkpoint
+            raise DanceGenreError(f"the model gave non-finite probabilities for {source}; "
+                                  "its checkpoint may be damaged")
+        if self.kept is not None:  # the item's mean, then each segment, over the kept genres
+            from dancegenre.training.runs import among
+
+            mean, probs = among(mean[None], self.kept)[0], among(probs, self.kept)
         c = self.config
         start = (numbers * c.segment_hop_seconds).round(3)
         end = (numbers * c.segment_hop_seconds + c.segment_seconds).round(3)
         timeline = pd.DataFrame({"segment": numbers, "start": start, "end": end,
                                  **{lab: probs[:, i] for i, lab in enumerate(self.labels)},
                                  "genre": np.asarray(self.labels, dtype=object)[probs.argmax(1)]})
-        mean = probs.mean(0)
-        if not np.isfinite(mean).all():  # weights that overflow, or a crafted checkpoint
-            raise DanceGenreError(f"the model gave non-finite probabilities for {source}; "
-                                  "its checkpoint may be damaged")
         try:
             st = os.stat(source) if source != "<waveform>" else None
         except OSError:

@@ -33,10 +33,17 @@ from dancegenre.errors import CheckpointError, ConfigError
 from dancegenre.models.base import Network
 from dancegenre.safety import atomic_write, claim_folder
 from dancegenre.training.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from dancegenre.training.runs import CV_ITEMS, averaged_verdicts, read_cv
+from dancegenre.training.runs import (
+    CV_ITEMS,
+    averaged_verdicts,
+    genre_subset,
+    read_cv,
+    restricted_verdicts,
+)
 
 SUMMARY = "ensemble.json"
 BY_SIZE = "ensemble-size.csv"
+CV_ITEMS_ONLY = "cv-items-only.csv"  # the held-out verdicts among --only genres
 MAX_CHOICES = 50  # combinations scored for each size; more are sampled (seeded)
 
 
@@ -130,14 +137,17 @@ def by_size(tables: Sequence[pd.DataFrame], *, max_choices: int = MAX_CHOICES) -
 
 
 def combine(sources: Sequence[str | os.PathLike[str]], *, out: str | os.PathLike[str],
-            log: Callable[[str], Any] = print) -> dict[str, Any]:
+            only: Sequence[str] | None = None, log: Callable[[str], Any] = print) -> dict[str, Any]:
     """Average the members of ``sources`` into ``out/best.pt`` (and ``best.onnx``); write
     ``out/ensemble.json`` and, when every source is a cross-validation of the same items,
     ``out/cv-items.csv``: their out-of-fold verdicts averaged (and ``out/ensemble-size.csv``,
-    :func:`by_size`).  Returns the summary.
+    :func:`by_size`).  With ``only`` (at least two of the genres), also the held-out figure
+    among those genres (``held_out_only``, ``out/cv-items-only.csv``:
+    :func:`~dancegenre.training.runs.restricted_verdicts`).  Returns the summary.
 
     Raises ConfigError when the members differ in labels, front end, model or settings,
-    or repeat a checkpoint; CheckpointError for a source that is not a finished run.
+    or repeat a checkpoint, or ``only`` names a genre they lack; CheckpointError for a
+    source that is not a finished run.
     """
     from dancegenre.models.registry import ensemble_of
     from dancegenre.training.export import try_export
@@ -160,6 +170,8 @@ def combine(sources: Sequence[str | os.PathLike[str]], *, out: str | os.PathLike
     _same(members)
     net = ensemble_of([m for m, _ in members])  # refuses models that are not pretrained with a frozen front end
     first = members[0][1]
+    if only is not None:
+        genre_subset(only, first.labels)  # before anything is written
 
     held_out: dict[str, Any] | None = None
     table = sizes = None
@@ -177,6 +189,13 @@ def combine(sources: Sequence[str | os.PathLike[str]], *, out: str | os.PathLike
             table = None
     why_not = None if held_out else ("no held-out figure: every source must be a cross-validation "
                                      "(train --folds K) of the same items")
+    held_only = table_only = None
+    if held_out is not None and only is not None:
+        table_only = restricted_verdicts(table, only)
+        m = verdict_metrics(table_only)
+        held_only = {"genres": [c[2:] for c in table_only.columns if c.startswith("p_")], "items": m["n"],
+                     "item_accuracy": m["accuracy"], "item_macro_f1": m["macro_f1"],
+                     "item_balanced_accuracy": m["balanced_accuracy"]}
 
     out = claim_folder(out, "ensemble", inputs=[Path(s) for s in sources], what="--out")
     items = sorted({i for _, c in members for side in c.split.get("sides", {}).values() for i in side})
@@ -186,13 +205,14 @@ def combine(sources: Sequence[str | os.PathLike[str]], *, out: str | os.PathLike
                     labels=first.labels, split=split,
                     extra={"ensemble_of": files, "cv": {k: v for k, v in (held_out or {}).items() if k != "split"}})
     try_export(out / "best.pt", log=log)
-    for name, frame in ((CV_ITEMS, table), (BY_SIZE, None if sizes is None else sizes.round(4))):
+    for name, frame in ((CV_ITEMS, table), (BY_SIZE, None if sizes is None else sizes.round(4)),
+                        (CV_ITEMS_ONLY, table_only)):
         if frame is not None:
             atomic_write(out / name, frame.to_csv(index=False))
         else:  # not a figure of these sources: one an earlier ensemble wrote into this folder goes
             (out / name).unlink(missing_ok=True)
     summary = {"sources": [str(Path(s)) for s in sources], "members": len(members), "model": net.config.name,
-               "labels": first.labels, "held_out": held_out, "note": why_not,
+               "labels": first.labels, "held_out": held_out, "held_out_only": held_only, "note": why_not,
                "by_size": None if sizes is None else sizes.round(4).to_dict(orient="records")}
     atomic_write(out / SUMMARY, json.dumps(summary, indent=2))
     return summary

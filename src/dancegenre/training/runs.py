@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -19,7 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from dancegenre.errors import EmptyInputError
+from dancegenre.errors import ConfigError, EmptyInputError
 from dancegenre.safety import atomic_write
 
 RESULTS, HISTORY, CV, SPLIT = "results.json", "metrics.csv", "cv.json", "split.csv"
@@ -132,6 +133,46 @@ def averaged_verdicts(tables: list[pd.DataFrame]) -> pd.DataFrame:
                         "predicted": np.asarray([c[2:] for c in probs], dtype=object)[mean.argmax(1)]})
     for j, c in enumerate(probs):
         out[c] = mean[:, j]
+    return out
+
+
+def genre_subset(wanted: Sequence[str], labels: Sequence[str], what: str = "--only") -> list[int]:
+    """The positions in ``labels`` (a model's genres) of the genres ``wanted``, in the
+    model's order.  Raises ConfigError for a genre the model does not have, or fewer
+    than two: a verdict among one genre says nothing."""
+    wanted = [str(g).strip() for g in wanted if str(g).strip()]
+    unknown = sorted(set(wanted) - set(labels))
+    if unknown:
+        raise ConfigError(f"{what}: not a genre of this model: {', '.join(unknown)} (it has {', '.join(labels)})")
+    keep = [i for i, lab in enumerate(labels) if lab in set(wanted)]
+    if len(keep) < 2:
+        raise ConfigError(f"{what} must name at least two of the model's genres ({', '.join(labels)})")
+    return keep
+
+
+def among(probs: np.ndarray, keep: Sequence[int]) -> np.ndarray:
+    """Probabilities (n, genres) over the genres at ``keep`` only, each row summing to 1:
+    the model's belief given that the answer is one of them.  A row with no mass there
+    (every kept probability rounded to 0) becomes uniform."""
+    part = np.asarray(probs, dtype=np.float64)[:, list(keep)]
+    total = part.sum(axis=1, keepdims=True)
+    return np.where(total > 0, part / np.where(total > 0, total, 1.0), 1.0 / len(keep)).astype(np.float32)
+
+
+def restricted_verdicts(table: pd.DataFrame, genres: Sequence[str]) -> pd.DataFrame:
+    """A verdict table (``cv-items``, :func:`averaged_verdicts`) cut to the items labelled
+    with one of ``genres``, each item's probabilities over those genres only
+    (:func:`among`) and its verdict the most likely of them: how a model of more genres
+    scores when the question is only among these (``ensemble --only``, ``predict --only``)."""
+    labels = [c[2:] for c in table.columns if c.startswith("p_")]
+    keep = genre_subset(genres, labels)
+    kept = [labels[i] for i in keep]
+    rows = table[table["label"].astype(str).isin(kept)]
+    probs = among(rows[[f"p_{g}" for g in labels]].to_numpy(dtype=float), keep)
+    out = pd.DataFrame({"item": rows["item"].to_numpy(), "label": rows["label"].to_numpy(),
+                        "predicted": np.asarray(kept, dtype=object)[probs.argmax(1)] if len(rows) else []})
+    for j, g in enumerate(kept):
+        out[f"p_{g}"] = probs[:, j].round(6)
     return out
 
 
