@@ -61,6 +61,11 @@ def add_scheduler_option(p: argparse.ArgumentParser) -> None:
                         "e.g. tcp://10.0.0.5:8786")
 
 
+def genre_list(text: str) -> list[str]:
+    """``a,b,c`` -> ["a", "b", "c"]: the genres of --labels and --only (checked where used)."""
+    return [g.strip() for g in text.split(",")]
+
+
 def existing_path(text: str) -> Path:
     path = Path(text)
     if not path.exists():

@@ -9,6 +9,7 @@ from dancegenre.cli.common import (
     add_scheduler_option,
     command,
     existing_path,
+    genre_list,
     positive_int,
     probability,
 )
@@ -168,7 +169,7 @@ def _add_evaluate_predict(sub: argparse._SubParsersAction) -> None:
                    help="with --sort-into or --write-tags: only show what would happen")
     p.add_argument("--top-k", type=positive_int, default=1,
                    help="also give the runners-up: genre_2, p_2 ... genre_K, p_K (default %(default)s)")
-    p.add_argument("--only", type=lambda s: s.split(","), default=None, metavar="GENRE,GENRE...",
+    p.add_argument("--only", type=genre_list, default=None, metavar="GENRE,GENRE...",
                    help="verdicts among these of the model's genres only (at least two), their probabilities "
                         "scaled to sum to 1: e.g. a 7-subgenre model asked about 5 of them")
     p.add_argument("--write-tags", action="store_true",
@@ -205,7 +206,7 @@ def _add_evaluate_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, required=True,
                    help="new folder: best.pt and best.onnx (use it like a run), ensemble.json, and cv-items.csv "
                         "and ensemble-size.csv when every source is a cross-validation of the same items")
-    p.add_argument("--only", type=lambda s: s.split(","), default=None, metavar="GENRE,GENRE...",
+    p.add_argument("--only", type=genre_list, default=None, metavar="GENRE,GENRE...",
                    help="also give the held-out figure among these genres only: their items, the most likely of "
                         "them as the verdict (what predict --only gives); the model keeps every genre")
 

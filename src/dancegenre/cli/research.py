@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from dancegenre.cli.common import command, existing_path, positive_int
+from dancegenre.cli.common import command, existing_path, genre_list, positive_int
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -28,7 +28,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("features", type=existing_path, help="CSV from `dancegenre features`")
     p.add_argument("--split-by", default="track_id", help="grouping column (default %(default)s; item for none)")
     p.add_argument("--folds", type=positive_int, default=5)
-    p.add_argument("--labels", type=lambda s: s.split(","), default=None, help="only these genres")
+    p.add_argument("--labels", type=genre_list, default=None, help="only these genres")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=None, help="JSON file for the results")
 
