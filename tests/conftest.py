@@ -139,6 +139,29 @@ def trained_run(corpus_store: Path, tmp_path_factory: pytest.TempPathFactory) ->
     return out
 
 
+@pytest.fixture(scope="session")
+def three_genre_run(corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small cnn1d run on three genres: the synthetic corpus with the clips of two of
+    its four techno artists labelled acid (a catalog of its own; the corpus is unchanged)."""
+    import pandas as pd
+
+    from dancegenre.config import TrainConfig
+    from dancegenre.data.store import prepare
+    from dancegenre.training.fit import fit
+
+    root = tmp_path_factory.mktemp("three")
+    catalog = pd.read_csv(corpus / "catalog.csv")
+    catalog["path"] = [str(corpus / p) for p in catalog["path"]]
+    acid = (catalog["label"] == "techno") & catalog["artist"].str.endswith(("_01", "_03"))
+    catalog.loc[acid, "label"] = "acid"
+    catalog.to_csv(root / "catalog.csv", index=False)
+    prepare(root / "catalog.csv", root / "store", workers=2, progress=False)
+    out = root / "run"
+    fit(root / "store", out=out, config=TrainConfig(epochs=3, batch_size=32, val_fraction=0.25, test_fraction=0.3,
+                                                    split_by="track_id"), progress=False, log=lambda *a: None)
+    return out
+
+
 # ---- the pretrained musicnn weights (tests/test_pretrained.py, the musicnn transfer tests)
 
 MUSICNN_WHEEL = os.environ.get("DANCEGENRE_MUSICNN_WHEEL")

@@ -569,8 +569,8 @@ def test_figure_outputs_and_store_option(trained_run, music, tmp_path, capsys):
 
 
 def test_only_names_genres_of_the_model(trained_run, music, tmp_path, capsys):
-    """predict --only: a genre the model lacks, one genre, an empty list, a path or markup
-    as a genre: one line, nothing written."""
+    """predict --only and serve --only: a genre the model lacks, one genre, an empty list,
+    a path or markup as a genre: one line, nothing written, no server started."""
     a = music / "techno" / "t0.wav"
     out = tmp_path / "p.csv"
     for only, needle in [("techno,house", "not a genre of this model: house"),
@@ -578,6 +578,8 @@ def test_only_names_genres_of_the_model(trained_run, music, tmp_path, capsys):
                          ("techno,../../etc", "not a genre of this model"),
                          ("techno,<b>edm</b>", "not a genre of this model")]:
         refused(capsys, tmp_path, "predict", "-q", trained_run, a, "--only", only, "--out", out, needle=needle)
+        # serve: refused before it listens
+        refused(capsys, tmp_path, "serve", trained_run, "--port", "0", "--only", only, needle=needle)
     # both of a 2-genre model's genres: the verdicts it gives without --only
     code, _, _ = cli(capsys, "predict", "-q", trained_run, a, "--only", " techno , edm ", "--out", out)
     assert code == 0

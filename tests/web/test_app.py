@@ -224,3 +224,55 @@ def test_model_page_and_api(app, trained_run, tmp_path):
     shutil.copy(trained_run / "best.pt", tmp_path / "alone.pt")
     alone = create_app(tmp_path / "alone.pt").test_client().get("/model")
     assert alone.status_code == 200 and "No results.json beside this checkpoint" in alone.get_data(as_text=True)
+
+
+def test_only_gives_verdicts_among_some_genres(three_genre_run, tmp_path):
+    """serve --only: the answers' probabilities over the kept genres only, the same as
+    predict --only; /api/model and /model name them and give the held-out figures among
+    them from the run's test items; a genre the model lacks is refused before serving."""
+    import numpy as np
+    import pandas as pd
+
+    from dancegenre.errors import ConfigError
+    from dancegenre.inference.classifier import Classifier
+    from dancegenre.training.runs import restricted_verdicts
+    from dancegenre.training.scoring import verdict_metrics
+
+    full = create_app(three_genre_run).test_client()
+    client = create_app(three_genre_run, only=["techno", "acid"]).test_client()
+    data = wav_bytes(seed=5)
+    body = post(client, "clip.wav", data).json
+    assert set(body["probabilities"]) == {"acid", "techno"} and body["genre"] in ("acid", "techno")
+    assert abs(sum(body["probabilities"].values()) - 1) < 1e-3
+    assert all(set(row) >= {"acid", "techno"} and "edm" not in row for row in body["timeline"])
+    (tmp_path / "clip.wav").write_bytes(data)
+    clf = Classifier.load(three_genre_run)
+    clf.restrict(["acid", "techno"])
+    direct = clf.predict(tmp_path / "clip.wav")
+    assert body["probabilities"] == pytest.approx(direct.probabilities, abs=1e-4)
+    plain = post(full, "clip.wav", data).json["probabilities"]
+    scale = plain["acid"] + plain["techno"]
+    assert body["probabilities"]["acid"] == pytest.approx(plain["acid"] / scale, abs=1e-4)
+
+    model, before = client.get("/api/model").json, full.get("/api/model").json
+    assert model["genres"] == ["acid", "techno"] and model["model_genres"] == ["acid", "edm", "techno"]
+    assert before["only"] is None and before["model_genres"] == before["genres"] == model["model_genres"]
+    assert model["colors"] == before["colors"] and model["test"] == before["test"]  # the model's own figures
+    among = verdict_metrics(restricted_verdicts(pd.read_csv(three_genre_run / "test-items.csv"), ["acid", "techno"]))
+    got = model["only"]["held_out"]
+    assert got["n"] == among["n"] == 3 and got["accuracy"] == pytest.approx(among["accuracy"])
+    assert got["confusion"] == among["confusion"] and model["only"]["items_of"] == "test items of its run"
+    assert np.asarray(got["confusion"]).shape == (2, 2)
+    html = client.get("/model").get_data(as_text=True)
+    assert "verdicts among 2 of its 3 genres" in html and "Among acid, techno only" in html
+    assert 'class="confusion only"' in html and "<td>no</td>" in html
+    assert "const GENRES = [\"acid\", \"techno\"]" in client.get("/").get_data(as_text=True)
+    assert "Among" not in full.get("/model").get_data(as_text=True)
+
+    alone = tmp_path / "alone.pt"  # no held-out verdicts beside it
+    alone.write_bytes((three_genre_run / "best.pt").read_bytes())
+    page = create_app(alone, only=["edm", "techno"]).test_client().get("/model").get_data(as_text=True)
+    assert "how it does\namong these genres only is unknown" in page
+    for only, words in [(["techno", "house"], "not a genre of this model: house"), (["techno"], "at least two")]:
+        with pytest.raises(ConfigError, match=words):
+            create_app(three_genre_run, only=only)

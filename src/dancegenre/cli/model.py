@@ -112,6 +112,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                    help="let pages of this origin (https://example.org, or *) POST to /api/predict; repeatable")
     p.add_argument("--request-timeout", type=positive_int, default=30,
                    help="close a connection silent this many seconds (default %(default)s)")
+    p.add_argument("--only", type=genre_list, default=None, metavar="GENRE,GENRE...",
+                   help="verdicts among these of the model's genres only (at least two), as predict --only "
+                        "gives them; /model adds the held-out figures among them")
 
 
 @command("train")
@@ -409,5 +412,6 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     from dancegenre.web.app import serve
 
     serve(args.checkpoint, host=args.host, port=args.port, max_upload_mb=args.max_upload_mb,
-          allow_hosts=args.allow_host, allow_origins=args.allow_origin, request_timeout=args.request_timeout)
+          allow_hosts=args.allow_host, allow_origins=args.allow_origin, request_timeout=args.request_timeout,
+          only=args.only)
     return 0

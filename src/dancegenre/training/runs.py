@@ -208,6 +208,23 @@ def results_beside(checkpoint: str | os.PathLike[str]) -> dict[str, Any]:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
+def held_out_beside(checkpoint: str | os.PathLike[str]) -> tuple[pd.DataFrame, str] | None:
+    """The held-out verdicts of the run a checkpoint file sits in, and which items they
+    are: its ``test-items.csv`` (a run's test side) or ``cv-items.csv`` (an ensemble of
+    cross-validations: every item out of fold).  None where there is neither, or it
+    cannot be read."""
+    folder = Path(checkpoint).parent
+    for name, words in ((TEST_ITEMS, "test items of its run"),
+                        (CV_ITEMS, "out-of-fold items of its cross-validation(s)")):
+        path = folder / name
+        if path.exists():
+            try:
+                return pd.read_csv(path, keep_default_na=False), words
+            except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError):
+                return None
+    return None
+
+
 def split_beside(checkpoint: str | os.PathLike[str]) -> pd.DataFrame | None:
     """``split.csv`` of the run a checkpoint file sits in (item, label, group, side),
     or None where the run has none (an ensemble, a copied .pt)."""

@@ -24,6 +24,7 @@ import os
 import shutil
 import tempfile
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,7 @@ from dancegenre.audio.decode import AUDIO_EXTENSIONS, load
 from dancegenre.audio.frontend import log_mel
 from dancegenre.errors import ConfigError, DanceGenreError
 from dancegenre.inference.classifier import Classifier
-from dancegenre.training.runs import results_beside
+from dancegenre.training.runs import held_out_beside, results_beside
 
 DEFAULT_MAX_UPLOAD_MB = 100  # a 2-hour 128 kbps mix is ~115 MB; previews are < 1 MB
 DEFAULT_REQUEST_TIMEOUT = 30  # seconds a connection may stay silent (mid-upload too)
@@ -73,7 +74,8 @@ def frontend_words(config: Any) -> str:
 def model_summary(clf: Classifier) -> dict[str, Any]:
     """What ``/model`` shows and ``/api/model`` answers: the genres (with how many items
     of each trained, validated and tested), the network and its front end, the split,
-    and the validation and test metrics of the run the checkpoint comes from."""
+    and the validation and test metrics of the run the checkpoint comes from
+    (``only``: None; see :func:`restricted_summary`)."""
     from dancegenre.models.registry import count_parameters
     from dancegenre.present.figures import genre_colors
     from dancegenre.training.runs import split_beside
@@ -91,13 +93,35 @@ def model_summary(clf: Classifier) -> dict[str, Any]:
         per_genre = {}
     validation = results.get("validation") or ({"summary": ckpt.validation} if ckpt.validation else {})
     return {
-        "genres": clf.labels, "colors": genre_colors(clf.labels), "items_per_genre": per_genre,
+        "genres": clf.labels, "model_genres": clf.labels, "only": None,
+        "colors": genre_colors(clf.labels), "items_per_genre": per_genre,
         "model": {**ckpt.model_config.to_dict(), "parameters": count_parameters(ckpt.model)},
         "features": ckpt.feature_config.to_dict(), "frontend": frontend_words(ckpt.feature_config),
         "split_by": ckpt.split.get("column"), "items_per_side": sides, "seed": ckpt.split.get("seed"),
         "epoch": ckpt.epoch, "ensemble_of": ckpt.ensemble_of, "cv": ckpt.cv,
         "validation": validation, "test": results.get("test") or {},
     }
+
+
+def restricted_summary(summary: dict[str, Any], clf: Classifier) -> dict[str, Any]:
+    """``summary`` (:func:`model_summary`) for a classifier restricted to some of its
+    genres (``serve --only``): ``genres`` become those, ``model_genres`` keeps every
+    genre the network knows (its figures and ``items_per_genre`` stay those of every
+    genre), and ``only`` holds the held-out figures among the kept genres, computed from
+    the verdicts beside the checkpoint the way the restricted verdicts are given
+    (:func:`~dancegenre.training.runs.restricted_verdicts`), or None where there are none."""
+    from dancegenre.training.runs import restricted_verdicts
+    from dancegenre.training.scoring import verdict_metrics
+
+    only: dict[str, Any] = {"genres": list(clf.labels), "held_out": None, "items_of": None}
+    beside = held_out_beside(clf.checkpoint.path)
+    if beside is not None:
+        table, words = beside
+        cut = restricted_verdicts(table, clf.labels) if set(clf.labels) <= {c[2:] for c in table.columns
+                                                                            if c.startswith("p_")} else None
+        if cut is not None and len(cut):
+            only["held_out"], only["items_of"] = verdict_metrics(cut), words
+    return {**summary, "genres": list(clf.labels), "model_genres": list(clf.all_labels), "only": only}
 
 
 def confusion_png(matrix: list[list[int]], labels: list[str], title: str) -> str:
@@ -150,7 +174,11 @@ def openapi_spec() -> dict[str, Any]:
                         "features": {"type": "object"}, "frontend": {"type": "string"},
                         "split_by": {"type": "string"}, "items_per_side": {"type": "object"},
                         "validation": {"type": "object", "description": "{item, segment} metrics"},
-                        "test": {"type": "object", "description": "{item, segment} metrics"}}}}}}}}},
+                        "test": {"type": "object", "description": "{item, segment} metrics"},
+                        "model_genres": {"type": "array", "items": {"type": "string"},
+                                         "description": "with serve --only: every genre of the network"},
+                        "only": {"type": "object", "description": "with serve --only: the genres of the verdicts "
+                                 "and the held-out item metrics among them (held_out, items_of)"}}}}}}}}},
             "/model": {"get": {"summary": "The same as a page for people (HTML)",
                                "responses": {"200": {"description": "text/html"}}}},
         },
@@ -204,8 +232,12 @@ def finite_json(value: Any) -> Any:
 
 
 def create_app(checkpoint: str | os.PathLike[str], *, max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB,
-               allowed_hosts: set[str] | None = None, allow_origins: list[str] | tuple[str, ...] = ()) -> Any:
+               allowed_hosts: set[str] | None = None, allow_origins: list[str] | tuple[str, ...] = (),
+               only: Sequence[str] | None = None) -> Any:
     """The Flask app for ``checkpoint`` (a run folder or .pt file).
+
+    ``only``: verdicts among these of the model's genres (at least two; see
+    :meth:`Classifier.restrict`); raises ConfigError for a genre the model lacks.
 
     ``allowed_hosts``: the Host names answered (see :func:`host_names`); None answers
     any (the test client).  ``allow_origins``: origins (``https://example.org``) whose
@@ -269,6 +301,14 @@ def create_app(checkpoint: str | os.PathLike[str], *, max_upload_mb: float = DEF
     confusion = summary[held_out].get("item", {}).get("confusion")
     confusion_image = confusion_png(confusion, clf.labels, f"{held_out} items (one verdict per file)") \
         if confusion else None
+    only_confusion = None
+    if only is not None:
+        clf.restrict(only)
+        summary = restricted_summary(summary, clf)
+        among = summary["only"]["held_out"]
+        if among is not None:
+            only_confusion = confusion_png(among["confusion"], clf.labels,
+                                           f"held-out items among {len(clf.labels)} genres")
 
     @app.get("/")
     def index() -> Response:
@@ -278,7 +318,8 @@ def create_app(checkpoint: str | os.PathLike[str], *, max_upload_mb: float = DEF
     @app.get("/model")
     def model_page() -> Response:
         return Response(render("model.html", package=WEB, css=css, summary=summary, confusion=confusion_image,
-                               confusion_side=held_out, checkpoint=Path(clf.checkpoint.path).name),
+                               confusion_side=held_out, only_confusion=only_confusion,
+                               checkpoint=Path(clf.checkpoint.path).name),
                         mimetype="text/html")
 
     @app.get("/api/model")
@@ -335,7 +376,8 @@ def make_server(app: Any, *, host: str = "127.0.0.1", port: int = 8000, max_uplo
 
 def serve(checkpoint: str | os.PathLike[str], *, host: str = "127.0.0.1", port: int = 8000,
           max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB, allow_hosts: list[str] | tuple[str, ...] = (),
-          allow_origins: list[str] | tuple[str, ...] = (), request_timeout: float = DEFAULT_REQUEST_TIMEOUT) -> None:
+          allow_origins: list[str] | tuple[str, ...] = (), request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
+          only: Sequence[str] | None = None) -> None:
     """Serve the app with waitress until Ctrl-C.
 
     Raises
@@ -344,7 +386,7 @@ def serve(checkpoint: str | os.PathLike[str], *, host: str = "127.0.0.1", port: 
         The address cannot be listened on.
     """
     app = create_app(checkpoint, max_upload_mb=max_upload_mb, allowed_hosts=host_names(host, allow_hosts),
-                     allow_origins=allow_origins)
+                     allow_origins=allow_origins, only=only)
     try:
         server = make_server(app, host=host, port=port, max_upload_mb=max_upload_mb, request_timeout=request_timeout)
     except OSError as exc:
