@@ -167,3 +167,43 @@ def test_stage_then_rest_is_the_network(finetune):
         b = net.backbone
         expected = sum(p.numel() for m in (b.input_bn, b.timbral, b.temporal) for p in m.parameters())
         assert sum(p.numel() for p in net.stage_module().parameters()) == expected
+
+
+def test_embedder_runs_musicnn_with_onnxruntime(weights_cache, monkeypatch):
+    """embed and tag run the pretrained network with onnxruntime, from an ONNX file made
+    once in the cache folder: the values of torch and of the original graph within the
+    parity tolerance.  A damaged cache file is made again; where none can be written,
+    torch serves and the vectors are the same."""
+    from dancegenre.inference.embed import Embedder
+
+    ref = np.load(REFERENCE)
+    x = np.ascontiguousarray(ref["patches"].astype(np.float32).transpose(0, 2, 1))  # (B, 96, 187)
+    quiet = {"log": lambda *_: None}
+    fast = Embedder.load("musicnn-msd", **quiet)
+    made = list((weights_cache / "onnx").glob("musicnn-msd-*.onnx"))
+    assert fast.session is not None and len(made) == 1
+    plain = Embedder(fast.model, fast.config, name="musicnn-msd", kind="pretrained", tags=fast.tags)
+    (vectors, tags), (torch_vectors, torch_tags) = fast(x), plain(x)
+    assert np.abs(tags - torch_tags).max() < 1e-5
+    assert vectors.shape == (len(x), 1756) and tags.shape == (len(x), 50)
+    assert np.abs(vectors - torch_vectors).max() / np.abs(torch_vectors).max() < 1e-5
+    assert np.abs(tags - ref["msd_taggram"]).max() < 1e-4
+    layer, _ = Embedder.load("musicnn-msd", layer="max_pool", **quiet)(x)
+    assert np.abs(layer - ref["msd_max_pool"]).max() / np.abs(ref["msd_max_pool"]).max() < 1e-4
+    assert len(list((weights_cache / "onnx").glob("*.onnx"))) == 1  # made once
+
+    made[0].write_bytes(b"not an ONNX file")
+    again = Embedder.load("musicnn-msd", **quiet)
+    assert again.session is not None and made[0].stat().st_size > 1_000_000
+    assert np.allclose(again(x)[0], vectors, rtol=0, atol=1e-5)
+
+    def unwritable(*_, **__):
+        raise OSError("read-only file system")
+
+    made[0].unlink()
+    said: list[str] = []
+    monkeypatch.setattr("dancegenre.training.export.export_backbone", unwritable)
+    slow = Embedder.load("musicnn-msd", log=said.append)
+    assert slow.session is None and not made[0].exists()
+    assert any("runs with torch" in s and "read-only" in s for s in said)
+    assert np.allclose(slow(x)[0], torch_vectors, rtol=0, atol=1e-6)

@@ -52,7 +52,7 @@ class PortableModel:
     def open(cls, path: str | os.PathLike[str]) -> PortableModel:
         """Raises CheckpointError for a file that is not a dancegenre ONNX model."""
         path = Path(path)
-        session = _load(path, os.cpu_count() or 1)
+        session = open_session(path, os.cpu_count() or 1)
         model = cls(path, _metadata(session, path))
         outputs = session.get_outputs()
         if outputs[0].shape[-1] != len(model.labels) or len(outputs) != 1 + bool(model.tags):
@@ -64,7 +64,7 @@ class PortableModel:
     def _session(self) -> Any:
         n = max(1, int(self.threads))
         if n not in self._sessions:
-            self._sessions[n] = _load(self.path, n)
+            self._sessions[n] = open_session(self.path, n)
         return self._sessions[n]
 
     def set_threads(self, n: int) -> int:
@@ -78,8 +78,9 @@ class PortableModel:
         return out[0], (out[1] if len(out) > 1 else None)
 
 
-def _load(path: Path, threads: int) -> Any:
-    """An onnxruntime session of ``path`` on ``threads`` threads (CPU)."""
+def open_session(path: Path, threads: int) -> Any:
+    """An onnxruntime session of ``path`` on ``threads`` threads (CPU).  Raises
+    CheckpointError for a missing or damaged file; ImportError without onnxruntime."""
     if not path.is_file():
         raise CheckpointError(f"no ONNX model at {path}")
     import onnxruntime as ort
