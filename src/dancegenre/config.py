@@ -158,6 +158,7 @@ PRETRAINED_NAMES = ("musicnn-msd", "musicnn-mtt")  # networks whose weights come
 ACTIVATIONS = ("relu", "elu", "gelu", "silu", "selu", "leaky_relu", "mish", "tanh", "softplus")
 POOLINGS = ("max", "avg", "meanmaxl2")
 EMBED_LAYERS = ("all", "max_pool", "mean_pool", "penultimate", "taggram")  # `embed --layer`
+ENGINES = ("auto", "onnx", "torch")  # `--engine` of predict, embed and tag: onnxruntime or torch
 
 
 @dataclass(frozen=True)

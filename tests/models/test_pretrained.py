@@ -16,7 +16,7 @@ import torch
 
 from dancegenre.audio.frontend import log_mel
 from dancegenre.config import FeatureConfig
-from dancegenre.errors import CheckpointError
+from dancegenre.errors import CheckpointError, ConfigError
 from dancegenre.models.musicnn import MusiCNNBackbone
 from dancegenre.models.tfbundle import crc32c, read_bundle, read_index
 from tests.conftest import need_wheel
@@ -207,3 +207,6 @@ def test_embedder_runs_musicnn_with_onnxruntime(weights_cache, monkeypatch):
     assert slow.session is None and not made[0].exists()
     assert any("runs with torch" in s and "read-only" in s for s in said)
     assert np.allclose(slow(x)[0], torch_vectors, rtol=0, atol=1e-6)
+    with pytest.raises(ConfigError, match="--engine onnx: musicnn-msd cannot run with onnxruntime here"):
+        Embedder.load("musicnn-msd", engine="onnx", **quiet)
+    assert Embedder.load("musicnn-msd", engine="torch", **quiet).session is None

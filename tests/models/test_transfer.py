@@ -169,6 +169,16 @@ def test_embed_files_catalog_store_and_resume(weights_cache, corpus, musicnn_sto
     assert main(["embed", "-q", str(catalog), "--out", str(again)]) == 0
     assert list(pd.read_csv(tmp_path / "again.csv")["label"]) == ["edm", "edm"]
     assert np.allclose(np.load(again), vectors, atol=1e-5)
+    # the same network through torch (--engine torch) and onnxruntime (auto, the default)
+    plain = tmp_path / "plain.npy"
+    assert main(["embed", "-q", *map(str, files), "--out", str(plain), "--engine", "torch"]) == 0
+    assert np.abs(np.load(plain) - vectors).max() / np.abs(vectors).max() < 1e-5
+    tags = {}
+    for engine in ("onnx", "torch"):
+        assert main(["tag", "-q", str(files[0]), "--out", str(tmp_path / f"{engine}.csv"), "--engine", engine]) == 0
+        tags[engine] = pd.read_csv(tmp_path / f"{engine}.csv")
+    assert tags["onnx"]["tag1"].tolist() == tags["torch"]["tag1"].tolist()
+    assert np.allclose(tags["onnx"]["p1"], tags["torch"]["p1"], atol=1e-3)
 
 
 def test_embed_resumes_from_journal(weights_cache, corpus, tmp_path, monkeypatch):
@@ -198,7 +208,7 @@ def test_embed_resumes_from_journal(weights_cache, corpus, tmp_path, monkeypatch
     assert not (tmp_path / "e.npy.pending").exists()
 
 
-def test_embed_and_tag_refuse_hostile_outputs(weights_cache, corpus, tmp_path, capsys):
+def test_embed_and_tag_refuse_hostile_outputs(weights_cache, corpus, trained_run, tmp_path, capsys):
     victim = tmp_path / "keep.npy"
     victim.write_bytes(b"user data")
     audio = sorted((corpus / "edm").glob("*.flac"))[0]
@@ -213,6 +223,11 @@ def test_embed_and_tag_refuse_hostile_outputs(weights_cache, corpus, tmp_path, c
     assert victim.read_bytes() == b"user data" and not csv_victim.exists()
     assert main(["embed", "-q", str(audio), "--out", str(tmp_path / "x.npy"), "--model", "nope"]) == 2
     assert "neither a pretrained model" in capsys.readouterr().err
+    assert main(["embed", "-q", str(audio), "--out", str(tmp_path / "x.npy"), "--model", str(trained_run),
+                 "--engine", "onnx"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "a run's penultimate layer runs with torch" in err[0]
+    assert not (tmp_path / "x.npy").exists()
 
 
 def test_tag_bad_file_and_bad_options_are_one_line(weights_cache, corpus, musicnn_store, tmp_path, capsys):

@@ -13,7 +13,13 @@ from dancegenre.cli.common import (
     positive_int,
     probability,
 )
-from dancegenre.config import ACTIVATIONS, MODEL_DEFAULTS, POOLINGS, TrainConfig
+from dancegenre.config import (
+    ACTIVATIONS,
+    ENGINES,
+    MODEL_DEFAULTS,
+    POOLINGS,
+    TrainConfig,
+)
 from dancegenre.errors import ConfigError
 
 
@@ -188,7 +194,7 @@ def _add_evaluate_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=positive_int, default=None, help="decoding processes (default: all cores)")
     add_scheduler_option(p)
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 ... where the network runs (default %(default)s)")
-    p.add_argument("--engine", choices=["auto", "onnx", "torch"], default="auto",
+    p.add_argument("--engine", choices=ENGINES, default="auto",
                    help="run the network from the run's ONNX export (onnxruntime, no torch import) or from its "
                         "checkpoint (torch); auto takes the export on the CPU when it matches the checkpoint "
                         "(default %(default)s)")

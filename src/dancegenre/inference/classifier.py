@@ -29,7 +29,7 @@ import pandas as pd
 
 from dancegenre.audio.decode import is_audio_path
 from dancegenre.audio.frontend import device_segments, iter_segments, whole_mono
-from dancegenre.config import FeatureConfig
+from dancegenre.config import ENGINES, FeatureConfig
 from dancegenre.errors import (
     CheckpointError,
     ConfigError,
@@ -41,7 +41,6 @@ if TYPE_CHECKING:
     from dancegenre.inference.portable import PortableModel
     from dancegenre.training.checkpoint import Checkpoint
 
-ENGINES = ("auto", "onnx", "torch")
 FEATURES = ("auto", "workers", "device")  # where segments are computed: auto = on a GPU if the network is there
 
 LONG_FILE_BYTES = 30 << 20  # files above this are streamed in the main process, not the pool

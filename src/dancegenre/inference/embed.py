@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from dancegenre.config import EMBED_LAYERS as LAYERS
+from dancegenre.config import ENGINES
 from dancegenre.data.jobs import Journal, cache_keys
 from dancegenre.models.embedding import compute_features, store_features, weights_digest
 
@@ -38,21 +39,31 @@ class Embedder:
         self.session = session  # onnxruntime, for a pretrained network (backbone_session); None: torch
 
     @classmethod
-    def load(cls, model: str | os.PathLike[str], *, layer: str = "all", log: Callable[[str], Any] = print) -> Embedder:
+    def load(cls, model: str | os.PathLike[str], *, layer: str = "all", engine: str = "auto",
+             log: Callable[[str], Any] = print) -> Embedder:
+        """``engine``: how a pretrained network runs: ``auto`` with onnxruntime where it
+        can (:func:`backbone_session`), else torch; ``onnx`` insists; ``torch`` always.
+        A run's penultimate layer runs with torch."""
         from dancegenre.config import FeatureConfig
         from dancegenre.errors import ConfigError
         from dancegenre.models.musicnn import PRETRAINED, MusiCNNBackbone
 
         if layer not in LAYERS:
             raise ConfigError(f"unknown layer {layer!r}; choose from {', '.join(LAYERS)}")
+        if engine not in ENGINES:
+            raise ConfigError(f"unknown engine {engine!r}; choose from {', '.join(ENGINES)}")
         if str(model) in PRETRAINED:
             from dancegenre.models.pretrained import load_backbone_state
 
             net = MusiCNNBackbone()
             net.load_state_dict(load_backbone_state(str(model), log=log))
             net.eval()
+            session = None if engine == "torch" else backbone_session(str(model), net, log=log)
+            if session is None and engine == "onnx":
+                raise ConfigError(f"--engine onnx: {model} cannot run with onnxruntime here (is it installed? "
+                                  "is the cache folder writable?); use --engine torch")
             return cls(net, FeatureConfig.preset("musicnn"), name=str(model), kind="pretrained", layer=layer,
-                       tags=PRETRAINED[str(model)][1], session=backbone_session(str(model), net, log=log))
+                       tags=PRETRAINED[str(model)][1], session=session)
         from dancegenre.training.checkpoint import load_checkpoint
 
         if not Path(model).exists():
@@ -61,6 +72,8 @@ class Embedder:
         ckpt = load_checkpoint(model)
         if layer != "all":
             raise ConfigError("--layer names a musicnn layer; a run gives its penultimate layer")
+        if engine == "onnx":
+            raise ConfigError("--engine onnx runs a pretrained network; a run's penultimate layer runs with torch")
         tags = PRETRAINED[ckpt.model_config.name][1] if ckpt.model_config.name in PRETRAINED else []
         return cls(ckpt.model, ckpt.feature_config, name=str(ckpt.path), kind="run", tags=tags)
 
@@ -178,7 +191,7 @@ def _store_segments(store_path: str, embedder: Embedder) -> Any:
 
 def embed_files(inputs: list[str | os.PathLike[str]], out: str | os.PathLike[str], *,
                 model: str | os.PathLike[str] = "musicnn-msd", layer: str = "all", per_segment: bool = False,
-                workers: int | None = None, progress: bool = True,
+                workers: int | None = None, progress: bool = True, engine: str = "auto",
                 log: Callable[[str], Any] = print) -> pd.DataFrame:
     """Write one vector per file (the mean of its segments') or per segment to ``out``.
 
@@ -211,7 +224,7 @@ def embed_files(inputs: list[str | os.PathLike[str]], out: str | os.PathLike[str
             import pyarrow  # noqa: F401
         except ImportError:
             raise ConfigError("--out .parquet needs pyarrow (pip install pyarrow); or use .npy") from None
-    embedder = Embedder.load(model, layer=layer, log=log)
+    embedder = Embedder.load(model, layer=layer, engine=engine, log=log)
     from_store = {s: _store_segments(s, embedder) for s in sources["store"].unique() if s}
 
     # ---- the journal of an interrupted run: rows.jsonl + vectors.f32, appended per file
@@ -303,7 +316,7 @@ def embed_files(inputs: list[str | os.PathLike[str]], out: str | os.PathLike[str
 
 def tag_files(inputs: list[str | os.PathLike[str]], *, model: str = "musicnn-msd", top: int = 5,
               out: str | os.PathLike[str] | None = None, timeline: str | os.PathLike[str] | None = None,
-              progress: bool = True, log: Callable[[str], Any] = print) -> pd.DataFrame:
+              progress: bool = True, engine: str = "auto", log: Callable[[str], Any] = print) -> pd.DataFrame:
     """The pretrained network's tags for every file: the mean taggram over its 3-s patches.
 
     Returns one row a file (path, the ``top`` tags with their probabilities as
@@ -334,7 +347,7 @@ def tag_files(inputs: list[str | os.PathLike[str]], *, model: str = "musicnn-msd
     for target, what in ((out, "--out"), (timeline, "--timeline")):
         if target is not None:
             check_output_file(target, inputs=given, what=what)
-    embedder = Embedder.load(model, log=log)
+    embedder = Embedder.load(model, engine=engine, log=log)
     cfg = embedder.config
     rows, lines = [], []
     from tqdm import tqdm
