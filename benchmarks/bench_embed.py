@@ -4,13 +4,15 @@
 
 (1) ``dancegenre embed CLIPS --model musicnn-msd --out X.npy`` in a fresh process, timed
     as a user runs it (start-up, weights from the cache, decoding, musicnn on 10
-    non-overlapping 3-s patches a clip), against decoding alone and, where
+    non-overlapping 3-s patches a clip, through onnxruntime), against the same command
+    with ``--engine torch`` (the network in torch), decoding alone and, where
     ``DANCEGENRE_MUSICNN_TF_PYTHON`` names a Python with TensorFlow and musicnn, the
     original TF1 graph (built once, the network alone) in the same run.  Target:
     >= 10 tracks/s on 2 cores.
 (1b) A per-stage profile of the front end, and its share of embed's time.
 (2) The network alone, in this process: ms per 3-s patch at batch sizes 1 and 16 on all
-    cores, and at batch 1 on one thread (the original is timed both ways too).
+    cores, and at batch 1 on one thread, in torch and in onnxruntime (the original is
+    timed both ways too).
 (3) ``dancegenre train STORE --model musicnn-msd`` on a store whose embeddings are
     cached (the hard-techno clips with the musicnn front end, if ../shared/data is
     there): seconds for the whole command.  Target: under a minute.
@@ -82,9 +84,20 @@ def main() -> None:
     for f in files:
         sf.read(str(f), dtype="float32")
     summary["decode_alone_s"] = round(time.perf_counter() - t, 2)
+    # the ONNX file of the network is made on first use (once per machine): not part of the timing
+    subprocess.run([EXE, "embed", "-q", str(files[0]), "--out", str(out / "warm.npy")], check=True,
+                   stdout=subprocess.DEVNULL)
     seconds = timed_run([EXE, "embed", "-q", *map(str, files), "--out", str(out / "x.npy")])
     summary["embed_s"] = round(seconds, 2)
     summary["embed_tracks_per_s"] = round(len(files) / seconds, 2)
+    # the baseline in the same run: the same command with the network in torch
+    torch_seconds = timed_run([EXE, "embed", "-q", *map(str, files), "--out", str(out / "t.npy"),
+                               "--engine", "torch"])
+    summary["embed_torch_s"] = round(torch_seconds, 2)
+    summary["embed_torch_tracks_per_s"] = round(len(files) / torch_seconds, 2)
+    summary["onnx_speedup"] = round(torch_seconds / seconds, 2)
+    print(f"embed: {seconds:.1f} s with onnxruntime (default), {torch_seconds:.1f} s with --engine torch: "
+          f"{torch_seconds / seconds:.2f}x")
     # Where embed's time goes: the front end (musicnn preset) per file on one core, against
     # the whole command's time on all cores (issue 18: decoding and features under a third).
     profile = stage_profile(files[:20], FeatureConfig.preset("musicnn"))
@@ -106,21 +119,30 @@ def main() -> None:
         summary["original_network_tracks_per_s"] = round(1 / per_track, 2)
         summary["embed_vs_original_network"] = round(summary["embed_tracks_per_s"] * per_track, 2)
 
-    from dancegenre.models.musicnn import MusiCNNBackbone
+    from dancegenre.inference.embed import Embedder, backbone_onnx_path
+    from dancegenre.inference.portable import open_session
 
-    net = MusiCNNBackbone().eval()
+    embedder = Embedder.load("musicnn-msd", log=lambda *_: None)  # its ONNX file made above
+    net = embedder.model
     threads = torch.get_num_threads()
+    sessions = {n: open_session(backbone_onnx_path("musicnn-msd", net), n) for n in {threads, 1}} \
+        if embedder.session is not None else {}
     with torch.no_grad():
         for batch, n_threads, suffix in ((1, threads, ""), (16, threads, ""), (1, 1, "_1thread")):
             torch.set_num_threads(n_threads)
             x = torch.randn(batch, 96, 187)
-            net(x)
-            t = time.perf_counter()
-            reps = max(1, 32 // batch)
-            for _ in range(reps):
-                net(x)
-            summary[f"network_ms_per_patch_batch{batch}{suffix}"] = round(
-                (time.perf_counter() - t) / (reps * batch) * 1000, 1)
+            runs = {"": lambda: net(x)}
+            if sessions:
+                feed = {"segments": x.numpy()}
+                runs["_onnx"] = lambda: sessions[n_threads].run(None, feed)
+            for engine, run in runs.items():
+                run()
+                t = time.perf_counter()
+                reps = max(1, 32 // batch)
+                for _ in range(reps):
+                    run()
+                summary[f"network{engine}_ms_per_patch_batch{batch}{suffix}"] = round(
+                    (time.perf_counter() - t) / (reps * batch) * 1000, 1)
     torch.set_num_threads(threads)
 
     if REAL.exists():

@@ -119,13 +119,12 @@ def backbone_session(name: str, net: nn.Module, *, log: Callable[[str], Any] = p
         import onnxruntime  # noqa: F401
     except ImportError:
         return None
-    from dancegenre.config import cache_dir
     from dancegenre.errors import CheckpointError, first_line
     from dancegenre.inference.portable import open_session
     from dancegenre.training.export import BACKBONE_OUTPUTS, export_backbone
 
     digest = weights_digest(net)
-    path = cache_dir() / "onnx" / f"{name}-{digest}.onnx"
+    path = backbone_onnx_path(name, net, digest)
     for attempt in range(2):
         if not path.is_file():
             try:
@@ -142,6 +141,14 @@ def backbone_session(name: str, net: nn.Module, *, log: Callable[[str], Any] = p
         if attempt == 0:
             path.unlink(missing_ok=True)  # our own cache file, damaged or of another layout: made again
     return None
+
+
+def backbone_onnx_path(name: str, net: nn.Module, digest: str | None = None) -> Path:
+    """Where :func:`backbone_session` keeps the ONNX file of ``net``: the cache folder,
+    named by the network and its weights' digest."""
+    from dancegenre.config import cache_dir
+
+    return cache_dir() / "onnx" / f"{name}-{digest or weights_digest(net)}.onnx"
 
 
 def list_sources(inputs: list[str | os.PathLike[str]]) -> pd.DataFrame:
