@@ -4,6 +4,7 @@ fine-tuning, and the embed and tag commands, end to end through the CLI."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -441,3 +442,36 @@ def test_embed_parquet(weights_cache, corpus, tmp_path, capsys):
     assert code == 0
     table = pd.read_parquet(out)
     assert list(table.columns[:3]) == ["row", "path", "item"] and table.shape[1] == 5 + 200
+
+
+@pytest.mark.parametrize("finetune,stage", [(0, "features"), (2, "frontend")])
+def test_cached_stage_comes_from_onnxruntime(weights_cache, musicnn_store, tmp_path, finetune, stage):
+    """What training caches (a frozen backbone's features; the front end's maps while the
+    later blocks fine-tune) is computed with onnxruntime on the CPU, from an ONNX file of
+    that stage in the cache folder: torch's values within float rounding."""
+    from dancegenre.data.store import SegmentStore
+    from dancegenre.models.embedding import compute_features, store_features
+    from dancegenre.models.registry import build_model, model_config
+
+    store_copy = tmp_path / "store"  # the session's store keeps its own cache
+    shutil.copytree(musicnn_store, store_copy, ignore=shutil.ignore_patterns("embeddings"))
+    store = SegmentStore(store_copy)
+    net = build_model(model_config("musicnn-msd", n_classes=2, n_mels=96, finetune=finetune))
+    assert net.cached_stage == stage
+    net.eval()
+    want = compute_features(net.stage if stage == "frontend" else net.features, store.segments,
+                            np.arange(len(store)))
+
+    def no_torch(*_):
+        raise AssertionError("the stage ran in torch")
+
+    net.stage = net.features = no_torch
+    said: list[str] = []
+    got = np.asarray(store_features(store, net, progress=False, log=said.append), dtype=np.float32)
+    assert not any("runs with torch" in s for s in said)
+    suffix = "-frontend-" if stage == "frontend" else "-"
+    assert list((weights_cache / "onnx").glob(f"musicnn-msd{suffix}[0-9a-f]*.onnx"))
+    assert got.shape == want.shape
+    # float16 maps for the front end: a relative rounding of 2**-11
+    tolerance = 1e-3 if stage == "frontend" else 1e-5
+    assert np.abs(got - want).max() <= tolerance * np.abs(want).max()

@@ -15,7 +15,12 @@ from torch import nn
 from dancegenre.config import EMBED_LAYERS as LAYERS
 from dancegenre.config import ENGINES
 from dancegenre.data.jobs import Journal, cache_keys
-from dancegenre.models.embedding import compute_features, store_features, weights_digest
+from dancegenre.models.embedding import (
+    backbone_session,
+    compute_features,
+    store_features,
+    weights_digest,
+)
 
 
 class Embedder:
@@ -107,48 +112,6 @@ class Embedder:
             vecs.append(v.float().numpy())
         vectors = np.concatenate(vecs) if vecs else np.zeros((0, 0), np.float32)
         return vectors, (np.concatenate(tags) if tags else None)
-
-
-def backbone_session(name: str, net: nn.Module, *, log: Callable[[str], Any] = print) -> Any | None:
-    """An onnxruntime session of the pretrained network ``name`` (``net``, in eval mode)
-    on every core, for :class:`Embedder`: about a third faster than torch here
-    (``bench_embed``).  The ONNX file is written once into the cache folder, named by
-    the weights' digest; a damaged one is written again.  None where onnxruntime is not
-    installed or the file cannot be written (a read-only cache): torch serves then."""
-    try:
-        import onnxruntime  # noqa: F401
-    except ImportError:
-        return None
-    from dancegenre.errors import CheckpointError, first_line
-    from dancegenre.inference.portable import open_session
-    from dancegenre.training.export import BACKBONE_OUTPUTS, export_backbone
-
-    digest = weights_digest(net)
-    path = backbone_onnx_path(name, net, digest)
-    for attempt in range(2):
-        if not path.is_file():
-            try:
-                export_backbone(net, path, name=name, weights=digest)
-            except (OSError, RuntimeError, ValueError, ImportError) as exc:
-                log(f"{name} runs with torch: its ONNX file could not be written ({first_line(exc)})")
-                return None
-        try:
-            session = open_session(path, os.cpu_count() or 1)
-            if tuple(o.name for o in session.get_outputs()) == BACKBONE_OUTPUTS:
-                return session
-        except CheckpointError:
-            pass
-        if attempt == 0:
-            path.unlink(missing_ok=True)  # our own cache file, damaged or of another layout: made again
-    return None
-
-
-def backbone_onnx_path(name: str, net: nn.Module, digest: str | None = None) -> Path:
-    """Where :func:`backbone_session` keeps the ONNX file of ``net``: the cache folder,
-    named by the network and its weights' digest."""
-    from dancegenre.config import cache_dir
-
-    return cache_dir() / "onnx" / f"{name}-{digest or weights_digest(net)}.onnx"
 
 
 def list_sources(inputs: list[str | os.PathLike[str]]) -> pd.DataFrame:

@@ -101,17 +101,24 @@ def export_onnx(checkpoint: str | os.PathLike[str], dest: str | os.PathLike[str]
 
 
 BACKBONE_OUTPUTS = ("features", "max_pool", "mean_pool", "penultimate", "taggram")
+FRONTEND_OUTPUTS = ("frontend",)
 
 
-def export_backbone(net: Any, dest: str | os.PathLike[str], *, name: str, weights: str) -> Path:
+def export_backbone(net: Any, dest: str | os.PathLike[str], *, name: str, weights: str,
+                    stage: str = "features") -> Path:
     """Write a pretrained musicnn backbone (``MusiCNNBackbone``, weights ``weights``, a
-    digest) as ONNX for ``embed`` and ``tag``, which run it with onnxruntime (a third
-    faster than torch on this CPU).  Input ``segments`` (batch, 96, frames); outputs
-    :data:`BACKBONE_OUTPUTS`: ``features`` (the 1,756 values of ``--layer all``, as
-    ``backbone_features`` concatenates them), then each layer.  Written whole or not at all."""
+    digest) as ONNX, which ``embed``, ``tag`` and ``train`` (the cached features of a
+    frozen backbone, or its front end's maps) run with onnxruntime, a third faster than
+    torch on this CPU.  Input ``segments`` (batch, 96, frames).  ``stage`` ``features``:
+    outputs :data:`BACKBONE_OUTPUTS`, ``features`` (the 1,756 values of ``--layer all``,
+    as ``backbone_features`` concatenates them) then each layer; ``frontend``: the front
+    end's maps (batch, 561, frames).  Written whole or not at all."""
     import torch
 
     from dancegenre.models.musicnn import N_MELS, backbone_features
+
+    if stage not in ("features", "frontend"):
+        raise ValueError(f"unknown stage {stage!r}")
 
     class Layers(torch.nn.Module):
         def __init__(self) -> None:
@@ -119,25 +126,28 @@ def export_backbone(net: Any, dest: str | os.PathLike[str], *, name: str, weight
             self.net = net
 
         def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+            if stage == "frontend":
+                return (self.net.frontend(x),)
             out = self.net(x)
             return (backbone_features(out), *(out[k] for k in BACKBONE_OUTPUTS[1:]))
 
-    meta = {"format": FORMAT, "version": VERSION, "dancegenre_version": __version__, "kind": "backbone",
+    outputs = BACKBONE_OUTPUTS if stage == "features" else FRONTEND_OUTPUTS
+    meta = {"format": FORMAT, "version": VERSION, "dancegenre_version": __version__, "kind": f"backbone {stage}",
             "model": name, "weights": weights}
-    return _write(Layers().eval(), torch.zeros(2, N_MELS, 187), Path(dest), list(BACKBONE_OUTPUTS), meta,
-                  frames_vary=True)
+    axes = {"segments": {0: "batch", 2: "frames"}, **{o: {0: "batch"} for o in outputs}}
+    if stage == "frontend":
+        axes["frontend"] = {0: "batch", 2: "frames"}
+    return _write(Layers().eval(), torch.zeros(2, N_MELS, 187), Path(dest), list(outputs), meta, axes=axes)
 
 
 def _write(module: Any, example: Any, dest: Path, outputs: list[str], meta: dict[str, Any], *,
-           frames_vary: bool = False) -> Path:
-    """Trace ``module`` on ``example`` into ``dest`` (input ``segments``, batch axis
-    free, and the frames axis too with ``frames_vary``), with ``meta`` as its
+           axes: dict[str, dict[int, str]] | None = None) -> Path:
+    """Trace ``module`` on ``example`` into ``dest`` (input ``segments``; ``axes``, the
+    free axes of each input and output, default the batch axis), with ``meta`` as its
     ``dancegenre`` metadata; atomically."""
     import torch
 
-    axes = {name: {0: "batch"} for name in ["segments", *outputs]}
-    if frames_vary:
-        axes["segments"] = {0: "batch", 2: "frames"}
+    axes = axes or {name: {0: "batch"} for name in ["segments", *outputs]}
     dest.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(dest) as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and tracer notes
