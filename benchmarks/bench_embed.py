@@ -119,13 +119,17 @@ def main() -> None:
         summary["original_network_tracks_per_s"] = round(1 / per_track, 2)
         summary["embed_vs_original_network"] = round(summary["embed_tracks_per_s"] * per_track, 2)
 
-    from dancegenre.inference.embed import Embedder, backbone_onnx_path
-    from dancegenre.inference.portable import open_session
+    from dancegenre.inference.embed import Embedder
+    from dancegenre.inference.portable import backbone_onnx_path, open_session
+    from dancegenre.models.musicnn import MusiCNNBackbone
+    from dancegenre.models.pretrained import load_backbone_state
 
     embedder = Embedder.load("musicnn-msd", log=lambda *_: None)  # its ONNX file made above
-    net = embedder.model
+    net = MusiCNNBackbone()
+    net.load_state_dict(load_backbone_state("musicnn-msd"))
+    net.eval()
     threads = torch.get_num_threads()
-    sessions = {n: open_session(backbone_onnx_path("musicnn-msd", net), n) for n in {threads, 1}} \
+    sessions = {n: open_session(backbone_onnx_path("musicnn-msd", embedder.digest), n) for n in {threads, 1}} \
         if embedder.session is not None else {}
     with torch.no_grad():
         for batch, n_threads, suffix in ((1, threads, ""), (16, threads, ""), (1, 1, "_1thread")):

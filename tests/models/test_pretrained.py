@@ -172,17 +172,27 @@ def test_stage_then_rest_is_the_network(finetune):
 def test_embedder_runs_musicnn_with_onnxruntime(weights_cache, monkeypatch):
     """embed and tag run the pretrained network with onnxruntime, from an ONNX file made
     once in the cache folder: the values of torch and of the original graph within the
-    parity tolerance.  A damaged cache file is made again; where none can be written,
-    torch serves and the vectors are the same."""
+    parity tolerance.  Once made (with a stamp that ties it to the weights file), a new
+    process finds it without importing torch.  A damaged file or a stale stamp is made
+    again; where nothing can be written, torch serves and the vectors are the same."""
+    import json
+    import subprocess
+    import sys
+
     from dancegenre.inference.embed import Embedder
 
     ref = np.load(REFERENCE)
     x = np.ascontiguousarray(ref["patches"].astype(np.float32).transpose(0, 2, 1))  # (B, 96, 187)
     quiet = {"log": lambda *_: None}
+    onnx = weights_cache / "onnx"
+    for f in [*onnx.glob("musicnn-msd-[0-9a-f]*.onnx"), onnx / "musicnn-msd.json"]:
+        f.unlink(missing_ok=True)  # start from nothing: what an earlier test made goes
     fast = Embedder.load("musicnn-msd", **quiet)
-    made = list((weights_cache / "onnx").glob("musicnn-msd-*.onnx"))
-    assert fast.session is not None and len(made) == 1
-    plain = Embedder(fast.model, fast.config, name="musicnn-msd", kind="pretrained", tags=fast.tags)
+    made = list(onnx.glob("musicnn-msd-[0-9a-f]*.onnx"))
+    assert fast.session is not None and fast.model is not None and len(made) == 1
+    assert json.loads((onnx / "musicnn-msd.json").read_text())["digest"] == fast.digest
+    plain = Embedder.load("musicnn-msd", engine="torch", **quiet)
+    assert plain.session is None and plain.model_id == fast.model_id
     (vectors, tags), (torch_vectors, torch_tags) = fast(x), plain(x)
     assert np.abs(tags - torch_tags).max() < 1e-5
     assert vectors.shape == (len(x), 1756) and tags.shape == (len(x), 50)
@@ -190,12 +200,28 @@ def test_embedder_runs_musicnn_with_onnxruntime(weights_cache, monkeypatch):
     assert np.abs(tags - ref["msd_taggram"]).max() < 1e-4
     layer, _ = Embedder.load("musicnn-msd", layer="max_pool", **quiet)(x)
     assert np.abs(layer - ref["msd_max_pool"]).max() / np.abs(ref["msd_max_pool"]).max() < 1e-4
-    assert len(list((weights_cache / "onnx").glob("*.onnx"))) == 1  # made once
+
+    # the next load: the stamp and the file, no torch (a fresh interpreter tells)
+    found = Embedder.load("musicnn-msd", **quiet)
+    assert found.model is None and found.model_id == fast.model_id and found.tags == fast.tags
+    assert np.array_equal(found(x)[0], vectors)
+    np.save(weights_cache / "x.npy", x)
+    probe = ("import sys, numpy as np; from dancegenre.inference.embed import Embedder; "
+             "e = Embedder.load('musicnn-msd'); v, t = e(np.load(sys.argv[1])); "
+             "print(e.model is None, 'torch' in sys.modules, t.shape)")
+    done = subprocess.run([sys.executable, "-c", probe, str(weights_cache / "x.npy")], capture_output=True,
+                          text=True, check=True)
+    assert done.stdout.split()[:2] == ["True", "False"], done.stdout + done.stderr
+    assert len(list(onnx.glob("musicnn-msd-[0-9a-f]*.onnx"))) == 1  # made once
 
     made[0].write_bytes(b"not an ONNX file")
     again = Embedder.load("musicnn-msd", **quiet)
     assert again.session is not None and made[0].stat().st_size > 1_000_000
     assert np.allclose(again(x)[0], vectors, rtol=0, atol=1e-5)
+    (onnx / "musicnn-msd.json").write_text(json.dumps({"weights_sha256": "0" * 64, "digest": fast.digest}))
+    stale = Embedder.load("musicnn-msd", **quiet)  # weights that are not these: torch checks, stamps again
+    assert stale.model is not None and stale.session is not None
+    assert Embedder.load("musicnn-msd", **quiet).model is None
 
     def unwritable(*_, **__):
         raise OSError("read-only file system")

@@ -5,22 +5,18 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 import pandas as pd
-import torch
-from torch import nn
 
 from dancegenre.config import EMBED_LAYERS as LAYERS
 from dancegenre.config import ENGINES
+from dancegenre.config import PRETRAINED_NAMES as PRETRAINED
 from dancegenre.data.jobs import Journal, cache_keys
-from dancegenre.models.embedding import (
-    backbone_session,
-    compute_features,
-    store_features,
-    weights_digest,
-)
+
+if TYPE_CHECKING:
+    from torch import nn
 
 
 class Embedder:
@@ -30,11 +26,14 @@ class Embedder:
     ``layer`` all = max_pool + mean_pool + penultimate + taggram, 1,756 values, or one
     of them); ``Embedder.load("runs/x")`` takes a trained run and gives the input of its
     last linear layer.  ``config`` is the front end the input must be prepared with.
+    A pretrained network runs with onnxruntime (``session``) where it can; then
+    ``model`` may be None and torch is never imported (``digest`` names its weights).
     """
 
-    def __init__(self, model: nn.Module, config: Any, *, name: str, kind: str, layer: str = "all",
-                 tags: list[str] | None = None, batch_size: int = 16, session: Any = None) -> None:
-        self.model = model.eval()
+    def __init__(self, model: nn.Module | None, config: Any, *, name: str, kind: str, layer: str = "all",
+                 tags: list[str] | None = None, batch_size: int = 16, session: Any = None,
+                 digest: str | None = None) -> None:
+        self.model = model.eval() if model is not None else None
         self.config = config
         self.name = name
         self.kind = kind  # "pretrained" or "run"
@@ -42,33 +41,28 @@ class Embedder:
         self.tags = tags or []
         self.batch_size = batch_size
         self.session = session  # onnxruntime, for a pretrained network (backbone_session); None: torch
+        self.digest = digest
 
     @classmethod
     def load(cls, model: str | os.PathLike[str], *, layer: str = "all", engine: str = "auto",
              log: Callable[[str], Any] = print) -> Embedder:
         """``engine``: how a pretrained network runs: ``auto`` with onnxruntime where it
-        can (:func:`backbone_session`), else torch; ``onnx`` insists; ``torch`` always.
-        A run's penultimate layer runs with torch."""
-        from dancegenre.config import FeatureConfig
+        can (:func:`~dancegenre.models.embedding.backbone_session`), else torch; ``onnx``
+        insists; ``torch`` always.  A run's penultimate layer runs with torch.
+
+        With onnxruntime, the ONNX file and stamp a first use left in the cache folder
+        are used without importing torch (:func:`~dancegenre.inference.portable.cached_backbone`).
+        """
         from dancegenre.errors import ConfigError
-        from dancegenre.models.musicnn import PRETRAINED, MusiCNNBackbone
 
         if layer not in LAYERS:
             raise ConfigError(f"unknown layer {layer!r}; choose from {', '.join(LAYERS)}")
         if engine not in ENGINES:
             raise ConfigError(f"unknown engine {engine!r}; choose from {', '.join(ENGINES)}")
-        if str(model) in PRETRAINED:
-            from dancegenre.models.pretrained import load_backbone_state
-
-            net = MusiCNNBackbone()
-            net.load_state_dict(load_backbone_state(str(model), log=log))
-            net.eval()
-            session = None if engine == "torch" else backbone_session(str(model), net, log=log)
-            if session is None and engine == "onnx":
-                raise ConfigError(f"--engine onnx: {model} cannot run with onnxruntime here (is it installed? "
-                                  "is the cache folder writable?); use --engine torch")
-            return cls(net, FeatureConfig.preset("musicnn"), name=str(model), kind="pretrained", layer=layer,
-                       tags=PRETRAINED[str(model)][1], session=session)
+        name = str(model)
+        if name in PRETRAINED:
+            return cls._pretrained(name, layer=layer, engine=engine, log=log)
+        from dancegenre.models.musicnn import PRETRAINED as TAGS
         from dancegenre.training.checkpoint import load_checkpoint
 
         if not Path(model).exists():
@@ -79,28 +73,86 @@ class Embedder:
             raise ConfigError("--layer names a musicnn layer; a run gives its penultimate layer")
         if engine == "onnx":
             raise ConfigError("--engine onnx runs a pretrained network; a run's penultimate layer runs with torch")
-        tags = PRETRAINED[ckpt.model_config.name][1] if ckpt.model_config.name in PRETRAINED else []
+        tags = TAGS[ckpt.model_config.name][1] if ckpt.model_config.name in TAGS else []
         return cls(ckpt.model, ckpt.feature_config, name=str(ckpt.path), kind="run", tags=tags)
+
+    @classmethod
+    def _pretrained(cls, name: str, *, layer: str, engine: str, log: Callable[[str], Any]) -> Embedder:
+        from dancegenre.config import FeatureConfig
+        from dancegenre.errors import ConfigError
+
+        config = FeatureConfig.preset("musicnn")
+        if engine != "torch":
+            from dancegenre.config import cache_dir
+            from dancegenre.inference.portable import cached_backbone
+
+            found = cached_backbone(name, cache_dir() / f"{name}.pt")
+            if found is not None:
+                session, meta = found
+                return cls(None, config, name=name, kind="pretrained", layer=layer, tags=list(meta["tags"]),
+                           session=session, digest=str(meta["weights"]))
+        from dancegenre.models.embedding import backbone_session, weights_digest
+        from dancegenre.models.musicnn import PRETRAINED as TAGS
+        from dancegenre.models.musicnn import MusiCNNBackbone
+        from dancegenre.models.pretrained import load_backbone_state, weights_path
+
+        net = MusiCNNBackbone()
+        net.load_state_dict(load_backbone_state(name, log=log))
+        net.eval()
+        digest = weights_digest(net)
+        session = None
+        if engine != "torch":
+            session = backbone_session(name, net, digest=digest, log=log)
+            if session is not None:
+                _stamp(name, weights_path(name), digest)
+        if session is None and engine == "onnx":
+            raise ConfigError(f"--engine onnx: {name} cannot run with onnxruntime here (is it installed? "
+                              "is the cache folder writable?); use --engine torch")
+        return cls(net, config, name=name, kind="pretrained", layer=layer, tags=TAGS[name][1], session=session,
+                   digest=digest)
 
     @property
     def model_id(self) -> str:
         """What the vectors depend on: the network's weights and the layer."""
-        return f"{Path(self.name).name}-{weights_digest(self.model)}-{self.layer}"
+        if self.digest is None:
+            from dancegenre.models.embedding import weights_digest
 
-    @torch.no_grad()
+            self.digest = weights_digest(self.model)
+        return f"{Path(self.name).name}-{self.digest}-{self.layer}"
+
     def __call__(self, segments: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """(k, n_mels, frames) -> (vectors (k, D) float32, taggram (k, 50) of a pretrained model, else None)."""
+        if self.session is None:
+            import torch
+
+            with torch.no_grad():
+                return self._torch(segments)
+        from dancegenre.training.export import BACKBONE_OUTPUTS
+
         vecs, tags = [], []
         for s in range(0, len(segments), self.batch_size):
             x = np.ascontiguousarray(segments[s : s + self.batch_size], dtype=np.float32)
-            if self.session is not None:
-                from dancegenre.training.export import BACKBONE_OUTPUTS
+            out = dict(zip(BACKBONE_OUTPUTS, self.session.run(None, {"segments": x})))
+            vecs.append(out["features" if self.layer == "all" else self.layer])
+            tags.append(out["taggram"])
+        vectors = np.concatenate(vecs) if vecs else np.zeros((0, 0), np.float32)
+        return vectors, (np.concatenate(tags) if tags else None)
 
-                out = dict(zip(BACKBONE_OUTPUTS, self.session.run(None, {"segments": x})))
-                vecs.append(out["features" if self.layer == "all" else self.layer])
-                tags.append(out["taggram"])
-                continue
-            x = torch.from_numpy(x)
+    def set_threads(self, n: int) -> int:
+        """Run the network on ``n`` threads from now on; returns the count before.  An
+        onnxruntime session keeps the count it was made with (every core)."""
+        if self.session is not None:
+            return n
+        from dancegenre.inference.classifier import TorchScorer
+
+        return TorchScorer.set_threads(n)
+
+    def _torch(self, segments: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        import torch
+
+        vecs, tags = [], []
+        for s in range(0, len(segments), self.batch_size):
+            x = torch.from_numpy(np.ascontiguousarray(segments[s : s + self.batch_size], dtype=np.float32))
             if self.kind == "pretrained":
                 from dancegenre.models.musicnn import backbone_features
 
@@ -112,6 +164,19 @@ class Embedder:
             vecs.append(v.float().numpy())
         vectors = np.concatenate(vecs) if vecs else np.zeros((0, 0), np.float32)
         return vectors, (np.concatenate(tags) if tags else None)
+
+
+def _stamp(name: str, weights: Path, digest: str) -> None:
+    """Tie the weights file of ``name`` to its digest (the next ``embed`` or ``tag``
+    finds the ONNX file without torch); a cache that cannot be written only costs that."""
+    from dancegenre.inference.portable import backbone_stamp_path
+    from dancegenre.safety import atomic_write
+    from dancegenre.training.export import file_sha256
+
+    try:
+        atomic_write(backbone_stamp_path(name), json.dumps({"weights_sha256": file_sha256(weights), "digest": digest}))
+    except OSError:
+        pass
 
 
 def list_sources(inputs: list[str | os.PathLike[str]]) -> pd.DataFrame:
@@ -229,7 +294,7 @@ def embed_files(inputs: list[str | os.PathLike[str]], out: str | os.PathLike[str
         by_path = {sources.at[i, "path"]: i for i in decode}
         # one decoding process overlaps with the network, which takes every core
         for path, segs, err in decode_many(list(by_path), embedder.config, workers=1,
-                                           network_threads=os.cpu_count() or 1):
+                                           network_threads=os.cpu_count() or 1, set_threads=embedder.set_threads):
             i = by_path[path]
             if err is None and segs is None:  # a long file: decoded here, block by block
                 from dancegenre.audio.frontend import iter_segments
@@ -297,7 +362,6 @@ def tag_files(inputs: list[str | os.PathLike[str]], *, model: str = "musicnn-msd
     from dancegenre.audio.frontend import iter_segments
     from dancegenre.errors import ConfigError, DanceGenreError
     from dancegenre.inference.classifier import decode_many
-    from dancegenre.models.musicnn import PRETRAINED
 
     if model not in PRETRAINED:
         raise ConfigError(f"--model must be one of {', '.join(PRETRAINED)} (the tags are theirs), not {model!r}")
@@ -323,7 +387,8 @@ def tag_files(inputs: list[str | os.PathLike[str]], *, model: str = "musicnn-msd
     from tqdm import tqdm
 
     bar = tqdm(total=len(sources), desc="tag", unit="file", disable=not progress)
-    for path, segs, err in decode_many(list(sources["path"]), cfg, workers=1, network_threads=os.cpu_count() or 1):
+    for path, segs, err in decode_many(list(sources["path"]), cfg, workers=1, network_threads=os.cpu_count() or 1,
+                                       set_threads=embedder.set_threads):
         if err is None and segs is None:
             try:
                 segs = np.concatenate([b.segments for b in iter_segments(path, cfg)])
@@ -359,5 +424,4 @@ def tag_files(inputs: list[str | os.PathLike[str]], *, model: str = "musicnn-msd
     return table
 
 
-__all__ = ["Embedder", "compute_features", "embed_files", "list_sources", "store_features", "tag_files",
-           "weights_digest"]
+__all__ = ["Embedder", "embed_files", "list_sources", "tag_files"]

@@ -111,6 +111,61 @@ def _metadata(session: Any, path: Path) -> dict[str, Any]:
     return meta
 
 
+def backbone_onnx_path(name: str, digest: str, *, stage: str = "features") -> Path:
+    """Where the ONNX file of a pretrained network's ``stage`` with weights ``digest`` is
+    kept (``models.embedding.backbone_session`` writes it): the cache folder, named by
+    the network, the stage and the digest."""
+    from dancegenre.config import cache_dir
+
+    part = "" if stage == "features" else f"-{stage}"
+    return cache_dir() / "onnx" / f"{name}{part}-{digest}.onnx"
+
+
+def backbone_stamp_path(name: str) -> Path:
+    """The stamp that ties the cached weights file of ``name`` (its sha256) to the
+    digest, and so to the ONNX file, of those weights."""
+    from dancegenre.config import cache_dir
+
+    return cache_dir() / "onnx" / f"{name}.json"
+
+
+def cached_backbone(name: str, weights: Path) -> tuple[Any, dict[str, Any]] | None:
+    """The onnxruntime session (every core) of the pretrained network ``name`` made
+    from the weights file ``weights``, and its metadata (``weights``: the digest;
+    ``tags``), without importing torch: ``embed`` and ``tag`` on a few files start in
+    a second.  None when the stamp, the weights or the ONNX file is missing or does not
+    match: the caller then loads the network with torch and writes them."""
+    try:
+        stamp = json.loads(backbone_stamp_path(name).read_text())
+        if stamp.get("weights_sha256") != file_sha256(weights):
+            return None
+        path = backbone_onnx_path(name, str(stamp["digest"]))
+        session = open_session(path, os.cpu_count() or 1)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, CheckpointError, ImportError):
+        return None
+    meta = backbone_meta(session, path, "features", str(stamp["digest"]))
+    return None if meta is None else (session, meta)
+
+
+def backbone_meta(session: Any, path: Path, stage: str, digest: str) -> dict[str, Any] | None:
+    """The metadata of a session of ``export_backbone``'s file of ``stage`` with weights
+    ``digest``, or None when the file is of another stage, weights or layout (a file of
+    an earlier dancegenre: it is then written again)."""
+    from dancegenre.training.export import BACKBONE_OUTPUTS, FRONTEND_OUTPUTS
+
+    try:
+        meta = _metadata(session, path)
+    except CheckpointError:
+        return None
+    outputs = BACKBONE_OUTPUTS if stage == "features" else FRONTEND_OUTPUTS
+    tags = meta.get("tags")
+    if (tuple(o.name for o in session.get_outputs()) != outputs or meta.get("kind") != f"backbone {stage}"
+            or meta.get("weights") != digest or not isinstance(tags, list)
+            or not all(isinstance(t, str) for t in tags)):
+        return None
+    return meta
+
+
 def current_export(checkpoint: str | os.PathLike[str]) -> PortableModel | None:
     """The ONNX model beside ``checkpoint`` (a ``.pt`` file or a run folder), opened, if
     it was exported from this very checkpoint; else None (absent, stale, unreadable)."""

@@ -42,8 +42,9 @@ def backbone_session(name: str, net: nn.Module, *, stage: str = "features", dige
     ``BACKBONE_OUTPUTS`` (:class:`~dancegenre.inference.embed.Embedder`, the features of
     a frozen backbone); ``frontend`` its front end's maps (what fine-tuning caches).
 
-    The ONNX file is written once into the cache folder (:func:`backbone_onnx_path`,
-    named by ``digest``, the weights' by default); a damaged one is written again.
+    The ONNX file is written once into the cache folder
+    (:func:`~dancegenre.inference.portable.backbone_onnx_path`, named by ``digest``, the
+    weights' by default); a damaged one is written again.
     None where onnxruntime is not installed or the file cannot be written (a read-only
     cache): torch serves then."""
     try:
@@ -53,16 +54,15 @@ def backbone_session(name: str, net: nn.Module, *, stage: str = "features", dige
     import os
 
     from dancegenre.errors import CheckpointError, first_line
-    from dancegenre.inference.portable import open_session
-    from dancegenre.training.export import (
-        BACKBONE_OUTPUTS,
-        FRONTEND_OUTPUTS,
-        export_backbone,
+    from dancegenre.inference.portable import (
+        backbone_meta,
+        backbone_onnx_path,
+        open_session,
     )
+    from dancegenre.training.export import export_backbone
 
     digest = digest or weights_digest(net)
-    path = backbone_onnx_path(name, net, digest, stage=stage)
-    outputs = BACKBONE_OUTPUTS if stage == "features" else FRONTEND_OUTPUTS
+    path = backbone_onnx_path(name, digest, stage=stage)
     for attempt in range(2):
         if not path.is_file():
             try:
@@ -72,22 +72,13 @@ def backbone_session(name: str, net: nn.Module, *, stage: str = "features", dige
                 return None
         try:
             session = open_session(path, os.cpu_count() or 1)
-            if tuple(o.name for o in session.get_outputs()) == outputs:
+            if backbone_meta(session, path, stage, digest) is not None:
                 return session
         except CheckpointError:
             pass
         if attempt == 0:
             path.unlink(missing_ok=True)  # our own cache file, damaged or of another layout: made again
     return None
-
-
-def backbone_onnx_path(name: str, net: nn.Module, digest: str | None = None, *, stage: str = "features") -> Path:
-    """Where :func:`backbone_session` keeps the ONNX file of ``net``'s ``stage``: the
-    cache folder, named by the network, the stage and the weights' digest."""
-    from dancegenre.config import cache_dir
-
-    part = "" if stage == "features" else f"-{stage}"
-    return cache_dir() / "onnx" / f"{name}{part}-{digest or weights_digest(net)}.onnx"
 
 
 @torch.no_grad()

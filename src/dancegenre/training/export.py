@@ -115,7 +115,7 @@ def export_backbone(net: Any, dest: str | os.PathLike[str], *, name: str, weight
     end's maps (batch, 561, frames).  Written whole or not at all."""
     import torch
 
-    from dancegenre.models.musicnn import N_MELS, backbone_features
+    from dancegenre.models.musicnn import N_MELS, PRETRAINED, backbone_features
 
     if stage not in ("features", "frontend"):
         raise ValueError(f"unknown stage {stage!r}")
@@ -133,7 +133,7 @@ def export_backbone(net: Any, dest: str | os.PathLike[str], *, name: str, weight
 
     outputs = BACKBONE_OUTPUTS if stage == "features" else FRONTEND_OUTPUTS
     meta = {"format": FORMAT, "version": VERSION, "dancegenre_version": __version__, "kind": f"backbone {stage}",
-            "model": name, "weights": weights}
+            "model": name, "weights": weights, "tags": list(PRETRAINED[name][1]) if name in PRETRAINED else []}
     axes = {"segments": {0: "batch", 2: "frames"}, **{o: {0: "batch"} for o in outputs}}
     if stage == "frontend":
         axes["frontend"] = {0: "batch", 2: "frames"}
