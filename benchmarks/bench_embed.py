@@ -9,6 +9,8 @@
     ``DANCEGENRE_MUSICNN_TF_PYTHON`` names a Python with TensorFlow and musicnn, the
     original TF1 graph (built once, the network alone) in the same run.  Target:
     >= 10 tracks/s on 2 cores.
+(1a) Start-up: ``dancegenre tag ONE_CLIP`` (median of 3 fresh processes) with the default
+    engine (onnxruntime, torch never imported) and with ``--engine torch``.
 (1b) A per-stage profile of the front end, and its share of embed's time.
 (2) The network alone, in this process: ms per 3-s patch at batch sizes 1 and 16 on all
     cores, and at batch 1 on one thread, in torch and in onnxruntime (the original is
@@ -98,6 +100,12 @@ def main() -> None:
     summary["onnx_speedup"] = round(torch_seconds / seconds, 2)
     print(f"embed: {seconds:.1f} s with onnxruntime (default), {torch_seconds:.1f} s with --engine torch: "
           f"{torch_seconds / seconds:.2f}x")
+    # start-up: `tag` on one clip, the median of 3 fresh processes, each engine
+    for engine in ("auto", "torch"):
+        summary[f"tag_one_file_{engine}_s"] = round(timed_run([EXE, "tag", "-q", str(files[0]), "--engine", engine],
+                                                             repeat=3), 2)
+    print(f"tag one file: {summary['tag_one_file_auto_s']} s (onnxruntime, no torch import), "
+          f"{summary['tag_one_file_torch_s']} s with --engine torch")
     # Where embed's time goes: the front end (musicnn preset) per file on one core, against
     # the whole command's time on all cores (issue 18: decoding and features under a third).
     profile = stage_profile(files[:20], FeatureConfig.preset("musicnn"))
