@@ -128,9 +128,10 @@ def main() -> None:
         summary["embed_vs_original_network"] = round(summary["embed_tracks_per_s"] * per_track, 2)
 
     from dancegenre.inference.embed import Embedder
-    from dancegenre.inference.portable import backbone_onnx_path, open_session
     from dancegenre.models.musicnn import MusiCNNBackbone
     from dancegenre.models.pretrained import load_backbone_state
+    from dancegenre.training.backbone import backbone_onnx_path
+    from dancegenre.training.export import open_session
 
     embedder = Embedder.load("musicnn-msd", log=lambda *_: None)  # its ONNX file made above
     net = MusiCNNBackbone()

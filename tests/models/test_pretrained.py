@@ -228,7 +228,7 @@ def test_embedder_runs_musicnn_with_onnxruntime(weights_cache, monkeypatch):
 
     made[0].unlink()
     said: list[str] = []
-    monkeypatch.setattr("dancegenre.training.export.export_backbone", unwritable)
+    monkeypatch.setattr("dancegenre.training.backbone.export_backbone", unwritable)
     slow = Embedder.load("musicnn-msd", log=said.append)
     assert slow.session is None and not made[0].exists()
     assert any("runs with torch" in s and "read-only" in s for s in said)

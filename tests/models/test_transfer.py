@@ -445,13 +445,15 @@ def test_embed_parquet(weights_cache, corpus, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("finetune,stage", [(0, "features"), (2, "frontend")])
-def test_cached_stage_comes_from_onnxruntime(weights_cache, musicnn_store, tmp_path, finetune, stage):
+def test_cached_stage_comes_from_onnxruntime(weights_cache, musicnn_store, tmp_path, monkeypatch, finetune, stage):
     """What training caches (a frozen backbone's features; the front end's maps while the
     later blocks fine-tune) is computed with onnxruntime on the CPU, from an ONNX file of
-    that stage in the cache folder: torch's values within float rounding."""
+    that stage in the cache folder: torch's values within float rounding.  ``fit`` hands
+    that stage to ``store_features``."""
     from dancegenre.data.store import SegmentStore
     from dancegenre.models.embedding import compute_features, store_features
     from dancegenre.models.registry import build_model, model_config
+    from dancegenre.training.backbone import onnx_stage
 
     store_copy = tmp_path / "store"  # the session's store keeps its own cache
     shutil.copytree(musicnn_store, store_copy, ignore=shutil.ignore_patterns("embeddings"))
@@ -467,7 +469,9 @@ def test_cached_stage_comes_from_onnxruntime(weights_cache, musicnn_store, tmp_p
 
     net.stage = net.features = no_torch
     said: list[str] = []
-    got = np.asarray(store_features(store, net, progress=False, log=said.append), dtype=np.float32)
+    assert onnx_stage(net, "cuda") is None  # torch's job on a GPU
+    got = np.asarray(store_features(store, net, progress=False, log=said.append,
+                                    stage_fn=onnx_stage(net, "cpu", log=said.append)), dtype=np.float32)
     assert not any("runs with torch" in s for s in said)
     suffix = "-frontend-" if stage == "frontend" else "-"
     assert list((weights_cache / "onnx").glob(f"musicnn-msd{suffix}[0-9a-f]*.onnx"))
@@ -475,3 +479,14 @@ def test_cached_stage_comes_from_onnxruntime(weights_cache, musicnn_store, tmp_p
     # float16 maps for the front end: a relative rounding of 2**-11
     tolerance = 1e-3 if stage == "frontend" else 1e-5
     assert np.abs(got - want).max() <= tolerance * np.abs(want).max()
+    if stage == "features":  # train computes its cache the same way
+        from dancegenre.training import fit as fitting
+
+        handed = []
+        real = fitting.store_features
+        monkeypatch.setattr(fitting, "store_features", lambda *a, **k: (handed.append(k.get("stage_fn")),
+                                                                         real(*a, **k))[1])
+        shutil.rmtree(store_copy / "embeddings")
+        assert main(["train", "-q", str(store_copy), "--model", "musicnn-msd", "--out", str(tmp_path / "run"),
+                     "--epochs", "1"]) == 0
+        assert handed and all(callable(f) for f in handed)

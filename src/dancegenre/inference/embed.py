@@ -47,11 +47,11 @@ class Embedder:
     def load(cls, model: str | os.PathLike[str], *, layer: str = "all", engine: str = "auto",
              log: Callable[[str], Any] = print) -> Embedder:
         """``engine``: how a pretrained network runs: ``auto`` with onnxruntime where it
-        can (:func:`~dancegenre.models.embedding.backbone_session`), else torch; ``onnx``
+        can (:func:`~dancegenre.training.backbone.backbone_session`), else torch; ``onnx``
         insists; ``torch`` always.  A run's penultimate layer runs with torch.
 
         With onnxruntime, the ONNX file and stamp a first use left in the cache folder
-        are used without importing torch (:func:`~dancegenre.inference.portable.cached_backbone`).
+        are used without importing torch (:func:`~dancegenre.training.backbone.cached_backbone`).
         """
         from dancegenre.errors import ConfigError
 
@@ -84,17 +84,18 @@ class Embedder:
         config = FeatureConfig.preset("musicnn")
         if engine != "torch":
             from dancegenre.config import cache_dir
-            from dancegenre.inference.portable import cached_backbone
+            from dancegenre.training.backbone import cached_backbone
 
             found = cached_backbone(name, cache_dir() / f"{name}.pt")
             if found is not None:
                 session, meta = found
                 return cls(None, config, name=name, kind="pretrained", layer=layer, tags=list(meta["tags"]),
                            session=session, digest=str(meta["weights"]))
-        from dancegenre.models.embedding import backbone_session, weights_digest
+        from dancegenre.models.embedding import weights_digest
         from dancegenre.models.musicnn import PRETRAINED as TAGS
         from dancegenre.models.musicnn import MusiCNNBackbone
         from dancegenre.models.pretrained import load_backbone_state, weights_path
+        from dancegenre.training.backbone import backbone_session, stamp_backbone
 
         net = MusiCNNBackbone()
         net.load_state_dict(load_backbone_state(name, log=log))
@@ -104,7 +105,7 @@ class Embedder:
         if engine != "torch":
             session = backbone_session(name, net, digest=digest, log=log)
             if session is not None:
-                _stamp(name, weights_path(name), digest)
+                stamp_backbone(name, weights_path(name), digest)
         if session is None and engine == "onnx":
             raise ConfigError(f"--engine onnx: {name} cannot run with onnxruntime here (is it installed? "
                               "is the cache folder writable?); use --engine torch")
@@ -127,7 +128,7 @@ class Embedder:
 
             with torch.no_grad():
                 return self._torch(segments)
-        from dancegenre.training.export import BACKBONE_OUTPUTS
+        from dancegenre.training.backbone import BACKBONE_OUTPUTS
 
         vecs, tags = [], []
         for s in range(0, len(segments), self.batch_size):
@@ -164,19 +165,6 @@ class Embedder:
             vecs.append(v.float().numpy())
         vectors = np.concatenate(vecs) if vecs else np.zeros((0, 0), np.float32)
         return vectors, (np.concatenate(tags) if tags else None)
-
-
-def _stamp(name: str, weights: Path, digest: str) -> None:
-    """Tie the weights file of ``name`` to its digest (the next ``embed`` or ``tag``
-    finds the ONNX file without torch); a cache that cannot be written only costs that."""
-    from dancegenre.inference.portable import backbone_stamp_path
-    from dancegenre.safety import atomic_write
-    from dancegenre.training.export import file_sha256
-
-    try:
-        atomic_write(backbone_stamp_path(name), json.dumps({"weights_sha256": file_sha256(weights), "digest": digest}))
-    except OSError:
-        pass
 
 
 def list_sources(inputs: list[str | os.PathLike[str]]) -> pd.DataFrame:

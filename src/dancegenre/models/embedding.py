@@ -34,53 +34,6 @@ def weights_digest(module: nn.Module) -> str:
     return h.hexdigest()[:12]
 
 
-def backbone_session(name: str, net: nn.Module, *, stage: str = "features", digest: str | None = None,
-                     log: Callable[[str], Any] = print) -> Any | None:
-    """An onnxruntime session of the pretrained network ``name`` (``net``, a
-    ``MusiCNNBackbone`` in eval mode) on every core: about a third faster than torch on
-    this CPU (``bench_embed``).  ``stage`` ``features`` gives the outputs
-    ``BACKBONE_OUTPUTS`` (:class:`~dancegenre.inference.embed.Embedder`, the features of
-    a frozen backbone); ``frontend`` its front end's maps (what fine-tuning caches).
-
-    The ONNX file is written once into the cache folder
-    (:func:`~dancegenre.inference.portable.backbone_onnx_path`, named by ``digest``, the
-    weights' by default); a damaged one is written again.
-    None where onnxruntime is not installed or the file cannot be written (a read-only
-    cache): torch serves then."""
-    try:
-        import onnxruntime  # noqa: F401
-    except ImportError:
-        return None
-    import os
-
-    from dancegenre.errors import CheckpointError, first_line
-    from dancegenre.inference.portable import (
-        backbone_meta,
-        backbone_onnx_path,
-        open_session,
-    )
-    from dancegenre.training.export import export_backbone
-
-    digest = digest or weights_digest(net)
-    path = backbone_onnx_path(name, digest, stage=stage)
-    for attempt in range(2):
-        if not path.is_file():
-            try:
-                export_backbone(net, path, name=name, weights=digest, stage=stage)
-            except (OSError, RuntimeError, ValueError, ImportError) as exc:
-                log(f"{name} runs with torch: its ONNX file could not be written ({first_line(exc)})")
-                return None
-        try:
-            session = open_session(path, os.cpu_count() or 1)
-            if backbone_meta(session, path, stage, digest) is not None:
-                return session
-        except CheckpointError:
-            pass
-        if attempt == 0:
-            path.unlink(missing_ok=True)  # our own cache file, damaged or of another layout: made again
-    return None
-
-
 @torch.no_grad()
 def compute_features(fn: Callable[[torch.Tensor], torch.Tensor], segments: np.ndarray, rows: np.ndarray, *,
                      device: torch.device | str = "cpu", batch_size: int = 64, progress: bool = False,
@@ -107,14 +60,17 @@ def compute_features(fn: Callable[[torch.Tensor], torch.Tensor], segments: np.nd
 
 
 def store_features(store: Any, net: nn.Module, *, device: torch.device | str = "cpu", progress: bool = True,
-                   log: Callable[[str], Any] = print) -> np.ndarray:
+                   log: Callable[[str], Any] = print,
+                   stage_fn: Callable[[torch.Tensor], torch.Tensor] | None = None) -> np.ndarray:
     """``net.stage`` of every segment of ``store`` (``net.cached_stage``: the features of
     a frozen backbone, or the front end's maps while only later blocks train), cached.
 
     The cache is ``STORE/embeddings/<model>[-<stage>]-<digest of the frozen part>.npy``
     with a ``.json`` stamp (the store manifest's hash, the shape), written after the
     array: features as float32 (N, D), other stages as float16 (N, C, T), written a
-    batch at a time.  A read-only store is embedded in memory instead.
+    batch at a time.  A read-only store is embedded in memory instead.  ``stage_fn``
+    computes the stage instead of ``net`` (the same values: onnxruntime,
+    :func:`dancegenre.training.backbone.onnx_stage`).
     """
     was_training = net.training
     net.eval()
@@ -134,8 +90,7 @@ def store_features(store: Any, net: nn.Module, *, device: torch.device | str = "
                 return cached if stage != "features" else np.asarray(cached)
     except (OSError, ValueError, KeyError, TypeError):
         pass
-    fn = _onnx_stage(net, stage, device, log) or (
-        net.stage if stage != "features" else net.features)  # type: ignore[union-attr]
+    fn = stage_fn or (net.stage if stage != "features" else net.features)  # type: ignore[union-attr]
     with torch.no_grad():
         probe = fn(torch.from_numpy(next(batches(store.segments, np.arange(1), 1))).to(device))
     shape = tuple(probe.shape[1:])
@@ -162,27 +117,6 @@ def store_features(store: Any, net: nn.Module, *, device: torch.device | str = "
                                   desc=f"{stage} of store", out=np.empty((len(store), *shape), dtype))
     net.train(was_training)
     return result
-
-
-def _onnx_stage(net: nn.Module, stage: str, device: torch.device | str,
-                log: Callable[[str], Any]) -> Callable[[torch.Tensor], torch.Tensor] | None:
-    """``net``'s cached stage through onnxruntime (:func:`backbone_session`), where it can
-    run there: a pretrained musicnn on the CPU.  None otherwise: torch computes it."""
-    from dancegenre.models.musicnn import PRETRAINED
-
-    name = getattr(getattr(net, "config", None), "name", None)
-    if str(device) != "cpu" or name not in PRETRAINED or stage not in ("features", "frontend"):
-        return None
-    session = backbone_session(name, net.backbone, stage=stage,  # type: ignore[arg-type]
-                               digest=weights_digest(net.stage_module()), log=log)  # type: ignore[operator]
-    if session is None:
-        return None
-
-    def run(x: torch.Tensor) -> torch.Tensor:
-        out = session.run([stage], {"segments": np.ascontiguousarray(x.numpy(), dtype=np.float32)})[0]
-        return torch.from_numpy(out)
-
-    return run
 
 
 # ---------------------------------------------------------------------------------------

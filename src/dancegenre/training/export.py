@@ -10,7 +10,8 @@ runtime; the mel front end (``FeatureConfig``) is what such a program must compu
 
 ``train`` writes it beside every ``best.pt`` and ``ensemble.pt``; ``dancegenre export``
 writes it for older runs.  Only this module imports ``onnx`` (through
-``torch.onnx.export``); only ``inference.portable`` reads the file.
+``torch.onnx.export``), and :func:`open_session` and :func:`read_metadata` read it
+(``inference.portable``, ``training.backbone``).
 """
 
 from __future__ import annotations
@@ -97,50 +98,10 @@ def export_onnx(checkpoint: str | os.PathLike[str], dest: str | os.PathLike[str]
         "tags": list(tag_names), "checkpoint": Path(ckpt.path).name,
         "checkpoint_sha256": file_sha256(ckpt.path),
     }
-    return _write(Portable().eval(), example, dest, outputs, meta)
+    return write_onnx(Portable().eval(), example, dest, outputs, meta)
 
 
-BACKBONE_OUTPUTS = ("features", "max_pool", "mean_pool", "penultimate", "taggram")
-FRONTEND_OUTPUTS = ("frontend",)
-
-
-def export_backbone(net: Any, dest: str | os.PathLike[str], *, name: str, weights: str,
-                    stage: str = "features") -> Path:
-    """Write a pretrained musicnn backbone (``MusiCNNBackbone``, weights ``weights``, a
-    digest) as ONNX, which ``embed``, ``tag`` and ``train`` (the cached features of a
-    frozen backbone, or its front end's maps) run with onnxruntime, a third faster than
-    torch on this CPU.  Input ``segments`` (batch, 96, frames).  ``stage`` ``features``:
-    outputs :data:`BACKBONE_OUTPUTS`, ``features`` (the 1,756 values of ``--layer all``,
-    as ``backbone_features`` concatenates them) then each layer; ``frontend``: the front
-    end's maps (batch, 561, frames).  Written whole or not at all."""
-    import torch
-
-    from dancegenre.models.musicnn import N_MELS, PRETRAINED, backbone_features
-
-    if stage not in ("features", "frontend"):
-        raise ValueError(f"unknown stage {stage!r}")
-
-    class Layers(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.net = net
-
-        def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-            if stage == "frontend":
-                return (self.net.frontend(x),)
-            out = self.net(x)
-            return (backbone_features(out), *(out[k] for k in BACKBONE_OUTPUTS[1:]))
-
-    outputs = BACKBONE_OUTPUTS if stage == "features" else FRONTEND_OUTPUTS
-    meta = {"format": FORMAT, "version": VERSION, "dancegenre_version": __version__, "kind": f"backbone {stage}",
-            "model": name, "weights": weights, "tags": list(PRETRAINED[name][1]) if name in PRETRAINED else []}
-    axes = {"segments": {0: "batch", 2: "frames"}, **{o: {0: "batch"} for o in outputs}}
-    if stage == "frontend":
-        axes["frontend"] = {0: "batch", 2: "frames"}
-    return _write(Layers().eval(), torch.zeros(2, N_MELS, 187), Path(dest), list(outputs), meta, axes=axes)
-
-
-def _write(module: Any, example: Any, dest: Path, outputs: list[str], meta: dict[str, Any], *,
+def write_onnx(module: Any, example: Any, dest: Path, outputs: list[str], meta: dict[str, Any], *,
            axes: dict[str, dict[int, str]] | None = None) -> Path:
     """Trace ``module`` on ``example`` into ``dest`` (input ``segments``; ``axes``, the
     free axes of each input and output, default the batch axis), with ``meta`` as its
@@ -162,6 +123,39 @@ def _write(module: Any, example: Any, dest: Path, outputs: list[str], meta: dict
         model.producer_name, model.producer_version = "dancegenre", __version__
         onnx.save(model, str(tmp))
     return dest
+
+
+def open_session(path: Path, threads: int) -> Any:
+    """An onnxruntime session of ``path`` on ``threads`` threads (CPU).  Raises
+    CheckpointError for a missing or damaged file; ImportError without onnxruntime."""
+    if not path.is_file():
+        raise CheckpointError(f"no ONNX model at {path}")
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    # Between two calls this process decodes the next files: threads that spin-wait for
+    # work would take a core from it (predict --workers 1 used twice the CPU time).
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    try:
+        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own kinds on a damaged graph
+        raise CheckpointError(f"not a loadable ONNX model ({first_line(exc)}): {path}") from None
+
+
+def read_metadata(session: Any, path: Path) -> dict[str, Any]:
+    """The ``dancegenre`` metadata of a session's file, checked for format and version."""
+    raw = session.get_modelmeta().custom_metadata_map.get(META_KEY)
+    try:
+        meta = json.loads(raw) if raw else None
+    except ValueError:
+        meta = None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise CheckpointError(f"not a dancegenre ONNX model (no {META_KEY!r} metadata): {path}")
+    if meta.get("version") != VERSION:
+        raise CheckpointError(f"ONNX model version {meta.get('version')} is not {VERSION}: {path}")
+    return meta
 
 
 def try_export(checkpoint: str | os.PathLike[str], log: Any = print) -> Path | None:

@@ -51,6 +51,7 @@ from dancegenre.models.registry import (
     model_config,
 )
 from dancegenre.safety import atomic_write, claim_folder
+from dancegenre.training.backbone import onnx_stage
 from dancegenre.training.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from dancegenre.training.export import try_export
 from dancegenre.training.runs import (
@@ -437,13 +438,15 @@ def _initialise(net: Network, store: SegmentStore, train_rows: np.ndarray, previ
         net.load_state_dict(previous.model.state_dict())
     net.to(device)
     inputs: np.ndarray = store.segments
+    stage_fn = onnx_stage(net, device, log) if net.cached_stage else None  # the frozen part, in onnxruntime
     if net.cached_stage:
-        inputs = store_features(store, net, device=device, progress=progress, log=log)
+        inputs = store_features(store, net, device=device, progress=progress, log=log, stage_fn=stage_fn)
     if previous is None and hasattr(net, "feature_norm"):
         rows = np.sort(train_rows)
         if net.cached_stage in (None, "features"):  # the backbone's features: cached per store
             feats = inputs if net.trains_on_features else store_features(store, net, device=device,
-                                                                         progress=progress, log=log)
+                                                                         progress=progress, log=log,
+                                                                         stage_fn=stage_fn)
             f = np.asarray(feats[rows])
         else:  # from the cached stage: the rest of the backbone, in eval mode
             was_training = net.training
