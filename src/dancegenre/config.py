@@ -44,6 +44,12 @@ def cache_dir() -> Path:
     return Path(base) / "dancegenre"
 
 
+def weights_path(name: str) -> Path:
+    """The converted weights of the pretrained network ``name`` in the cache folder
+    (``models.pretrained`` writes them)."""
+    return cache_dir() / f"{name}.pt"
+
+
 @dataclass(frozen=True)
 class FeatureConfig:
     """Signal parameters from decoded audio to network input.

@@ -83,10 +83,9 @@ class Embedder:
 
         config = FeatureConfig.preset("musicnn")
         if engine != "torch":
-            from dancegenre.config import cache_dir
             from dancegenre.training.backbone import cached_backbone
 
-            found = cached_backbone(name, cache_dir() / f"{name}.pt")
+            found = cached_backbone(name)
             if found is not None:
                 session, meta = found
                 return cls(None, config, name=name, kind="pretrained", layer=layer, tags=list(meta["tags"]),
@@ -94,7 +93,7 @@ class Embedder:
         from dancegenre.models.embedding import weights_digest
         from dancegenre.models.musicnn import PRETRAINED as TAGS
         from dancegenre.models.musicnn import MusiCNNBackbone
-        from dancegenre.models.pretrained import load_backbone_state, weights_path
+        from dancegenre.models.pretrained import load_backbone_state
         from dancegenre.training.backbone import backbone_session, stamp_backbone
 
         net = MusiCNNBackbone()
@@ -105,7 +104,7 @@ class Embedder:
         if engine != "torch":
             session = backbone_session(name, net, digest=digest, log=log)
             if session is not None:
-                stamp_backbone(name, weights_path(name), digest)
+                stamp_backbone(name, digest)
         if session is None and engine == "onnx":
             raise ConfigError(f"--engine onnx: {name} cannot run with onnxruntime here (is it installed? "
                               "is the cache folder writable?); use --engine torch")

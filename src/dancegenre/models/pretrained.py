@@ -24,7 +24,7 @@ from typing import Any, Callable
 
 import torch
 
-from dancegenre.config import CACHE_ENV, cache_dir
+from dancegenre.config import CACHE_ENV, cache_dir, weights_path
 from dancegenre.errors import DanceGenreError
 from dancegenre.models.musicnn import PRETRAINED, MusiCNNBackbone
 from dancegenre.safety import atomic_path
@@ -146,10 +146,6 @@ def to_state_dict(tensors: dict[str, Any]) -> dict[str, torch.Tensor]:
     for key, value in reference.items():
         state.setdefault(key, value)  # num_batches_tracked
     return state
-
-
-def weights_path(name: str) -> Path:
-    return cache_dir() / f"{name}.pt"
 
 
 def load_backbone_state(name: str, *, log: Callable[[str], Any] = print) -> dict[str, torch.Tensor]:

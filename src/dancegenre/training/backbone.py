@@ -24,6 +24,7 @@ import os
 from pathlib import Path
 from typing import Any, Callable
 
+from dancegenre.config import weights_path
 from dancegenre.errors import CheckpointError, first_line
 from dancegenre.training.export import (
     FORMAT,
@@ -142,27 +143,28 @@ def backbone_session(name: str, net: Any, *, stage: str = "features", digest: st
     return None
 
 
-def stamp_backbone(name: str, weights: Path, digest: str) -> None:
-    """Tie the weights file of ``name`` to its digest, so that the next ``embed`` or
-    ``tag`` finds the ONNX file without torch; a cache that cannot be written only
-    costs that."""
+def stamp_backbone(name: str, digest: str) -> None:
+    """Tie the cached weights file of ``name`` to their digest, so that the next
+    ``embed`` or ``tag`` finds the ONNX file without torch; a cache that cannot be
+    written only costs that."""
     from dancegenre.safety import atomic_write
 
     try:
-        atomic_write(backbone_stamp_path(name), json.dumps({"weights_sha256": file_sha256(weights), "digest": digest}))
+        atomic_write(backbone_stamp_path(name),
+                     json.dumps({"weights_sha256": file_sha256(weights_path(name)), "digest": digest}))
     except OSError:
         pass
 
 
-def cached_backbone(name: str, weights: Path) -> tuple[Any, dict[str, Any]] | None:
+def cached_backbone(name: str) -> tuple[Any, dict[str, Any]] | None:
     """The onnxruntime session (every core) of the pretrained network ``name`` made
-    from the weights file ``weights``, and its metadata (``weights``: the digest;
+    from its cached weights file, and its metadata (``weights``: the digest;
     ``tags``), without importing torch.  None when the stamp, the weights or the ONNX
     file is missing or does not match: the caller then loads the network with torch,
     :func:`backbone_session` and :func:`stamp_backbone`."""
     try:
         stamp = json.loads(backbone_stamp_path(name).read_text())
-        if stamp.get("weights_sha256") != file_sha256(weights):
+        if stamp.get("weights_sha256") != file_sha256(weights_path(name)):
             return None
         path = backbone_onnx_path(name, str(stamp["digest"]))
         session = open_session(path, os.cpu_count() or 1)
