@@ -128,6 +128,11 @@ def test_fetch_cli_one_line_without_index(tmp_path, monkeypatch, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "DANCEGENRE_MUSICNN_WHEEL" in err[0]
     assert not (tmp_path / "cache").exists() or not list((tmp_path / "cache").iterdir())
+    # info: where the weights and the onnxruntime copies are, before anything is fetched
+    assert main(["pretrained", "info"]) == 0
+    out = capsys.readouterr().out
+    assert "musicnn-msd" in out and "not fetched yet" in out and f"{tmp_path / 'cache' / 'onnx'}, none yet" in out
+    assert not (tmp_path / "cache").exists() or not list((tmp_path / "cache").iterdir())  # info writes nothing
 
 
 def test_finetune_freezes_all_but_last_blocks():

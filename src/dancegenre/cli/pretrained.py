@@ -52,9 +52,15 @@ def _cmd_pretrained(args: argparse.Namespace) -> int:
             if args.quiet:
                 print(path)
         return 0
+    from dancegenre.training.backbone import onnx_folder
+
     for name in args.model or list(pretrained.PRETRAINED):
         path = pretrained.weights_path(name)
         print(f"{name}: {path}" + ("" if path.is_file() else " (not fetched yet: dancegenre pretrained fetch)"))
+    onnx = onnx_folder()
+    made = sorted(onnx.glob("*.onnx")) if onnx.is_dir() else []
+    print(f"onnxruntime copies (made on first use; safe to delete): {onnx}" + (f", {len(made)} file(s)" if made
+                                                                                   else ", none yet"))
     print(pretrained.MUSICNN_LICENSE)
     return 0
 

@@ -76,21 +76,25 @@ def export_backbone(net: Any, dest: str | os.PathLike[str], *, name: str, weight
     return write_onnx(Layers().eval(), torch.zeros(2, N_MELS, 187), Path(dest), list(outputs), meta, axes=axes)
 
 
-def backbone_onnx_path(name: str, digest: str, *, stage: str = "features") -> Path:
-    """Where the ONNX file of a pretrained network's ``stage`` with weights ``digest`` is
-    kept: the cache folder, named by the network, the stage and the digest."""
+def onnx_folder() -> Path:
+    """The folder of the ONNX files and stamps: ``<cache>/onnx`` (safe to delete: the
+    files are made again on first use)."""
     from dancegenre.config import cache_dir
 
+    return cache_dir() / "onnx"
+
+
+def backbone_onnx_path(name: str, digest: str, *, stage: str = "features") -> Path:
+    """Where the ONNX file of a pretrained network's ``stage`` with weights ``digest`` is
+    kept: named by the network, the stage and the digest."""
     part = "" if stage == "features" else f"-{stage}"
-    return cache_dir() / "onnx" / f"{name}{part}-{digest}.onnx"
+    return onnx_folder() / f"{name}{part}-{digest}.onnx"
 
 
 def backbone_stamp_path(name: str) -> Path:
     """The stamp that ties the cached weights file of ``name`` (its sha256) to the
     digest, and so to the ONNX file, of those weights."""
-    from dancegenre.config import cache_dir
-
-    return cache_dir() / "onnx" / f"{name}.json"
+    return onnx_folder() / f"{name}.json"
 
 
 def backbone_meta(session: Any, path: Path, stage: str, digest: str) -> dict[str, Any] | None:
