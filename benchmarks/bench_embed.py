@@ -18,6 +18,9 @@
 (3) ``dancegenre train STORE --model musicnn-msd`` on a store whose embeddings are
     cached (the hard-techno clips with the musicnn front end, if ../shared/data is
     there): seconds for the whole command.  Target: under a minute.
+(3b) The same store copied without its cache: ``train --epochs 1`` with ``--finetune 0``
+    (the frozen features) and ``--finetune 4`` (the front end's maps), each with the
+    default engine (onnxruntime) and ``--engine torch``, fresh processes, the ratios.
 Prints a JSON summary; writes it to bench-out/embed.json.
 """
 
@@ -169,6 +172,23 @@ def main() -> None:
                                                         "--out", str(out / "head"), "--epochs", "60",
                                                         "--patience", "60"]), 1)
         summary["head_train_items"] = int(json.loads((store / "store.json").read_text())["n_items"])
+        # (3b) the store's cache made from nothing: the frozen features (--finetune 0) and the
+        # front end's maps (--finetune 4), one epoch each, onnxruntime (default) against torch
+        cold = out / "cold-store"
+        for finetune in ("0", "4"):
+            for engine in ("auto", "torch"):
+                shutil.rmtree(cold, ignore_errors=True)
+                shutil.copytree(store, cold, ignore=shutil.ignore_patterns("embeddings"))  # copy2: same stamps
+                key = f"cold_train_finetune{finetune}_{engine}_s"
+                summary[key] = round(timed_run([EXE, "train", "-q", str(cold), "--model", "musicnn-msd", "--epochs",
+                                                "1", "--finetune", finetune, "--engine", engine,
+                                                "--out", str(out / f"cold-{finetune}-{engine}")]), 1)
+            ratio = summary[f"cold_train_finetune{finetune}_torch_s"] / summary[f"cold_train_finetune{finetune}_auto_s"]
+            summary[f"cold_train_finetune{finetune}_speedup"] = round(ratio, 2)
+            print(f"train --finetune {finetune} --epochs 1 on a store without its cache: "
+                  f"{summary[f'cold_train_finetune{finetune}_auto_s']} s (onnxruntime), "
+                  f"{summary[f'cold_train_finetune{finetune}_torch_s']} s (--engine torch): {ratio:.2f}x")
+        shutil.rmtree(cold, ignore_errors=True)
     print(json.dumps(summary, indent=2))
     (BENCH_DIR / "embed.json").write_text(json.dumps(summary, indent=2))
     print(f"embed: {summary['embed_tracks_per_s']} tracks/s end to end (target >= 10)"

@@ -245,6 +245,9 @@ class TrainConfig:
     freq_masks: int = 2
     mask_width: int = 12  # maximum width of one mask in frames / bands
     device: str = "auto"  # auto picks cuda when available
+    # how a pretrained network's frozen part is computed for the store's cache on the CPU:
+    # auto: onnxruntime where it can (training.backbone), else torch; torch: always torch
+    engine: str = "auto"
     folds: int = 0  # >1: grouped k-fold cross-validation instead of one split
     fold: int | None = None  # with folds: which test fold this run holds out
     labels: tuple[str, ...] | None = None  # train on these genres only; None: all in the store
@@ -270,6 +273,8 @@ class TrainConfig:
             raise ConfigError("lr and backbone_lr must be positive and weight_decay non-negative")
         if not 0 <= self.label_smoothing < 1:
             raise ConfigError("label_smoothing must be in [0, 1)")
+        if self.engine not in ("auto", "torch"):
+            raise ConfigError(f"engine must be auto or torch, not {self.engine!r}")
         if self.mixup_alpha is not None and self.mixup_alpha < 0:
             raise ConfigError("mixup_alpha must be >= 0 (0: off)")
         if not 0 <= self.ema < 1:

@@ -490,3 +490,8 @@ def test_cached_stage_comes_from_onnxruntime(weights_cache, musicnn_store, tmp_p
         assert main(["train", "-q", str(store_copy), "--model", "musicnn-msd", "--out", str(tmp_path / "run"),
                      "--epochs", "1"]) == 0
         assert handed and all(callable(f) for f in handed)
+        handed.clear()  # --engine torch: the cache computed by torch
+        shutil.rmtree(store_copy / "embeddings")
+        assert main(["train", "-q", str(store_copy), "--model", "musicnn-msd", "--out", str(tmp_path / "run-torch"),
+                     "--epochs", "1", "--engine", "torch"]) == 0
+        assert handed and all(f is None for f in handed)

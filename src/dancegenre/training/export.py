@@ -102,7 +102,7 @@ def export_onnx(checkpoint: str | os.PathLike[str], dest: str | os.PathLike[str]
 
 
 def write_onnx(module: Any, example: Any, dest: Path, outputs: list[str], meta: dict[str, Any], *,
-           axes: dict[str, dict[int, str]] | None = None) -> Path:
+               axes: dict[str, dict[int, str]] | None = None) -> Path:
     """Trace ``module`` on ``example`` into ``dest`` (input ``segments``; ``axes``, the
     free axes of each input and output, default the batch axis), with ``meta`` as its
     ``dancegenre`` metadata; atomically."""

@@ -257,7 +257,8 @@ def fit(
 
     # ---- normalisation, optimiser (the model was built before anything was written)
     label_of = store.index["label"].map({lab: i for i, lab in enumerate(labels)}).fillna(-1).astype(int).to_numpy()
-    inputs = _initialise(net, store, rows["train"], previous, device=device, progress=progress and rank == 0, log=say)
+    inputs = _initialise(net, store, rows["train"], previous, device=device, progress=progress and rank == 0, log=say,
+                         engine=config.engine)
     scorer: nn.Module = StageHead(net) if net.cached_stage else net
     fill = net.norm.mean.detach().clone()
     opt = torch.optim.AdamW(_param_groups(net, config), lr=config.lr, weight_decay=config.weight_decay)
@@ -424,11 +425,12 @@ def _record(result: TrainResult, model_cfg: ModelConfig, config: TrainConfig, la
 
 
 def _initialise(net: Network, store: SegmentStore, train_rows: np.ndarray, previous: Checkpoint | None, *,
-                device: torch.device, progress: bool, log: Any) -> np.ndarray:
+                device: torch.device, progress: bool, log: Any, engine: str = "auto") -> np.ndarray:
     """Set ``net``'s normalisation from the training side (and a pretrained backbone's
     weights), or a resumed run's weights; move it to ``device``.  Returns what the
     network trains on: the store's segments, or, for a partly frozen backbone, its
-    ``cached_stage`` of every segment (computed once per store and cached)."""
+    ``cached_stage`` of every segment (computed once per store and cached; with onnxruntime
+    on the CPU unless ``engine`` is torch)."""
     if previous is None:
         mean, std = band_statistics(store.segments, train_rows)
         net.norm.set_stats(torch.from_numpy(mean), torch.from_numpy(std))
@@ -438,7 +440,7 @@ def _initialise(net: Network, store: SegmentStore, train_rows: np.ndarray, previ
         net.load_state_dict(previous.model.state_dict())
     net.to(device)
     inputs: np.ndarray = store.segments
-    stage_fn = onnx_stage(net, device, log) if net.cached_stage else None  # the frozen part, in onnxruntime
+    stage_fn = onnx_stage(net, device, log) if net.cached_stage and engine != "torch" else None
     if net.cached_stage:
         inputs = store_features(store, net, device=device, progress=progress, log=log, stage_fn=stage_fn)
     if previous is None and hasattr(net, "feature_norm"):
