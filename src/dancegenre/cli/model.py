@@ -313,9 +313,9 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     if args.timeline is not None:
         args.timeline.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(args.timeline, timeline_table(preds).to_csv(index=False))
+    failed = table["error"] != ""
     if not args.quiet or args.out is None:
         ranked = [c for r in range(2, args.top_k + 1) for c in (f"genre_{r}", f"p_{r}")]
-        failed = table["error"] != ""
         show = table.loc[~failed, ["path", "genre", "confidence", *ranked, "segments"]].copy()
         show["path"] = show["path"].map(lambda s: s if len(s) < 60 else "..." + s[-57:])
         if len(show):
@@ -323,7 +323,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         for path, error in table.loc[failed, ["path", "error"]].itertuples(index=False):
             # the reason, not a row of zeros under the verdicts (and the path once)
             print(f"failed: {path}: {error.removesuffix(f': {path}')}")
-    bad = int((table["error"] != "").sum())
+    bad = int(failed.sum())
     print(f"{len(preds) - bad} predicted, {bad} failed" + (f"; results in {args.out}" if args.out else ""))
     if args.write_tags:
         from dancegenre.inference.library import write_tags
