@@ -2,7 +2,6 @@
 
 import io
 import shutil
-import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -29,14 +28,11 @@ def app(trained_run):
 
 @pytest.fixture(scope="module")
 def server(trained_run):
-    from dancegenre.web.app import host_names, make_server
+    from dancegenre.web.app import host_names, make_server, serving
 
     app = create_app(trained_run, max_upload_mb=1, allowed_hosts=host_names("127.0.0.1"))
-    srv = make_server(app, host="127.0.0.1", port=0, max_upload_mb=1, request_timeout=2)
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{srv.effective_port}"
-    srv.close()
+    with serving(make_server(app, host="127.0.0.1", port=0, max_upload_mb=1, request_timeout=2)) as url:
+        yield url
 
 
 def post(client, name: str, data: bytes):
@@ -91,16 +87,30 @@ def test_concurrent_requests(server):
     assert requests.get(server, timeout=10).status_code == 200  # still serving
 
 
+def test_a_stopped_server_leaves_no_thread_and_no_descriptor(trained_run):
+    """Waitress's close() alone left its request threads running; one that finished
+    later wrote its wake-up byte into whatever file had reused the pipe's descriptor."""
+    import threading
+
+    from dancegenre.web.app import host_names, make_server, serving
+
+    before = set(threading.enumerate())
+    app = create_app(trained_run, allowed_hosts=host_names("127.0.0.1"))
+    srv = make_server(app, host="127.0.0.1", port=0, request_timeout=2)
+    with serving(srv) as url, requests.Session() as session:  # a kept-alive connection stays open
+        assert session.post(f"{url}/api/predict", files={"file": ("a.wav", wav_bytes())}, timeout=60).ok
+    assert set(threading.enumerate()) <= before
+    assert not srv._map and srv.trigger._closed
+
+
 @pytest.fixture(scope="module")
 def browser_server(trained_run):
     """A server whose upload limit takes a 90-second mix."""
-    from dancegenre.web.app import host_names, make_server
+    from dancegenre.web.app import host_names, make_server, serving
 
     app = create_app(trained_run, max_upload_mb=8, allowed_hosts=host_names("127.0.0.1"))
-    srv = make_server(app, host="127.0.0.1", port=0, max_upload_mb=8, request_timeout=5)
-    threading.Thread(target=srv.run, daemon=True).start()
-    yield f"http://127.0.0.1:{srv.effective_port}"
-    srv.close()
+    with serving(make_server(app, host="127.0.0.1", port=0, max_upload_mb=8, request_timeout=5)) as url:
+        yield url
 
 
 def _disjoint(a: dict, b: dict) -> bool:

@@ -24,7 +24,8 @@ import os
 import shutil
 import tempfile
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -374,6 +375,44 @@ def make_server(app: Any, *, host: str = "127.0.0.1", port: int = 8000, max_uplo
                          ident="dancegenre", clear_untrusted_proxy_headers=True)
 
 
+def close_server(server: Any) -> None:
+    """Close a server made by :func:`make_server` whose loop has ended.
+
+    Waitress's own ``close()`` leaves its request threads running and closes only the
+    listening socket and the wake-up pipe.  A request thread that finishes afterwards
+    writes a byte to that pipe's closed descriptor, which by then may belong to another
+    file of the process (a child's stdout, say).  So the threads are joined first, then
+    every connection, the socket and the pipe are closed."""
+    server.task_dispatcher.shutdown()
+    _close_sockets(server)
+
+
+def _close_sockets(server: Any) -> None:
+    for dispatcher in list(server._map.values()):
+        dispatcher.close()
+
+
+@contextmanager
+def serving(server: Any, timeout: float = 10.0) -> Iterator[str]:
+    """Serve ``server`` (from :func:`make_server`) on a background thread; yields its URL.
+
+    On exit the request threads are joined, everything is closed from the server's own
+    loop (so the loop never polls a closed descriptor) and the thread is waited for::
+
+        with serving(make_server(create_app("runs/demo"), port=0)) as url:
+            requests.get(url)
+    """
+    thread = threading.Thread(target=server.run, name="dancegenre-serve", daemon=True)
+    thread.start()
+    host = server.effective_host
+    try:
+        yield f"http://{f'[{host}]' if ':' in host else host}:{server.effective_port}"
+    finally:
+        server.task_dispatcher.shutdown()
+        server.trigger.pull_trigger(lambda: _close_sockets(server))  # the loop ends with its map empty
+        thread.join(timeout)
+
+
 def serve(checkpoint: str | os.PathLike[str], *, host: str = "127.0.0.1", port: int = 8000,
           max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB, allow_hosts: list[str] | tuple[str, ...] = (),
           allow_origins: list[str] | tuple[str, ...] = (), request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
@@ -398,6 +437,6 @@ def serve(checkpoint: str | os.PathLike[str], *, host: str = "127.0.0.1", port: 
     except KeyboardInterrupt:
         pass
     finally:
-        server.close()
+        close_server(server)
 
 
