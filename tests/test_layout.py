@@ -8,7 +8,7 @@ import dancegenre
 ROOT = Path(dancegenre.__file__).parent
 # Each floor may import from its own and the floors before it in this list.
 FLOORS = [
-    {"__init__", "__version__", "config", "errors", "safety"},
+    {"__init__", "__version__", "config", "errors", "safety", "device"},
     {"present"},
     {"audio"},
     {"data"},

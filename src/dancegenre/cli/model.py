@@ -105,7 +105,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                    help="with --folds and a musicnn-* whose front end stays frozen (--finetune 0-4): also write "
                         "OUT/ensemble.pt (and .onnx), the fold models' probabilities averaged")
     t.add_argument("--seed", type=int, default=d.seed, help="default %(default)s")
-    t.add_argument("--device", default=d.device, help="auto, cpu, cuda, cuda:1 ... (default %(default)s)")
+    t.add_argument("--device", default=d.device,
+                   help="auto, cpu, cuda or cuda:N; auto: cuda when torch sees one (default %(default)s)")
     t.add_argument("--engine", choices=["auto", "torch"], default=d.engine,
                    help="how a pretrained network's frozen part is computed, once per store, for its cache on the "
                         "CPU: auto with onnxruntime (about a third faster) where it can, else torch; torch: always "
@@ -166,7 +167,8 @@ def _add_evaluate_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("store", type=existing_path, nargs="?", default=None,
                    help="a prepared store to score (default: the run's own test split)")
     p.add_argument("--out", type=Path, default=None, help="report folder (default RUN/evaluation)")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="cpu",
+                   help="auto, cpu, cuda or cuda:N: where the network runs (default %(default)s)")
 
     p = sub.add_parser("predict", help="genre of audio files or folders, with a per-segment timeline")
     p.add_argument("checkpoint", type=existing_path, help="run folder, .pt checkpoint or exported .onnx model")
@@ -197,7 +199,9 @@ def _add_evaluate_predict(sub: argparse._SubParsersAction) -> None:
                    help="one M3U8 per genre and a rekordbox collection XML (DIR/rekordbox.xml)")
     p.add_argument("--workers", type=positive_int, default=None, help="decoding processes (default: all cores)")
     add_scheduler_option(p)
-    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 ... where the network runs (default %(default)s)")
+    p.add_argument("--device", default="cpu",
+                   help="auto, cpu, cuda or cuda:N: where the network runs; auto: cuda when torch sees one "
+                        "(default %(default)s)")
     p.add_argument("--engine", choices=ENGINES, default="auto",
                    help="run the network from the run's ONNX export (onnxruntime, no torch import) or from its "
                         "checkpoint (torch); auto takes the export on the CPU when it matches the checkpoint "

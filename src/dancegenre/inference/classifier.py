@@ -30,6 +30,7 @@ import pandas as pd
 from dancegenre.audio.decode import is_audio_path
 from dancegenre.audio.frontend import device_segments, iter_segments, whole_mono
 from dancegenre.config import ENGINES, FeatureConfig
+from dancegenre.device import resolve_device
 from dancegenre.errors import (
     CheckpointError,
     ConfigError,
@@ -202,7 +203,7 @@ class Classifier:
         self.labels = checkpoint.labels
         self.config = checkpoint.feature_config
         self.batch_size = batch_size
-        self.device = device
+        self.device = device = resolve_device(device)
         self.engine = "torch"
         self.scorer: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray | None]] = \
             TorchScorer(checkpoint.model.to(device).eval(), device)
@@ -246,8 +247,8 @@ class Classifier:
 
         Raises
         ------
-        CheckpointError for a missing or unusable model; ConfigError for an engine that
-        cannot run here.
+        CheckpointError for a missing or unusable model; ConfigError for an engine or a
+        ``device`` (``auto``, ``cpu``, ``cuda``, ``cuda:N``) that cannot run here.
         """
         if engine not in ENGINES:
             raise ConfigError(f"unknown engine {engine!r}; choose from {', '.join(ENGINES)}")
@@ -257,6 +258,7 @@ class Classifier:
             raise ConfigError("features on the device run next to the torch network: use --engine torch")
         if features == "device":
             engine = "torch"
+        device = resolve_device(device)
         path = Path(path)
         if path.suffix.lower() == ".onnx":
             if engine == "torch" or device != "cpu":

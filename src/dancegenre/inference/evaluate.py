@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from dancegenre.data.store import SegmentStore
+from dancegenre.device import resolve_device
 from dancegenre.errors import EmptyInputError, StoreError
 from dancegenre.training.checkpoint import load_checkpoint
 from dancegenre.training.scoring import evaluate_rows
@@ -46,8 +47,10 @@ def evaluate(checkpoint: str | os.PathLike[str], store: str | os.PathLike[str] |
 
     Raises
     ------
-    CheckpointError, StoreError, EmptyInputError
+    CheckpointError, StoreError, EmptyInputError; ConfigError for a ``device`` this
+    machine lacks (``auto``, ``cpu``, ``cuda``, ``cuda:N``)
     """
+    device = resolve_device(device)
     ckpt = load_checkpoint(checkpoint, device=device)
     labels = ckpt.labels
     if store is None:

@@ -17,6 +17,7 @@ import torch
 
 from dancegenre import __version__
 from dancegenre.config import FeatureConfig, ModelConfig, TrainConfig
+from dancegenre.device import resolve_device
 from dancegenre.errors import CheckpointError, DanceGenreError, LabelError, first_line
 from dancegenre.models.base import Network
 from dancegenre.models.registry import build_model
@@ -84,7 +85,12 @@ def read_payload(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 
 def load_checkpoint(path: str | os.PathLike[str], *, device: str | torch.device = "cpu") -> Checkpoint:
-    """Rebuild the model and configs from ``path`` (a ``.pt`` file or a run folder)."""
+    """Rebuild the model and configs from ``path`` (a ``.pt`` file or a run folder), on
+    ``device`` (``auto``, ``cpu``, ``cuda``, ``cuda:N``).
+
+    Raises CheckpointError; ConfigError for a device this machine lacks.
+    """
+    device = resolve_device(device)
     payload = read_payload(path)
     where = f"checkpoint {payload['path']}"
     missing = [k for k in ("model_config", "feature_config", "train_config", "labels", "state_dict")

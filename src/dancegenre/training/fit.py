@@ -33,6 +33,7 @@ from torch import nn
 from dancegenre.config import FeatureConfig, ModelConfig, TrainConfig
 from dancegenre.data.splits import grouped_split, resolve_split_column
 from dancegenre.data.store import SegmentStore, batches
+from dancegenre.device import resolve_device
 from dancegenre.errors import (
     CheckpointError,
     ConfigError,
@@ -100,13 +101,9 @@ def _distributed() -> tuple[int, int]:
 
 
 def _device(name: str, rank: int) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise ConfigError("--device cuda asked for, but torch sees no CUDA device")
-        if name == "cuda" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
-            name = f"cuda:{int(os.environ.get('LOCAL_RANK', rank))}"
+    name = resolve_device(name)
+    if name == "cuda" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        name = f"cuda:{int(os.environ.get('LOCAL_RANK', rank))}"
     return torch.device(name)
 
 
