@@ -295,7 +295,18 @@ def test_checkpoints_that_do_not_fit_are_one_line(trained_run, music, tmp_path, 
     refused(capsys, tmp_path, "predict", "-q", badfeat, a, needle="does not rebuild")
     junk = tmp_path / "junk.pt"
     junk.write_bytes(b"not a checkpoint" * 10)
-    refused(capsys, tmp_path, "predict", "-q", junk, a, needle="not a loadable")
+    refused(capsys, tmp_path, "predict", "-q", junk, a, needle="not a loadable dancegenre checkpoint (no weights")
+    (tmp_path / "empty.pt").touch()
+    refused(capsys, tmp_path, "predict", "-q", tmp_path / "empty.pt", a, needle="(the file is empty or cut short)")
+
+
+def test_a_model_argument_that_is_no_model_says_what_to_give(trained_run, corpus_store, music, tmp_path, capsys):
+    a, b = music / "techno" / "t0.wav", music / "techno" / "t1.wav"
+    refused(capsys, tmp_path, "predict", "-q", a, b, needle="is an audio file, not a model: give the run folder")
+    refused(capsys, tmp_path, "evaluate", "-q", corpus_store, needle="is a prepared store, not a model")
+    refused(capsys, tmp_path, "embed", "-q", a, "--model", "", "--out", tmp_path / "e.npy",
+            needle="--model: '' is neither a pretrained model")
+    refused(capsys, tmp_path, "predict", "-q", tmp_path, a, needle="give a run folder that train wrote, or a .pt")
 
 
 def test_every_page_escapes_what_it_shows(trained_run, tmp_path):

@@ -11,7 +11,8 @@ import pytest
 
 from dancegenre.config import FeatureConfig, TrainConfig
 from dancegenre.data.store import prepare
-from dancegenre.errors import ConfigError, EmptyInputError, StoreError
+from dancegenre.errors import CheckpointError, ConfigError, EmptyInputError, StoreError
+from dancegenre.training.checkpoint import load_checkpoint
 from dancegenre.training.fit import cross_validate, fit
 from tests.conftest import tone, write
 
@@ -133,6 +134,8 @@ def test_cross_validation_folds_hold_out_groups(corpus_store, tmp_path):
     again = cross_validate(corpus_store, out=tmp_path / "cv", folds=2, config=TrainConfig(epochs=1, split_by="track_id"),
                            progress=False, log=lambda *a: None)
     assert again["item_accuracy_mean"] == summary["item_accuracy_mean"]  # finished folds reused
+    with pytest.raises(CheckpointError, match="is a cross-validation, not one model: give one of its fold-N runs"):
+        load_checkpoint(tmp_path / "cv")  # given where a model is asked for: said what to give
 
 
 def test_bad_training_input(tmp_path, corpus_store):

@@ -65,8 +65,8 @@ class Embedder:
         from dancegenre.models.musicnn import PRETRAINED as TAGS
         from dancegenre.training.checkpoint import load_checkpoint
 
-        if not Path(model).exists():
-            raise ConfigError(f"--model: {model} is neither a pretrained model ({', '.join(PRETRAINED)}) "
+        if not name.strip() or not Path(model).exists():  # Path("") is the current folder
+            raise ConfigError(f"--model: {name!r} is neither a pretrained model ({', '.join(PRETRAINED)}) "
                               "nor a run folder or checkpoint")
         ckpt = load_checkpoint(model)
         if layer != "all":

@@ -9,6 +9,7 @@ opening a checkpoint someone sent you runs no code of theirs.
 from __future__ import annotations
 
 import os
+import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,12 +17,14 @@ from typing import Any
 import torch
 
 from dancegenre import __version__
+from dancegenre.audio.decode import is_audio_path
 from dancegenre.config import FeatureConfig, ModelConfig, TrainConfig
 from dancegenre.device import resolve_device
 from dancegenre.errors import CheckpointError, DanceGenreError, LabelError, first_line
 from dancegenre.models.base import Network
 from dancegenre.models.registry import build_model
 from dancegenre.safety import atomic_path, check_labels
+from dancegenre.training.runs import CV
 
 FORMAT = "dancegenre-checkpoint"
 VERSION = 1
@@ -69,19 +72,40 @@ def read_payload(path: str | os.PathLike[str]) -> dict[str, Any]:
     """The raw checkpoint dict, loaded without unpickling arbitrary objects."""
     path = Path(path)
     if path.is_dir():  # a run folder: take its best checkpoint
+        if not (path / "best.pt").is_file():
+            raise CheckpointError(_not_a_run(path))
         path = path / "best.pt"
     if not path.is_file():
         raise CheckpointError(f"no checkpoint at {path}")
+    if is_audio_path(path):  # `predict a.mp3 b.mp3`: the model was left out
+        raise CheckpointError(f"{path} is an audio file, not a model: give the run folder (or its .pt or .onnx) "
+                              "first, then the audio")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - torch.load raises many kinds on a file that is not a checkpoint
-        raise CheckpointError(f"not a loadable dancegenre checkpoint ({first_line(exc)}): {path}") from None
+        why = ("the file is empty or cut short" if isinstance(exc, EOFError)
+               # not a torch file, or one that holds code, which weights_only never runs
+               else "no weights torch can read safely" if isinstance(exc, pickle.UnpicklingError)
+               else first_line(exc))
+        raise CheckpointError(f"not a loadable dancegenre checkpoint ({why}): {path}") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"not a dancegenre checkpoint: {path}")
     if payload.get("version") != VERSION:
         raise CheckpointError(f"checkpoint version {payload.get('version')} is not {VERSION}: {path}")
     payload["path"] = str(path)
     return payload
+
+
+def _not_a_run(path: Path) -> str:
+    """Why the folder ``path`` (without a best.pt) is not a model, and what to give instead."""
+    if (path / "store.json").exists():
+        return f"{path} is a prepared store, not a model: give the run folder that train wrote (it holds best.pt)"
+    if (path / CV).exists():
+        ensemble = path / "ensemble.pt"
+        instead = (f"{ensemble} (its folds averaged)" if ensemble.is_file()
+                   else f"one of its fold-N runs, or `dancegenre ensemble {path} --out DIR` (pretrained models)")
+        return f"{path} is a cross-validation, not one model: give {instead}"
+    return f"no checkpoint at {path / 'best.pt'}: give a run folder that train wrote, or a .pt or .onnx file"
 
 
 def load_checkpoint(path: str | os.PathLike[str], *, device: str | torch.device = "cpu") -> Checkpoint:
