@@ -462,6 +462,20 @@ def test_host_names_and_origins(trained_run):
         assert requests.get(url, timeout=10).headers["Server"] == "dancegenre"  # not the server's name and version
 
 
+def test_serve_refuses_an_address_or_origin_it_cannot_use(trained_run, tmp_path, capsys):
+    from dancegenre.errors import ConfigError
+    from dancegenre.web.app import create_app, make_server
+
+    refused(capsys, tmp_path, "serve", "-q", trained_run, "--host", "", "--port", "0",
+            needle="cannot listen on '': not an address or a name of this machine")
+    for origin in ("https://ok.example/page", "ok.example", "null", "javascript:alert(1)", ""):
+        # none of these is ever a browser's Origin: it would allow nothing, silently
+        refused(capsys, tmp_path, "serve", "-q", trained_run, "--allow-origin", origin, "--port", "0",
+                needle=f"--allow-origin {origin!r} is not an origin: give scheme://host[:port]")
+    with pytest.raises(ConfigError, match="cannot listen on"):
+        make_server(create_app(trained_run), host="", port=0)
+
+
 # ---------------------------------------------------------------- 7. smaller points
 
 def test_workers_exit_when_the_parent_is_killed(tmp_path):

@@ -210,6 +210,28 @@ def host_names(host: str, extra: list[str] | tuple[str, ...] = ()) -> set[str]:
     return (names | {e.lower() for e in extra}) - {""}
 
 
+def web_origin(text: str) -> str:
+    """``text`` as the origin a browser sends (``scheme://host[:port]``, lower case), or ``*``.
+
+    Raises ConfigError for anything a browser never sends as an Origin (a path, a query,
+    no scheme or host), which would never match and so allow nothing, silently."""
+    from urllib.parse import urlsplit
+
+    origin = text.strip().rstrip("/").lower()
+    if origin == "*":
+        return origin
+    try:
+        parts = urlsplit(origin)
+        parts.port  # noqa: B018 - a port that is not a number raises here
+    except ValueError:
+        parts = None
+    if parts is None or not parts.scheme or not parts.hostname or parts.path or parts.query or parts.fragment \
+            or "@" in parts.netloc:  # a scheme of its own is fine: chrome-extension://<id>
+        raise ConfigError(f"--allow-origin {text!r} is not an origin: give scheme://host[:port], "
+                          "e.g. https://example.org (no path), or *")
+    return origin
+
+
 def _hostname(host_header: str) -> str:
     """``name`` of a Host header ``name:port`` or ``[v6]:port``, lower case."""
     h = host_header.strip().lower()
@@ -251,7 +273,7 @@ def create_app(checkpoint: str | os.PathLike[str], *, max_upload_mb: float = DEF
     from dancegenre.present.html import render, stylesheet
 
     css = stylesheet() + stylesheet(WEB)  # the base of every page, then the web page's own
-    origins = {o.rstrip("/").lower() for o in allow_origins}
+    origins = {web_origin(o) for o in allow_origins}
     clf = Classifier.load(checkpoint)
     lock = threading.Lock()  # one inference at a time: the model is shared
 
@@ -366,13 +388,21 @@ def make_server(app: Any, *, host: str = "127.0.0.1", port: int = 8000, max_uplo
     """A waitress server for ``app`` (``.run()`` serves; ``.effective_port`` is the port).
 
     A connection silent for ``request_timeout`` seconds is closed; a body over the
-    upload limit is refused before it is read whole."""
+    upload limit is refused before it is read whole.
+
+    Raises ConfigError: the address cannot be listened on (taken, not this machine's, not
+    an address or a name at all)."""
     from waitress.server import create_server
 
-    return create_server(app, host=host, port=port, threads=threads, channel_timeout=request_timeout,
-                         cleanup_interval=max(1, min(30, int(request_timeout / 2))),
-                         max_request_body_size=int(max_upload_mb * 1024 * 1024) + 64 * 1024,
-                         ident="dancegenre", clear_untrusted_proxy_headers=True)
+    try:
+        return create_server(app, host=host, port=port, threads=threads, channel_timeout=request_timeout,
+                             cleanup_interval=max(1, min(30, int(request_timeout / 2))),
+                             max_request_body_size=int(max_upload_mb * 1024 * 1024) + 64 * 1024,
+                             ident="dancegenre", clear_untrusted_proxy_headers=True)
+    except OSError as exc:
+        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    except ValueError:  # waitress: the host resolves to no address
+        raise ConfigError(f"cannot listen on {host!r}: not an address or a name of this machine") from None
 
 
 def close_server(server: Any) -> None:
@@ -426,10 +456,7 @@ def serve(checkpoint: str | os.PathLike[str], *, host: str = "127.0.0.1", port: 
     """
     app = create_app(checkpoint, max_upload_mb=max_upload_mb, allowed_hosts=host_names(host, allow_hosts),
                      allow_origins=allow_origins, only=only)
-    try:
-        server = make_server(app, host=host, port=port, max_upload_mb=max_upload_mb, request_timeout=request_timeout)
-    except OSError as exc:
-        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    server = make_server(app, host=host, port=port, max_upload_mb=max_upload_mb, request_timeout=request_timeout)
     shown = f"[{host}]" if ":" in host else host
     print(f"dancegenre serve: http://{shown}:{server.effective_port}/ (Ctrl-C stops)", flush=True)
     try:
