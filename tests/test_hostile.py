@@ -476,6 +476,51 @@ def test_serve_refuses_an_address_or_origin_it_cannot_use(trained_run, tmp_path,
         make_server(create_app(trained_run), host="", port=0)
 
 
+# ---------------------------------------------------------------- 6. numbers that are no use
+
+@pytest.mark.parametrize("args, needle", [
+    (["--lr", "nan"], "lr and backbone_lr must be positive and weight_decay non-negative (finite numbers)"),
+    (["--lr", "inf"], "lr and backbone_lr must be positive"),
+    (["--backbone-lr", "inf"], "lr and backbone_lr must be positive"),
+    (["--weight-decay", "nan"], "lr and backbone_lr must be positive"),
+    (["--augment", "--mixup", "nan"], "mixup_alpha must be a finite number >= 0"),
+    (["--dense", "9" * 23], "filters, dense and rnn_hidden between 1 and 4096 each"),  # a memory bomb
+    (["--filters", "64,100000,128"], "filters, dense and rnn_hidden between 1 and 4096 each"),
+    (["--kernel-size", "9" * 23], "kernel_size and first_stride must be between 1 and 1024"),
+    (["--pool-sizes", "64,64,64"], "the network does not fit the store's segments (128 bands x 128 frames)"),
+])
+def test_training_numbers_out_of_range_are_one_line(corpus_store, tmp_path, capsys, args, needle):
+    refused(capsys, tmp_path, "train", "-q", corpus_store, "--out", tmp_path / "run", "--epochs", "1", *args,
+            needle=needle)
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["train", "STORE", "--out", "OUT", "--seed", "-1"], "argument --seed: must be between 0 and 4294967295"),
+    (["synth", "OUT", "--seed", "9" * 23], "argument --seed: must be between 0 and 4294967295"),
+    (["demo", "OUT", "--seed", "-1"], "argument --seed: must be between 0 and 4294967295"),
+    (["baseline", "STORE", "--seed", "-1"], "argument --seed: must be between 0 and 4294967295"),
+    (["serve", "RUN", "--port", "70000"], "argument --port: must be between 0 and 65535"),
+    (["serve", "RUN", "--max-upload-mb", "nan"], "argument --max-upload-mb: must be between 0.01 and 1e+06"),
+    (["serve", "RUN", "--max-upload-mb", "-1"], "argument --max-upload-mb: must be between 0.01 and 1e+06"),
+    (["explain", "RUN", "RUN", "--out", "OUT", "--max-seconds", "inf"], "argument --max-seconds: must be between 1"),
+    (["collect", "deezer", "1", "--label", "x", "--out", "OUT", "--port", "0"],
+     "argument --port: must be between 1 and 65535"),
+])
+def test_numbers_out_of_range_are_refused_by_the_parser(trained_run, corpus_store, tmp_path, capsys, args, needle):
+    names = {"RUN": str(trained_run), "STORE": str(corpus_store), "OUT": str(tmp_path / "out")}
+    with pytest.raises(SystemExit) as info:
+        main([names.get(a, a) for a in args])
+    assert info.value.code == 2 and needle in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
+
+
+def test_more_runners_up_than_genres_are_the_genres(trained_run, music, tmp_path, capsys):
+    code, _, err = cli(capsys, "predict", "-q", trained_run, music / "techno" / "t0.wav", "--top-k", "9" * 23,
+                       "--out", tmp_path / "p.csv")  # once a loop of 10**23 columns
+    table = pd.read_csv(tmp_path / "p.csv")
+    assert code == 0 and not err and "genre_2" in table and "genre_3" not in table
+
+
 # ---------------------------------------------------------------- 7. smaller points
 
 def test_workers_exit_when_the_parent_is_killed(tmp_path):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import os
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -165,6 +166,10 @@ ACTIVATIONS = ("relu", "elu", "gelu", "silu", "selu", "leaky_relu", "mish", "tan
 POOLINGS = ("max", "avg", "meanmaxl2")
 EMBED_LAYERS = ("all", "max_pool", "mean_pool", "penultimate", "taggram")  # `embed --layer`
 ENGINES = ("auto", "onnx", "torch")  # `--engine` of predict, embed and tag: onnxruntime or torch
+MAX_SEED = 2**32 - 1  # numpy's seeds run from 0 to this
+
+
+MAX_BLOCKS, MAX_WIDTH, MAX_KERNEL = 16, 4096, 1024  # ModelConfig's bounds (a 4096 x 4096 layer: 268 MB)
 
 
 @dataclass(frozen=True)
@@ -195,12 +200,19 @@ class ModelConfig:
             raise ConfigError("a classifier needs at least 2 classes")
         if not self.filters or any(f <= 0 for f in self.filters):
             raise ConfigError("filters must be positive channel counts")
+        # beyond these a typo (an extra digit or three) asks for gigabytes of weights
+        if len(self.filters) > MAX_BLOCKS or not 1 <= min(self.dense, self.rnn_hidden) <= max(
+                *self.filters, self.dense, self.rnn_hidden) <= MAX_WIDTH:
+            raise ConfigError(f"at most {MAX_BLOCKS} conv blocks, and filters, dense and rnn_hidden between 1 and "
+                              f"{MAX_WIDTH} each")
+        if any(not 1 <= p <= MAX_KERNEL for p in self.pool_sizes):
+            raise ConfigError(f"pool_sizes must be between 1 and {MAX_KERNEL}")
         if len(self.pool_sizes) != len(self.filters):
             raise ConfigError("pool_sizes needs one entry per conv block (filters)")
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError("dropout must be in [0, 1)")
-        if self.kernel_size < 1 or self.first_stride < 1:
-            raise ConfigError("kernel_size and first_stride must be >= 1")
+        if not (1 <= self.kernel_size <= MAX_KERNEL and 1 <= self.first_stride <= MAX_KERNEL):
+            raise ConfigError(f"kernel_size and first_stride must be between 1 and {MAX_KERNEL}")
         if self.rnn not in ("gru", "lstm"):
             raise ConfigError("rnn must be gru or lstm")
         if self.head not in ("linear", "mlp"):
@@ -269,14 +281,18 @@ class TrainConfig:
             raise ConfigError("epochs and batch_size must be >= 1")
         if not (0 < self.val_fraction < 0.5 and 0 <= self.test_fraction < 0.5):
             raise ConfigError("val_fraction must be in (0, 0.5), test_fraction in [0, 0.5)")
-        if self.lr <= 0 or self.weight_decay < 0 or (self.backbone_lr is not None and self.backbone_lr <= 0):
-            raise ConfigError("lr and backbone_lr must be positive and weight_decay non-negative")
+        rates = [self.lr, self.weight_decay] + ([self.backbone_lr] if self.backbone_lr is not None else [])
+        if (not all(math.isfinite(r) for r in rates) or self.lr <= 0 or self.weight_decay < 0
+                or (self.backbone_lr is not None and self.backbone_lr <= 0)):
+            raise ConfigError("lr and backbone_lr must be positive and weight_decay non-negative (finite numbers)")
+        if not 0 <= self.seed <= MAX_SEED:
+            raise ConfigError(f"seed must be between 0 and {MAX_SEED}")
         if not 0 <= self.label_smoothing < 1:
             raise ConfigError("label_smoothing must be in [0, 1)")
         if self.engine not in ("auto", "torch"):
             raise ConfigError(f"engine must be auto or torch, not {self.engine!r}")
-        if self.mixup_alpha is not None and self.mixup_alpha < 0:
-            raise ConfigError("mixup_alpha must be >= 0 (0: off)")
+        if self.mixup_alpha is not None and not 0 <= self.mixup_alpha < math.inf:
+            raise ConfigError("mixup_alpha must be a finite number >= 0 (0: off)")
         if not 0 <= self.ema < 1:
             raise ConfigError("ema must be in [0, 1) (0: off)")
         if self.folds == 1 or self.folds < 0:

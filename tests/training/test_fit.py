@@ -165,7 +165,7 @@ def test_cli_ema_out_of_range_is_one_line(corpus_store, tmp_path):
 
 @pytest.mark.parametrize("extra, message", [
     (["--mixup", "0.4"], "--mixup is part of --augment: add --augment"),
-    (["--augment", "--mixup", "-1"], "mixup_alpha must be >= 0 (0: off)"),
+    (["--augment", "--mixup", "-1"], "mixup_alpha must be a finite number >= 0 (0: off)"),
 ])
 def test_cli_mixup_refused_in_one_line(corpus_store, tmp_path, extra, message):
     before = {p.name: p.stat().st_mtime_ns for p in corpus_store.iterdir()}

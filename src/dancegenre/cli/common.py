@@ -11,7 +11,7 @@ import argparse
 from collections.abc import Callable
 from pathlib import Path
 
-from dancegenre.config import FeatureConfig
+from dancegenre.config import MAX_SEED, FeatureConfig
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
@@ -26,7 +26,7 @@ def command(name: str) -> Callable:
     return register
 
 
-def _number(cast: Callable[[str], float], low: float, high: float, what: str) -> Callable[[str], float]:
+def number_in(cast: Callable[[str], float], low: float, high: float, what: str) -> Callable[[str], float]:
     """An argparse type: ``cast`` the text and require ``low <= value <= high``."""
     def parse(text: str) -> float:
         try:
@@ -34,14 +34,17 @@ def _number(cast: Callable[[str], float], low: float, high: float, what: str) ->
         except ValueError:
             raise argparse.ArgumentTypeError(f"not {what}: {text!r}") from None
         if not low <= value <= high:
-            bounds = f"at least {low:g}" if high == float("inf") else f"between {low:g} and {high:g}"
+            shown = str if cast is int else (lambda v: f"{v:g}")  # a seed's bound in full, not 4.29497e+09
+            bounds = f"at least {shown(low)}" if high == float("inf") else f"between {shown(low)} and {shown(high)}"
             raise argparse.ArgumentTypeError(f"must be {bounds}, got {value}")
         return value
     return parse
 
 
-positive_int = _number(int, 1, float("inf"), "a whole number")
-probability = _number(float, 0.0, 1.0, "a number")
+positive_int = number_in(int, 1, float("inf"), "a whole number")
+probability = number_in(float, 0.0, 1.0, "a number")
+seed_number = number_in(int, 0, MAX_SEED, "a whole number")  # --seed: numpy's range
+port_number = number_in(int, 0, 65535, "a port number")
 
 
 def scheduler_name(text: str) -> str:

@@ -11,7 +11,9 @@ from dancegenre.cli.common import (
     add_scheduler_option,
     command,
     existing_path,
+    number_in,
     positive_int,
+    seed_number,
 )
 from dancegenre.errors import ConfigError
 
@@ -21,7 +23,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("synth", help="write a synthetic techno/EDM corpus with a catalog.csv")
     p.add_argument("out", type=Path, help="output folder: OUT/<genre>/<id>.<format>, OUT/catalog.csv")
     p.add_argument("--per-genre", type=positive_int, default=100, help="clips per genre (default %(default)s)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default %(default)s)")
+    p.add_argument("--seed", type=seed_number, default=0, help="random seed (default %(default)s)")
     p.add_argument("--format", choices=["mp3", "wav", "flac", "ogg"], default="mp3",
                    help="audio format (default %(default)s; flac/wav encode faster)")
     p.add_argument("--artists", type=positive_int, default=None,
@@ -47,7 +49,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                    help="with --search: stop at this many distinct tracks (default %(default)s)")
     p.add_argument("--label", default=None, help="genre of this playlist's tracks (a folder name)")
     p.add_argument("--out", type=Path, default=None, help="data folder: OUT/catalog.csv, OUT/<label>/<id>.mp3")
-    p.add_argument("--port", type=positive_int, default=8888,
+    p.add_argument("--port", type=number_in(int, 1, 65535, "a port number"), default=8888,
                    help="login: the loopback redirect port, http://127.0.0.1:PORT/callback (default %(default)s)")
     p.add_argument("--no-browser", action="store_true",
                    help="login: print the sign-in URL and read the redirected URL pasted back")

@@ -10,8 +10,11 @@ from dancegenre.cli.common import (
     command,
     existing_path,
     genre_list,
+    number_in,
+    port_number,
     positive_int,
     probability,
+    seed_number,
 )
 from dancegenre.config import (
     ACTIVATIONS,
@@ -104,7 +107,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--ensemble", action="store_true",
                    help="with --folds and a musicnn-* whose front end stays frozen (--finetune 0-4): also write "
                         "OUT/ensemble.pt (and .onnx), the fold models' probabilities averaged")
-    t.add_argument("--seed", type=int, default=d.seed, help="default %(default)s")
+    t.add_argument("--seed", type=seed_number, default=d.seed, help="default %(default)s")
     t.add_argument("--device", default=d.device,
                    help="auto, cpu, cuda or cuda:N; auto: cuda when torch sees one (default %(default)s)")
     t.add_argument("--engine", choices=["auto", "torch"], default=d.engine,
@@ -115,8 +118,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("serve", help="a local web page and JSON API for trying a model")
     p.add_argument("checkpoint", type=existing_path, help="run folder or .pt checkpoint")
     p.add_argument("--host", default="127.0.0.1", help="default %(default)s (this machine only)")
-    p.add_argument("--port", type=int, default=8000, help="default %(default)s (0: any free port)")
-    p.add_argument("--max-upload-mb", type=float, default=100.0, help="largest upload (default %(default)s MB)")
+    p.add_argument("--port", type=port_number, default=8000, help="default %(default)s (0: any free port)")
+    p.add_argument("--max-upload-mb", type=number_in(float, 0.01, 1e6, "a number"), default=100.0,
+                   help="largest upload (default %(default)s MB)")
     p.add_argument("--allow-host", action="append", default=[], metavar="NAME",
                    help="also answer to this Host name (a DNS name or reverse proxy in front); repeatable")
     p.add_argument("--allow-origin", action="append", default=[], metavar="ORIGIN",
@@ -183,7 +187,8 @@ def _add_evaluate_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dry-run", action="store_true",
                    help="with --sort-into or --write-tags: only show what would happen")
     p.add_argument("--top-k", type=positive_int, default=1,
-                   help="also give the runners-up: genre_2, p_2 ... genre_K, p_K (default %(default)s)")
+                   help="also give the runners-up: genre_2, p_2 ... genre_K, p_K, K at most the model's genres "
+                        "(default %(default)s)")
     p.add_argument("--only", type=genre_list, default=None, metavar="GENRE,GENRE...",
                    help="verdicts among these of the model's genres only (at least two), their probabilities "
                         "scaled to sum to 1: e.g. a 7-subgenre model asked about 5 of them")
@@ -235,7 +240,7 @@ def _add_evaluate_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("out", type=Path, nargs="?", default=Path("demo-out"), help="output folder (default %(default)s)")
     p.add_argument("--per-genre", type=positive_int, default=40, help="clips per genre (default %(default)s)")
     p.add_argument("--epochs", type=positive_int, default=15, help="maximum epochs (default %(default)s)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed_number, default=0)
 
 
 @command("evaluate")
@@ -296,6 +301,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     clf = Classifier.load(args.checkpoint, device=args.device, engine=args.engine, features=args.features)
     if args.only is not None:
         clf.restrict(args.only)
+    args.top_k = min(args.top_k, len(clf.labels))  # columns past the model's genres would always be empty
     paths = expand_paths(args.paths, exclude=[args.sort_into] if args.sort_into is not None else [])
     inputs = Inputs([*paths, *clf.model_files])
     for what, path in (("--out", args.out), ("--timeline", args.timeline), ("--tag-journal", journal)):

@@ -5,7 +5,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from dancegenre.cli.common import command, existing_path, genre_list, positive_int
+from dancegenre.cli.common import (
+    command,
+    existing_path,
+    genre_list,
+    number_in,
+    positive_int,
+    seed_number,
+)
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -29,7 +36,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--split-by", default="track_id", help="grouping column (default %(default)s; item for none)")
     p.add_argument("--folds", type=positive_int, default=5)
     p.add_argument("--labels", type=genre_list, default=None, help="only these genres")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed_number, default=0)
     p.add_argument("--out", type=Path, default=None, help="JSON file for the results")
 
     p = sub.add_parser("figure", help="the study's figures from the training front end")
@@ -66,7 +73,8 @@ def add_explain_report(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--store", type=existing_path, default=None,
                    help="also analyse the first-layer filters over this store's segments")
     p.add_argument("--out", type=Path, required=True, help="folder for PNGs, CSVs and explain.html")
-    p.add_argument("--max-seconds", type=float, default=600.0, help="explain at most this much of each track")
+    p.add_argument("--max-seconds", type=number_in(float, 1.0, 1e7, "a number"), default=600.0,
+                   help="explain at most this much of each track (default %(default)s)")
     p.add_argument("--max-segments", type=positive_int, default=2000, help="store segments to scan (evenly spaced)")
     p = sub.add_parser("report", help="one self-contained HTML page for a run, a cross-validation or an experiment")
     p.add_argument("target", type=existing_path, help="run folder, `train --folds` folder or experiment folder")

@@ -546,6 +546,7 @@ def results_table(predictions: list[Prediction], labels: list[str], top_k: int =
     """One row a file: path, genre, confidence, the runners-up up to ``top_k``
     (``genre_2, p_2``...), one probability column a genre, segments, seconds, error."""
     rows = []
+    top_k = min(top_k, len(labels))  # no more runners-up than genres
     for p in predictions:
         row: dict[str, Any] = {"path": p.source, "genre": p.genre or "", "confidence": round(p.confidence, 4),
                                **p.ranked(top_k)}

@@ -40,6 +40,7 @@ from dancegenre.errors import (
     EmptyInputError,
     Interrupted,
     StoreError,
+    first_line,
 )
 from dancegenre.models.base import Network
 from dancegenre.models.embedding import compute_features, store_features
@@ -239,6 +240,7 @@ def fit(
     previous, config, model_cfg = _start(store, store_path, out, model, model_options, config, resume)
     torch.manual_seed(config.seed)
     net = build_model(model_cfg)  # a bad model setting is refused before the run folder exists
+    _check_fits(net, store.config)
     if rank == 0:
         claim_folder(out, "run", legacy=RUN_FILES, what="run folder")
     labels, items = _select_labels(store, config.labels)
@@ -488,6 +490,23 @@ def _criterion(train_labels: np.ndarray, n_classes: int, config: TrainConfig, de
         counts = np.bincount(train_labels, minlength=n_classes).astype(np.float64)
         weights = torch.tensor(counts.sum() / (n_classes * np.maximum(counts, 1)), dtype=torch.float32, device=device)
     return nn.CrossEntropyLoss(weight=weights, label_smoothing=config.label_smoothing)
+
+
+def _check_fits(net: Network, features: FeatureConfig) -> None:
+    """One forward pass on two silent segments: a network whose poolings or kernels leave
+    nothing of the store's segments is refused in one line, before anything is written.
+
+    Raises ConfigError."""
+    x = torch.zeros(2, features.n_mels, features.segment_frames)
+    try:
+        with torch.no_grad():
+            net.eval()(x)
+    except RuntimeError as exc:
+        raise ConfigError(f"the network does not fit the store's segments ({features.n_mels} bands x "
+                          f"{features.segment_frames} frames): {first_line(exc, 160)}; smaller --pool-sizes or "
+                          "--kernel-size, or longer segments (prepare --segment-frames)") from None
+    finally:
+        net.train()
 
 
 def _start(store: SegmentStore, store_path: str | os.PathLike[str], out: Path, model: str,
