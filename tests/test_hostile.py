@@ -495,6 +495,16 @@ def test_training_numbers_out_of_range_are_one_line(corpus_store, tmp_path, caps
 
 
 @pytest.mark.parametrize("args, needle", [
+    (["--sample-rate", "99999999"], "sample_rate must be between 4000 and 192000 Hz"),
+    (["--n-fft", "99999998"], "n_fft must be even, between 64 and 65536"),  # once a 24 GB filter bank
+    (["--segment-frames", "99999999"], "segment_frames must be between 8 and 65536"),
+    (["--n-mels", "1000"], "141 of the 1000 mel bands would hold no FFT bin (n_fft 2048 at 22050 Hz"),
+])
+def test_front_ends_out_of_range_are_one_line(music, tmp_path, capsys, args, needle):
+    refused(capsys, tmp_path, "prepare", "-q", music, tmp_path / "store", *args, needle=needle)
+
+
+@pytest.mark.parametrize("args, needle", [
     (["train", "STORE", "--out", "OUT", "--seed", "-1"], "argument --seed: must be between 0 and 4294967295"),
     (["synth", "OUT", "--seed", "9" * 23], "argument --seed: must be between 0 and 4294967295"),
     (["demo", "OUT", "--seed", "-1"], "argument --seed: must be between 0 and 4294967295"),

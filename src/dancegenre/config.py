@@ -76,11 +76,12 @@ class FeatureConfig:
 
     def __post_init__(self) -> None:
         checks = [
-            (self.sample_rate >= 4000, "sample_rate must be at least 4000 Hz"),
-            (self.n_fft >= 64 and self.n_fft % 2 == 0, "n_fft must be even and >= 64"),
+            # the upper bounds keep a typo (an extra digit or three) from asking for gigabytes
+            (4000 <= self.sample_rate <= 192000, "sample_rate must be between 4000 and 192000 Hz"),
+            (64 <= self.n_fft <= 65536 and self.n_fft % 2 == 0, "n_fft must be even, between 64 and 65536"),
             (0 < self.hop_length <= self.n_fft, "hop_length must be in (0, n_fft]"),
             (0 < self.n_mels <= self.n_fft // 2 + 1, "n_mels must be in (0, n_fft/2+1]"),
-            (self.segment_frames >= 8, "segment_frames must be at least 8"),
+            (8 <= self.segment_frames <= 65536, "segment_frames must be between 8 and 65536"),
             (0 < self.segment_hop, "segment_hop must be positive"),
             (self.fmin >= 0, "fmin must be >= 0"),
             (self.fmax is None or self.fmin < self.fmax <= self.sample_rate / 2,

@@ -133,7 +133,7 @@ def test_mixup_of_the_cached_front_end_is_opt_in(weights_cache, musicnn_store, t
     recorded = json.loads((tmp_path / "mixed" / "results.json").read_text())["train_config"]
     assert recorded["mixup_alpha"] == 0.4
     for bad, message in [(["--mixup", "0.4"], "--mixup is part of --augment: add --augment"),
-                         (["--augment", "--mixup", "-1"], "mixup_alpha must be >= 0 (0: off)")]:
+                         (["--augment", "--mixup", "-1"], "mixup_alpha must be a finite number >= 0 (0: off)")]:
         args = [a for a in common if a != "--augment"] + ["--out", str(tmp_path / "bad"), *bad]
         assert main(args) == 2
         assert capsys.readouterr().err.strip().splitlines() == [f"dancegenre train: error: {message}"]

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
@@ -27,7 +28,7 @@ import scipy.fft
 
 from dancegenre.audio.decode import DEFAULT_BLOCK_SECONDS, stream_array, stream_mono
 from dancegenre.config import FeatureConfig, cache_dir
-from dancegenre.errors import AudioTooShortError, SilentAudioError
+from dancegenre.errors import AudioTooShortError, ConfigError, SilentAudioError
 from dancegenre.safety import atomic_path
 
 if TYPE_CHECKING:
@@ -44,6 +45,8 @@ def mel_filterbank(config: FeatureConfig) -> np.ndarray:
     Kept in the user's cache folder (:func:`dancegenre.config.cache_dir`) once made:
     importing librosa costs a second, which would double the start of ``predict`` on
     one file.  A cache that cannot be read or written is simply not used.
+
+    Raises ConfigError when a band would be empty (too many bands for the FFT's bins).
     """
     import librosa  # librosa's version is part of the key: its filters are the reference
 
@@ -56,10 +59,17 @@ def mel_filterbank(config: FeatureConfig) -> np.ndarray:
             return fb
     except (OSError, ValueError):
         pass
-    fb = librosa.filters.mel(
-        sr=config.sample_rate, n_fft=config.n_fft, n_mels=config.n_mels,
-        fmin=config.fmin, fmax=config.fmax, htk=False, norm="slaney", dtype=np.float32,
-    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # librosa's note on empty filters: refused below
+        fb = librosa.filters.mel(
+            sr=config.sample_rate, n_fft=config.n_fft, n_mels=config.n_mels,
+            fmin=config.fmin, fmax=config.fmax, htk=False, norm="slaney", dtype=np.float32,
+        )
+    empty = int((~fb.any(axis=1)).sum())
+    if empty:
+        raise ConfigError(f"{empty} of the {config.n_mels} mel bands would hold no FFT bin (n_fft "
+                          f"{config.n_fft} at {config.sample_rate} Hz, {config.fmin:g}-"
+                          f"{config.fmax or config.sample_rate / 2:g} Hz): fewer --n-mels or a larger --n-fft")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(path) as part, open(part, "wb") as fh:

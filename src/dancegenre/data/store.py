@@ -32,7 +32,7 @@ import pandas as pd
 
 from dancegenre import __version__
 from dancegenre.audio.decode import probe
-from dancegenre.audio.frontend import LogMelStream, iter_segments
+from dancegenre.audio.frontend import LogMelStream, iter_segments, mel_filterbank
 from dancegenre.config import FeatureConfig
 from dancegenre.data.catalog import item_key, list_items
 from dancegenre.data.jobs import cache_keys, sort_results
@@ -167,11 +167,14 @@ def prepare(
         Nothing in ``source``, or no file could be prepared.
     CatalogError, StoreError
         A malformed catalog; ``out`` holds a store made with another config.
+    ConfigError
+        ``config`` would give mel bands without an FFT bin.
     Interrupted
         Ctrl-C; finished items are kept in ``out/pending``.
     """
     config = config or FeatureConfig()
     t0 = time.perf_counter()
+    mel_filterbank(config)  # a front end with empty bands is refused before the store folder exists
     items, groups = list_items(source)
     # A store inside an input folder would be read as a genre folder on the next run.
     out = claim_folder(out, "store", legacy=("store.json",), what="store folder",
