@@ -214,6 +214,10 @@ class ModelConfig:
             raise ConfigError("dropout must be in [0, 1)")
         if not (1 <= self.kernel_size <= MAX_KERNEL and 1 <= self.first_stride <= MAX_KERNEL):
             raise ConfigError(f"kernel_size and first_stride must be between 1 and {MAX_KERNEL}")
+        if self.pooling not in POOLINGS:
+            raise ConfigError(f"unknown pooling {self.pooling!r}; choose from {', '.join(POOLINGS)}")
+        if self.activation not in ACTIVATIONS:
+            raise ConfigError(f"unknown activation {self.activation!r}; choose from {', '.join(ACTIVATIONS)}")
         if self.rnn not in ("gru", "lstm"):
             raise ConfigError("rnn must be gru or lstm")
         if self.head not in ("linear", "mlp"):

@@ -92,6 +92,21 @@ def test_spec_errors_are_one_line(tmp_path, corpus_store, capsys):
     bad.write_text('[factors]\npooling = ["sideways"]\n')
     assert main(["experiment", str(bad), "--store", str(corpus_store), "--out", str(tmp_path / "o")]) == 2
     assert "sideways" in capsys.readouterr().err
+    for text, words in [('[base]\nepochs = "x"\n', "spec [base] epochs: 'x' is not a whole number"),
+                        ('[factors]\nlr = [0.1, "x"]\n', "spec [factors] lr: 'x' is not a number"),
+                        ('[base]\naugment = 1\n', "spec [base] augment: 1 is not true or false"),
+                        ('[[runs]]\nname = "r"\nfilters = 64\n', "spec [runs.r] filters: 64 is not a list"),
+                        ("seeds = [-1]\n", "spec seeds must be a non-empty list of whole numbers from 0 to"),
+                        ("folds = 99999999999\n", "spec folds 99999999999: more than the store's 16 items")]:
+        bad.write_text(text)  # once: a comparison's TypeError, a run that failed later, a dry run that never ended
+        assert main(["experiment", str(bad), "--store", str(corpus_store), "--out", str(tmp_path / "o"),
+                     "--dry-run"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith(f"dancegenre experiment: error: {words}"), err
+    assert not (tmp_path / "o").exists()
+    good = tmp_path / "good.toml"
+    good.write_text("folds = 2\n[base]\nepochs = 20.0\n")  # a whole number written as a float is one
+    assert load_spec(good).base["epochs"] == 20.0
 
 
 def test_one_at_a_time_dedupes_equal_configurations(tmp_path, corpus_store):

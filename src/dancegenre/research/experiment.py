@@ -53,7 +53,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from dancegenre.config import ModelConfig, TrainConfig
+from dancegenre.config import MAX_SEED, ModelConfig, TrainConfig
 from dancegenre.data.scheduler import ProcessScheduler
 from dancegenre.data.store import SegmentStore
 from dancegenre.errors import ConfigError, Interrupted, StoreError
@@ -190,11 +190,25 @@ def _show(value: Any) -> str:
     return str(value).lower() if isinstance(value, bool) else str(value)
 
 
-def _check_keys(where: str, table: dict[str, Any]) -> None:
+# what a setting's TOML value must be, by the first type of its dataclass annotation
+_KINDS = {"bool": ((bool,), "true or false"), "int": ((int,), "a whole number"), "float": ((int, float), "a number"),
+          "str": ((str,), "a string"), "tuple": ((list,), "a list")}
+_ANNOTATIONS = {f.name: str(f.type) for c in (ModelConfig, TrainConfig)
+                for f in dataclasses.fields(c)} | {"model": "str"}
+
+
+def _check_keys(where: str, table: dict[str, Any], *, listed: bool = False) -> None:
+    """Known settings only, each of its kind (``listed``: a list of such values, a factor)."""
     unknown = sorted(set(table) - KEYS)
     if unknown:
         raise ConfigError(f"spec [{where}]: unknown setting(s) {', '.join(unknown)}; "
                           f"known: model, {', '.join(sorted(MODEL_KEYS | TRAIN_KEYS))}")
+    for key, value in table.items():
+        kinds, words = _KINDS[_ANNOTATIONS[key].split("|")[0].split("[")[0].strip()]
+        for v in value if listed and isinstance(value, list) else [value]:
+            whole = isinstance(v, float) and v.is_integer() and kinds == (int,)  # 20.0 epochs: 20
+            if not (isinstance(v, kinds) or whole) or (isinstance(v, bool) and bool not in kinds):
+                raise ConfigError(f"spec [{where}] {key}: {v!r} is not {words}")
 
 
 def load_spec(path: str | os.PathLike[str]) -> Spec:
@@ -227,10 +241,10 @@ def parse_spec(text: str, *, name: str = "experiment", where: str = "spec") -> S
     factors = dict(data.get("factors", {}))
     runs = tuple(dict(r) for r in data.get("runs", []))
     _check_keys("base", base)
-    _check_keys("factors", factors)
     for factor, values in factors.items():
         if not isinstance(values, list) or not values:
             raise ConfigError(f"spec [factors] {factor}: give a non-empty list of values")
+    _check_keys("factors", factors, listed=True)
     for i, run in enumerate(runs):
         if "name" not in run:
             raise ConfigError(f"spec [[runs]] number {i + 1} has no name")
@@ -239,11 +253,12 @@ def parse_spec(text: str, *, name: str = "experiment", where: str = "spec") -> S
     if mode not in ("grid", "one-at-a-time"):
         raise ConfigError(f"spec mode {mode!r}: choose grid or one-at-a-time")
     folds = data.get("folds", 5)
-    if not isinstance(folds, int) or folds < 2:
+    if not isinstance(folds, int) or isinstance(folds, bool) or folds < 2:
         raise ConfigError("spec folds must be a whole number >= 2")
     seeds = data.get("seeds", [0])
-    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) for s in seeds):
-        raise ConfigError("spec seeds must be a non-empty list of whole numbers")
+    if (not isinstance(seeds, list) or not seeds
+            or not all(isinstance(s, int) and not isinstance(s, bool) and 0 <= s <= MAX_SEED for s in seeds)):
+        raise ConfigError(f"spec seeds must be a non-empty list of whole numbers from 0 to {MAX_SEED}")
     return Spec(name=str(data.get("name", name)), folds=folds, seeds=tuple(seeds), mode=mode,
                 base=base, factors=factors, runs=runs, text=text)
 
@@ -350,6 +365,8 @@ def run_experiment(spec_path: str | os.PathLike[str], *, store: str | os.PathLik
     """
     spec = load_spec(spec_path)
     st = SegmentStore(store)
+    if spec.folds > len(st.items):  # each fold holds out at least one group of at least one item
+        raise ConfigError(f"spec folds {spec.folds}: more than the store's {len(st.items)} items")
     out = Path(out)
     configs_table, configs = _plan(spec, st)
     if dry_run:
