@@ -99,6 +99,11 @@ def test_eda_bad_input(tmp_path):
     assert set(stats["column"]) == {"tempo", "danceability"}
     with pytest.raises(CatalogError):
         run_eda([tmp_path / "missing.csv"], tmp_path / "o3")
+    # inf in a CSV counts as missing (it once broke the histograms with a traceback)
+    pd.DataFrame({"label": ["a", "a", "a", "b", "b", "b"], "v": ["1", "inf", "2", "5", "-inf", "6"]}).to_csv(
+        tmp_path / "inf.csv", index=False)
+    stats = run_eda([tmp_path / "inf.csv"], tmp_path / "o4")
+    assert stats.set_index("column").loc["v", "missing"] == 2 and (tmp_path / "o4" / "histograms.png").exists()
 
 
 def test_baseline_grouped_cv(tmp_path):

@@ -69,6 +69,14 @@ def test_explain_cli_tracks_and_store(trained_run, corpus, corpus_store, tmp_pat
     check_html(out / "explain.html", min_images=7)
     assert main(["explain", str(trained_run), "--out", str(tmp_path / "x")]) == 2
     assert "nothing to explain" in capsys.readouterr().err
+    # no track explained: an error after failures.csv, not a page of failures and exit 0
+    assert main(["explain", "-q", str(trained_run), str(broken), "--out", str(tmp_path / "none")]) == 2
+    assert "none of the 1 file(s) could be explained" in capsys.readouterr().err
+    assert list(pd.read_csv(tmp_path / "none" / "failures.csv")["path"]) == [str(broken)]
+    # a store that is none is refused before the folder exists
+    assert main(["explain", "-q", str(trained_run), str(clip), "--store", str(corpus),
+                 "--out", str(tmp_path / "y")]) == 2
+    assert "not a prepared store" in capsys.readouterr().err and not (tmp_path / "y").exists()
 
 
 def test_explain_store_filters(trained_run, corpus_store):

@@ -34,7 +34,8 @@ NOT_FEATURES = {"item", "path", "label", "track_id", "artist", "artist_id", "alb
 
 def load_tables(paths: list[str | os.PathLike[str]], label_column: str = "label") -> pd.DataFrame:
     """Concatenate CSV tables; a table without ``label_column`` is labelled by its file name
-    (so the study's techno.csv and edm.csv work as they are)."""
+    (so the study's techno.csv and edm.csv work as they are).  Infinite values (``inf`` in
+    a CSV) count as missing, as NaN does: no statistic or histogram takes them."""
     frames = []
     for p in paths:
         try:
@@ -44,7 +45,7 @@ def load_tables(paths: list[str | os.PathLike[str]], label_column: str = "label"
         if label_column not in t.columns:
             t[label_column] = Path(p).stem
         frames.append(t)
-    return pd.concat(frames, ignore_index=True)
+    return pd.concat(frames, ignore_index=True).replace([np.inf, -np.inf], np.nan)
 
 
 def numeric_columns(table: pd.DataFrame, label_column: str) -> list[str]:

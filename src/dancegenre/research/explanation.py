@@ -196,7 +196,8 @@ def explain_to(checkpoint: str | os.PathLike[str], out: str | os.PathLike[str], 
 
     Raises
     ------
-    CheckpointError, StoreError, EmptyInputError (nothing to explain)
+    CheckpointError, StoreError (before ``out`` is made); EmptyInputError (nothing to
+    explain, or no track could be: after ``failures.csv`` is written)
     """
     from dancegenre.audio.decode import load
     from dancegenre.errors import AudioDecodeError, EmptyInputError
@@ -207,8 +208,10 @@ def explain_to(checkpoint: str | os.PathLike[str], out: str | os.PathLike[str], 
 
     if not audio and store is None:
         raise EmptyInputError("nothing to explain: give audio files and/or --store")
+    ckpt = load_checkpoint(checkpoint)  # a bad model or store is refused before the folder exists
+    if store is not None:
+        SegmentStore(store)
     out = claim_folder(out, "explanation", legacy=("explain.html",), inputs=list(audio), what="explanation folder")
-    ckpt = load_checkpoint(checkpoint)
     clf = Classifier(ckpt)
     sections, failures = [], []
     used: set[str] = set()
@@ -230,7 +233,10 @@ def explain_to(checkpoint: str | os.PathLike[str], out: str | os.PathLike[str], 
         write_track(expl, out / name, timeline)
         sections.append((f"{Path(path).name}", track_section(expl, out)))
     if failures:
-        pd.DataFrame(failures).to_csv(out / "failures.csv", index=False)
+        atomic_write(out / "failures.csv", pd.DataFrame(failures).to_csv(index=False))
+        if len(failures) == len(audio) and store is None:
+            raise EmptyInputError(f"none of the {len(audio)} file(s) could be explained; reasons in "
+                                  f"{out / 'failures.csv'}")
     if store is not None:
         log(f"analysing first-layer filters over {store}")
         analysis = explain_store(ckpt, store, max_segments=max_segments)
