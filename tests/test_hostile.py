@@ -203,6 +203,22 @@ def test_features_out_never_replaces_a_catalog_or_a_user_file(music, tmp_path, c
     assert not (tmp_path / "f.csv.pending").exists()
 
 
+def test_files_beside_an_output_never_replace_a_user_file(trained_run, music, tmp_path, capsys):
+    catalog = music / "catalog.csv"
+    catalog.write_text("path,label\ntechno/t0.wav,techno\nedm/e0.wav,edm\n")
+    # embed --out X.npy writes X.csv beside it: here, the folder's own catalog (it once did)
+    refused(capsys, tmp_path, "embed", "-q", music, "--model", trained_run, "--out", music / "catalog.npy",
+            needle="the table beside --out")
+    notes = tmp_path / "v.failures.csv"
+    notes.write_text("my,notes\n")
+    refused(capsys, tmp_path, "embed", "-q", music, "--model", trained_run, "--out", tmp_path / "v.npy",
+            needle="the failures file")
+    refused(capsys, tmp_path, "features", "-q", music, "--out", tmp_path / "v.csv", needle="the failures file")
+    notes.unlink()  # its own tables are replaced on a rerun
+    for _ in range(2):
+        assert cli(capsys, "embed", "-q", music, "--model", trained_run, "--out", tmp_path / "v.npy")[0] == 0
+
+
 def test_store_folder_is_new_empty_or_ours(music, tmp_path, capsys):
     from dancegenre.data.store import prepare
 

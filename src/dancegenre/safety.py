@@ -14,6 +14,7 @@ Every violation raises :class:`~dancegenre.errors.OutputError` or
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import re
@@ -135,6 +136,28 @@ def check_output_file(path: str | os.PathLike[str], *, inputs: Inputs | Iterable
         inputs = Inputs(inputs)
     if path.exists() and path in inputs:
         raise OutputError(f"{what} {path} is one of the inputs; it would be replaced. Choose another name")
+    return path
+
+
+FAILURE_COLUMNS = ("path", "error")  # in every failures list a command writes: the file skipped, and why
+
+
+def check_own_table(path: Path, *, columns: Iterable[str], what: str, kind: str = "table") -> Path:
+    """``path`` may be replaced only when it is absent or a CSV table of ours: one whose
+    header holds every name in ``columns``.  For the files a command writes beside a
+    named output (a table beside ``.npy`` vectors, a failures list), which the user did
+    not name and may hold a file of their own (a catalog, notes).
+
+    Raises OutputError for any other file there."""
+    if path.exists():
+        try:
+            with open(path, newline="", encoding="utf-8") as f:
+                header = next(csv.reader(f), [])
+        except (OSError, UnicodeDecodeError, csv.Error):
+            header = []
+        if not set(columns) <= set(header):
+            raise OutputError(f"{what} {path} exists and is not a {kind} made by dancegenre; move it or choose "
+                              "another --out")
     return path
 
 

@@ -18,6 +18,8 @@ from dancegenre.data.jobs import Journal, cache_keys
 if TYPE_CHECKING:
     from torch import nn
 
+TABLE_COLUMNS = ("row", "path", "item", "label")  # the first columns of every vector table embed writes
+
 
 class Embedder:
     """Vectors (and, for a pretrained musicnn, tags) of audio segments.
@@ -232,7 +234,14 @@ def embed_files(inputs: list[str | os.PathLike[str]], out: str | os.PathLike[str
     from dancegenre.data.catalog import item_key
     from dancegenre.errors import ConfigError, EmptyInputError
     from dancegenre.inference.classifier import decode_many
-    from dancegenre.safety import Inputs, atomic_path, atomic_write, check_output_file
+    from dancegenre.safety import (
+        FAILURE_COLUMNS,
+        Inputs,
+        atomic_path,
+        atomic_write,
+        check_output_file,
+        check_own_table,
+    )
 
     out = check_output_file(out, suffixes=(".npy", ".parquet"))
     table_path = out.with_suffix(".csv") if out.suffix.lower() == ".npy" else out
@@ -241,6 +250,10 @@ def embed_files(inputs: list[str | os.PathLike[str]], out: str | os.PathLike[str
     given = Inputs([*inputs, *sources["path"]])
     for target, what in ((out, "--out"), (table_path, "the table beside --out"), (failures_path, "the failures file")):
         check_output_file(target, inputs=given, what=what)
+    # the files beside --out were not named by the user: never one of theirs (a catalog.csv, notes)
+    if table_path != out:
+        check_own_table(table_path, columns=TABLE_COLUMNS, what="the table beside --out", kind="vector table")
+    check_own_table(failures_path, columns=FAILURE_COLUMNS, what="the failures file", kind="failures list")
     if out.suffix.lower() == ".parquet":
         try:
             import pyarrow  # noqa: F401

@@ -212,22 +212,21 @@ def describe_files(source: str | os.PathLike[str], out: str | os.PathLike[str], 
                                                       "n_segments", "offset") if c in store.items.columns])
     else:
         items, _ = list_items(src)
-    from dancegenre.errors import OutputError
-    from dancegenre.safety import Inputs, atomic_write, check_output_file
+    from dancegenre.safety import (
+        FAILURE_COLUMNS,
+        Inputs,
+        atomic_write,
+        check_output_file,
+        check_own_table,
+    )
 
     out = Path(out)
     failures_path = out.with_name(out.stem + ".failures.csv")
     inputs = Inputs([src, *(src.glob("*.csv") if src.is_dir() else []), *items["path"]])
     check_output_file(out, inputs=inputs, suffixes=(".csv",))
     check_output_file(failures_path, inputs=inputs, what="the failures file")
-    if out.exists():
-        try:
-            header = pd.read_csv(out, nrows=0).columns
-        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError):
-            header = []
-        if "cache_key" not in header:
-            raise OutputError(f"--out {out} exists and is not a features table made by dancegenre; "
-                              "choose another name")
+    check_own_table(out, columns=("cache_key",), what="--out", kind="features table")  # resumed, never a user's
+    check_own_table(failures_path, columns=FAILURE_COLUMNS, what="the failures file", kind="failures list")
     out.parent.mkdir(parents=True, exist_ok=True)
     journal = Journal(out, "features-journal")
     config = FeatureConfig(sample_rate=SR)  # keys change when the file does
