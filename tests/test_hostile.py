@@ -219,6 +219,16 @@ def test_files_beside_an_output_never_replace_a_user_file(trained_run, music, tm
         assert cli(capsys, "embed", "-q", music, "--model", trained_run, "--out", tmp_path / "v.npy")[0] == 0
 
 
+def test_export_beside_a_checkpoint_never_replaces_a_user_onnx(trained_run, tmp_path, capsys):
+    model = tmp_path / "model.pt"
+    shutil.copy(trained_run / "best.pt", model)
+    (tmp_path / "model.onnx").write_bytes(b"my own network")  # where export writes by default
+    refused(capsys, tmp_path, "export", "-q", model, needle="exists and is not an ONNX file made by dancegenre")
+    (tmp_path / "model.onnx").unlink()
+    for _ in range(2):  # its own export is replaced on a rerun
+        assert cli(capsys, "export", "-q", model)[0] == 0
+
+
 def test_store_folder_is_new_empty_or_ours(music, tmp_path, capsys):
     from dancegenre.data.store import prepare
 

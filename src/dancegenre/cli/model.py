@@ -376,9 +376,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
     from dancegenre.training.export import export_onnx, onnx_path_of
 
     source = args.checkpoint / "best.pt" if args.checkpoint.is_dir() else args.checkpoint
-    dest = args.out if args.out is not None else onnx_path_of(source)
-    check_output_file(dest, suffixes=(".onnx",), inputs=Inputs([source]), what="--out")
-    path = export_onnx(source, dest)
+    check_output_file(args.out or onnx_path_of(source), suffixes=(".onnx",), inputs=Inputs([source]), what="--out")
+    path = export_onnx(source, args.out)  # without --out, beside the checkpoint: never a user's file there
     print(f"{path} ({path.stat().st_size / 1e6:.1f} MB): the network with softmax, its labels and feature config; "
           f"dancegenre predict {path} FILES runs it without torch")
     return 0

@@ -62,7 +62,8 @@ def export_onnx(checkpoint: str | os.PathLike[str], dest: str | os.PathLike[str]
     Raises
     ------
     CheckpointError for a checkpoint that does not load; OutputError for a ``dest``
-    that is the checkpoint itself or not a ``.onnx`` file.
+    that is the checkpoint itself or not a ``.onnx`` file, or, when ``dest`` is not
+    given, for a file beside the checkpoint that is not one of our ONNX files.
     """
     import torch
 
@@ -70,7 +71,11 @@ def export_onnx(checkpoint: str | os.PathLike[str], dest: str | os.PathLike[str]
     from dancegenre.training.checkpoint import load_checkpoint
 
     ckpt = load_checkpoint(checkpoint)
-    dest = Path(dest) if dest is not None else onnx_path_of(ckpt.path)
+    if dest is None:  # beside the checkpoint, where the user may keep an ONNX file of their own
+        dest = onnx_path_of(ckpt.path)
+        if dest.exists() and not _ours(dest):
+            raise OutputError(f"{dest} exists and is not an ONNX file made by dancegenre; move it or give --out")
+    dest = Path(dest)
     if dest.suffix.lower() != ".onnx":
         raise OutputError(f"an ONNX file must end in .onnx: {dest}")
     if dest.exists() and os.path.samefile(dest, ckpt.path):
@@ -99,6 +104,16 @@ def export_onnx(checkpoint: str | os.PathLike[str], dest: str | os.PathLike[str]
         "checkpoint_sha256": file_sha256(ckpt.path),
     }
     return write_onnx(Portable().eval(), example, dest, outputs, meta)
+
+
+def _ours(path: Path) -> bool:
+    """Whether ``path`` is an ONNX file that ``write_onnx`` made: its ModelProto opens with
+    the IR version and then producer_name "dancegenre" (field 2: tag 0x12, length 10)."""
+    try:
+        with open(path, "rb") as f:
+            return b"\x12\x0adancegenre" in f.read(32)
+    except OSError:
+        return False
 
 
 def write_onnx(module: Any, example: Any, dest: Path, outputs: list[str], meta: dict[str, Any], *,
