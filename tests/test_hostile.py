@@ -541,6 +541,10 @@ def test_front_ends_out_of_range_are_one_line(music, tmp_path, capsys, args, nee
     (["explain", "RUN", "RUN", "--out", "OUT", "--max-seconds", "inf"], "argument --max-seconds: must be between 1"),
     (["collect", "deezer", "1", "--label", "x", "--out", "OUT", "--port", "0"],
      "argument --port: must be between 1 and 65535"),
+    (["predict", "RUN", "RUN", "--workers", "99999"], "argument --workers: give 1 to"),  # not a fork bomb
+    (["prepare", "STORE", "OUT", "--workers", "99999"], "argument --workers: give 1 to"),
+    (["collect", "deezer", "1", "--label", "x", "--out", "OUT", "--workers", "99999"],
+     "argument --workers: must be between 1 and 32"),
 ])
 def test_numbers_out_of_range_are_refused_by_the_parser(trained_run, corpus_store, tmp_path, capsys, args, needle):
     names = {"RUN": str(trained_run), "STORE": str(corpus_store), "OUT": str(tmp_path / "out")}
@@ -548,6 +552,27 @@ def test_numbers_out_of_range_are_refused_by_the_parser(trained_run, corpus_stor
         main([names.get(a, a) for a in args])
     assert info.value.code == 2 and needle in capsys.readouterr().err
     assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("args", [
+    ["predict", "RUN", ""], ["predict", "RUN", "AUDIO", "--sort-into", "", "--move"], ["prepare", "", "OUT"],
+    ["prepare", "MUSIC", ""], ["embed", "", "--model", "RUN", "--out", "OUT.npy"], ["features", "MUSIC", "--out", ""],
+    ["explain", "RUN", "", "--out", "OUT"], ["demo", ""],
+])
+def test_an_empty_path_is_never_the_current_folder(trained_run, music, tmp_path, capsys, monkeypatch, args):
+    """"" (an unset shell variable) once meant the current folder: predicted, sorted, prepared."""
+    here = tmp_path / "here"
+    good_wav(here / "techno" / "mine.wav")
+    monkeypatch.chdir(here)
+    before = snapshot(tmp_path)
+    names = {"RUN": str(trained_run), "AUDIO": str(music / "techno" / "t0.wav"), "MUSIC": str(music),
+             "OUT": str(tmp_path / "out"), "OUT.npy": str(tmp_path / "out.npy")}
+    try:
+        code = main([names.get(a, a) for a in args])
+    except SystemExit as exc:
+        code = exc.code
+    assert code == 2 and "an empty path was given" in capsys.readouterr().err
+    assert snapshot(tmp_path) == before
 
 
 def test_more_runners_up_than_genres_are_the_genres(trained_run, music, tmp_path, capsys):

@@ -60,3 +60,8 @@ def first_line(exc: BaseException, limit: int = 160) -> str:
     ``limit`` characters: what a one-line error quotes of an exception it wraps."""
     text = str(exc).strip()
     return (text.splitlines()[0] if text else type(exc).__name__)[:limit]
+
+
+# Path("") is the current folder: an input given as "" (an unset shell variable, say) is
+# refused with this line rather than searched, sorted or prepared.
+EMPTY_PATH = "an empty path was given (an unset shell variable?); name a file or folder"

@@ -57,6 +57,17 @@ def scheduler_name(text: str) -> str:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def process_count(text: str) -> int:
+    """An argparse type for --workers: 1 to 4 local processes per core."""
+    from dancegenre.data.scheduler import check_workers
+    from dancegenre.errors import ConfigError
+
+    try:
+        return check_workers(positive_int(text))
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc).removeprefix(f"--workers {text}: ")) from None
+
+
 def add_scheduler_option(p: argparse.ArgumentParser) -> None:
     p.add_argument("--scheduler", type=scheduler_name, default="processes",
                    help="where the files are decoded: processes (local cores, default), dask-local "
@@ -69,8 +80,18 @@ def genre_list(text: str) -> list[str]:
     return [g.strip() for g in text.split(",")]
 
 
+def named_path(text: str) -> Path:
+    """An argparse type for a path to write (``--out``, ``--sort-into``...): any but an
+    empty one, which would be the current folder."""
+    from dancegenre.errors import EMPTY_PATH
+
+    if not text.strip():
+        raise argparse.ArgumentTypeError(EMPTY_PATH)
+    return Path(text)
+
+
 def existing_path(text: str) -> Path:
-    path = Path(text)
+    path = named_path(text)
     if not path.exists():
         raise argparse.ArgumentTypeError(f"no such file or folder: {text}")
     return path

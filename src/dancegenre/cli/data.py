@@ -11,8 +11,10 @@ from dancegenre.cli.common import (
     add_scheduler_option,
     command,
     existing_path,
+    named_path,
     number_in,
     positive_int,
+    process_count,
     seed_number,
 )
 from dancegenre.errors import ConfigError
@@ -21,19 +23,19 @@ from dancegenre.errors import ConfigError
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     """Register synth, collect, prepare and features on ``sub``."""
     p = sub.add_parser("synth", help="write a synthetic techno/EDM corpus with a catalog.csv")
-    p.add_argument("out", type=Path, help="output folder: OUT/<genre>/<id>.<format>, OUT/catalog.csv")
+    p.add_argument("out", type=named_path, help="output folder: OUT/<genre>/<id>.<format>, OUT/catalog.csv")
     p.add_argument("--per-genre", type=positive_int, default=100, help="clips per genre (default %(default)s)")
     p.add_argument("--seed", type=seed_number, default=0, help="random seed (default %(default)s)")
     p.add_argument("--format", choices=["mp3", "wav", "flac", "ogg"], default="mp3",
                    help="audio format (default %(default)s; flac/wav encode faster)")
     p.add_argument("--artists", type=positive_int, default=None,
                    help="artists per genre (default: one per 6 clips, at least 2)")
-    p.add_argument("--workers", type=positive_int, default=None, help="processes (default: all cores)")
+    p.add_argument("--workers", type=process_count, default=None, help="processes (default: all cores)")
 
     p = sub.add_parser("prepare", help="decode audio into a memory-mapped log-mel segment store")
     p.add_argument("input", type=existing_path, help="folder laid out as <label>/<file>, or a catalog CSV with path,label")
-    p.add_argument("out", type=Path, help="store folder (created; rerun to resume or update)")
-    p.add_argument("--workers", type=positive_int, default=None, help="processes (default: all cores)")
+    p.add_argument("out", type=named_path, help="store folder (created; rerun to resume or update)")
+    p.add_argument("--workers", type=process_count, default=None, help="processes (default: all cores)")
     p.add_argument("--shard-items", type=positive_int, default=None,
                    help="files per shard a worker writes (default: 1-64, several shards per worker)")
     add_scheduler_option(p)
@@ -48,17 +50,18 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-tracks", type=positive_int, default=1500,
                    help="with --search: stop at this many distinct tracks (default %(default)s)")
     p.add_argument("--label", default=None, help="genre of this playlist's tracks (a folder name)")
-    p.add_argument("--out", type=Path, default=None, help="data folder: OUT/catalog.csv, OUT/<label>/<id>.mp3")
+    p.add_argument("--out", type=named_path, default=None, help="data folder: OUT/catalog.csv, OUT/<label>/<id>.mp3")
     p.add_argument("--port", type=number_in(int, 1, 65535, "a port number"), default=8888,
                    help="login: the loopback redirect port, http://127.0.0.1:PORT/callback (default %(default)s)")
     p.add_argument("--no-browser", action="store_true",
                    help="login: print the sign-in URL and read the redirected URL pasted back")
-    p.add_argument("--workers", type=positive_int, default=4, help="parallel downloads (default %(default)s)")
+    p.add_argument("--workers", type=number_in(int, 1, 32, "a whole number"), default=4,
+                   help="parallel downloads, 1 to 32 (default %(default)s)")
 
     p = sub.add_parser("features", help="per-track audio descriptors (tempo, loudness, timbre, MFCCs, vocals) to CSV")
     p.add_argument("input", type=existing_path, help="folder <label>/<file>, catalog CSV, or a prepared store")
-    p.add_argument("--out", type=Path, required=True, help="CSV to write (rerun to resume or update)")
-    p.add_argument("--workers", type=positive_int, default=None, help="processes (default: all cores)")
+    p.add_argument("--out", type=named_path, required=True, help="CSV to write (rerun to resume or update)")
+    p.add_argument("--workers", type=process_count, default=None, help="processes (default: all cores)")
     add_scheduler_option(p)
 
 

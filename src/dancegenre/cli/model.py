@@ -10,10 +10,12 @@ from dancegenre.cli.common import (
     command,
     existing_path,
     genre_list,
+    named_path,
     number_in,
     port_number,
     positive_int,
     probability,
+    process_count,
     seed_number,
 )
 from dancegenre.config import (
@@ -53,7 +55,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     d = TrainConfig()
     p = sub.add_parser("train", help="train a network on a prepared store (grouped split)")
     p.add_argument("store", type=existing_path, help="folder written by `dancegenre prepare`")
-    p.add_argument("--out", type=Path, required=True, help="run folder (checkpoints, metrics, curves)")
+    p.add_argument("--out", type=named_path, required=True, help="run folder (checkpoints, metrics, curves)")
     p.add_argument("--model", choices=list(MODEL_DEFAULTS), default="cnn1d", help="network (default %(default)s)")
     p.add_argument("--resume", action="store_true", help="continue the interrupted run in --out")
     m = p.add_argument_group("model (defaults depend on --model)")
@@ -170,16 +172,16 @@ def _add_evaluate_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("checkpoint", type=existing_path, help="run folder or .pt checkpoint")
     p.add_argument("store", type=existing_path, nargs="?", default=None,
                    help="a prepared store to score (default: the run's own test split)")
-    p.add_argument("--out", type=Path, default=None, help="report folder (default RUN/evaluation)")
+    p.add_argument("--out", type=named_path, default=None, help="report folder (default RUN/evaluation)")
     p.add_argument("--device", default="cpu",
                    help="auto, cpu, cuda or cuda:N: where the network runs (default %(default)s)")
 
     p = sub.add_parser("predict", help="genre of audio files or folders, with a per-segment timeline")
     p.add_argument("checkpoint", type=existing_path, help="run folder, .pt checkpoint or exported .onnx model")
     p.add_argument("paths", nargs="+", help="audio files or folders (recursive)")
-    p.add_argument("--out", type=Path, default=None, help="results file: .csv or .jsonl (with timelines)")
-    p.add_argument("--timeline", type=Path, default=None, help="per-segment timeline of every file as CSV")
-    p.add_argument("--sort-into", type=Path, default=None, help="copy each file into DIR/<genre>/")
+    p.add_argument("--out", type=named_path, default=None, help="results file: .csv or .jsonl (with timelines)")
+    p.add_argument("--timeline", type=named_path, default=None, help="per-segment timeline of every file as CSV")
+    p.add_argument("--sort-into", type=named_path, default=None, help="copy each file into DIR/<genre>/")
     p.add_argument("--move", action="store_true", help="with --sort-into: move instead of copy")
     p.add_argument("--min-confidence", type=probability, default=0.0,
                    help="below this, --sort-into and --playlists put files in _unsure and --write-tags writes "
@@ -198,11 +200,11 @@ def _add_evaluate_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tag-mode", choices=["replace", "append", "only-empty"], default="replace",
                    help="with --write-tags: replace the genre, append to it, or tag only files without one "
                         "(default %(default)s)")
-    p.add_argument("--tag-journal", type=Path, default=None,
+    p.add_argument("--tag-journal", type=named_path, default=None,
                    help="with --write-tags: the CSV of previous values (default dancegenre-tags-<time>.csv here)")
-    p.add_argument("--playlists", type=Path, default=None, metavar="DIR",
+    p.add_argument("--playlists", type=named_path, default=None, metavar="DIR",
                    help="one M3U8 per genre and a rekordbox collection XML (DIR/rekordbox.xml)")
-    p.add_argument("--workers", type=positive_int, default=None, help="decoding processes (default: all cores)")
+    p.add_argument("--workers", type=process_count, default=None, help="decoding processes (default: all cores)")
     add_scheduler_option(p)
     p.add_argument("--device", default="cpu",
                    help="auto, cpu, cuda or cuda:N: where the network runs; auto: cuda when torch sees one "
@@ -218,14 +220,14 @@ def _add_evaluate_predict(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("export", help="write a run's network, labels and feature config as one ONNX file")
     p.add_argument("checkpoint", type=existing_path, help="run folder or .pt checkpoint")
-    p.add_argument("--out", type=Path, default=None,
+    p.add_argument("--out", type=named_path, default=None,
                    help="the .onnx file (default: beside the checkpoint, best.pt -> best.onnx)")
 
     p = sub.add_parser("ensemble", help="average several runs of one pretrained model (seeds, CV folds) into one")
     p.add_argument("sources", type=existing_path, nargs="+", metavar="SOURCE",
                    help="run folder, cross-validation folder (all its folds) or .pt checkpoint (an ensemble.pt "
                         "gives all its members)")
-    p.add_argument("--out", type=Path, required=True,
+    p.add_argument("--out", type=named_path, required=True,
                    help="new folder: best.pt and best.onnx (use it like a run), ensemble.json, and cv-items.csv "
                         "and ensemble-size.csv when every source is a cross-validation of the same items")
     p.add_argument("--only", type=genre_list, default=None, metavar="GENRE,GENRE...",
@@ -237,7 +239,7 @@ def _add_evaluate_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dry-run", action="store_true", help="only show what would be restored")
 
     p = sub.add_parser("demo", help="synthetic corpus -> prepare -> train -> evaluate -> predict -> HTML report")
-    p.add_argument("out", type=Path, nargs="?", default=Path("demo-out"), help="output folder (default %(default)s)")
+    p.add_argument("out", type=named_path, nargs="?", default=Path("demo-out"), help="output folder (default %(default)s)")
     p.add_argument("--per-genre", type=positive_int, default=40, help="clips per genre (default %(default)s)")
     p.add_argument("--epochs", type=positive_int, default=15, help="maximum epochs (default %(default)s)")
     p.add_argument("--seed", type=seed_number, default=0)

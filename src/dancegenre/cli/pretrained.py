@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
-from dancegenre.cli.common import command, existing_path, positive_int
+from dancegenre.cli.common import command, existing_path, named_path, positive_int
 
 ENGINE_HELP = ("how the pretrained network runs: onnxruntime (from an ONNX file made once in the cache folder, "
                "about a third faster here) or torch; auto takes onnxruntime where it can (default %(default)s)")
@@ -27,7 +26,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", default="musicnn-msd",
                    help=f"{' or '.join(PRETRAINED)} (pretrained), or a run folder / .pt (its penultimate layer); "
                         "default %(default)s")
-    p.add_argument("--out", type=Path, required=True, help="FILE.npy (+ FILE.csv beside it) or FILE.parquet")
+    p.add_argument("--out", type=named_path, required=True, help="FILE.npy (+ FILE.csv beside it) or FILE.parquet")
     p.add_argument("--layer", choices=LAYERS, default="all",
                    help="musicnn layer: all = max_pool + mean_pool + penultimate + taggram (default)")
     p.add_argument("--per-segment", action="store_true", help="one vector per 3-s segment, not per file")
@@ -37,8 +36,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("inputs", nargs="+", type=existing_path, help="audio files, folders, catalogs (.csv), stores")
     p.add_argument("--model", choices=list(PRETRAINED), default="musicnn-msd", help="default %(default)s")
     p.add_argument("--top", type=positive_int, default=5, help="tags per file (default %(default)s)")
-    p.add_argument("--out", type=Path, default=None, help="the table as CSV")
-    p.add_argument("--timeline", type=Path, default=None, help="JSON lines: every patch's 50 tag probabilities")
+    p.add_argument("--out", type=named_path, default=None, help="the table as CSV")
+    p.add_argument("--timeline", type=named_path, default=None, help="JSON lines: every patch's 50 tag probabilities")
     p.add_argument("--engine", choices=ENGINES, default="auto", help=ENGINE_HELP)
 
 

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from dancegenre.cli.common import (
     command,
     existing_path,
     genre_list,
+    named_path,
     number_in,
     positive_int,
     seed_number,
@@ -20,7 +20,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("experiment", help="a grid of configurations, each scored by grouped k-fold CV")
     p.add_argument("spec", type=existing_path, help="TOML spec (see experiments/*.toml)")
     p.add_argument("--store", type=existing_path, required=True, help="folder written by `dancegenre prepare`")
-    p.add_argument("--out", type=Path, required=True, help="experiment folder (rerun to resume)")
+    p.add_argument("--out", type=named_path, required=True, help="experiment folder (rerun to resume)")
     p.add_argument("--jobs", type=positive_int, default=1,
                    help="training runs at once; each gets cores/jobs threads (default %(default)s)")
     p.add_argument("--dry-run", action="store_true", help="list the configurations and what is done, train nothing")
@@ -29,7 +29,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("tables", type=existing_path, nargs="+", help="CSV tables (features output, catalogs)")
     p.add_argument("--label-column", default="label", help="genre column (default %(default)s; "
                    "a table without it is labelled by its file name)")
-    p.add_argument("--out", type=Path, required=True, help="report folder")
+    p.add_argument("--out", type=named_path, required=True, help="report folder")
 
     p = sub.add_parser("baseline", help="logistic regression and gradient boosting on descriptors, grouped CV")
     p.add_argument("features", type=existing_path, help="CSV from `dancegenre features`")
@@ -37,13 +37,13 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--folds", type=positive_int, default=5)
     p.add_argument("--labels", type=genre_list, default=None, help="only these genres")
     p.add_argument("--seed", type=seed_number, default=0)
-    p.add_argument("--out", type=Path, default=None, help="JSON file for the results")
+    p.add_argument("--out", type=named_path, default=None, help="JSON file for the results")
 
     p = sub.add_parser("figure", help="the study's figures from the training front end")
     p.add_argument("kind", choices=["clip", "grid"], help="clip: waveform + mel power + mel dB of one file; "
                    "grid: the first N segments per genre of a store")
     p.add_argument("source", type=existing_path, help="audio file (clip) or prepared store (grid)")
-    p.add_argument("--out", type=Path, required=True, help="PNG to write")
+    p.add_argument("--out", type=named_path, required=True, help="PNG to write")
     p.add_argument("--per-genre", type=positive_int, default=30, help="grid: segments per genre")
     p.add_argument("--store", type=existing_path, default=None,
                    help="clip: draw through this store's front end (default: the study's)")
@@ -72,13 +72,13 @@ def add_explain_report(sub: argparse._SubParsersAction) -> None:
     p.add_argument("audio", type=existing_path, nargs="*", help="audio files to explain")
     p.add_argument("--store", type=existing_path, default=None,
                    help="also analyse the first-layer filters over this store's segments")
-    p.add_argument("--out", type=Path, required=True, help="folder for PNGs, CSVs and explain.html")
+    p.add_argument("--out", type=named_path, required=True, help="folder for PNGs, CSVs and explain.html")
     p.add_argument("--max-seconds", type=number_in(float, 1.0, 1e7, "a number"), default=600.0,
                    help="explain at most this much of each track (default %(default)s)")
     p.add_argument("--max-segments", type=positive_int, default=2000, help="store segments to scan (evenly spaced)")
     p = sub.add_parser("report", help="one self-contained HTML page for a run, a cross-validation or an experiment")
     p.add_argument("target", type=existing_path, help="run folder, `train --folds` folder or experiment folder")
-    p.add_argument("--out", type=Path, required=True, help="the .html file to write")
+    p.add_argument("--out", type=named_path, required=True, help="the .html file to write")
     p.add_argument("--features", type=existing_path, default=None,
                    help="a descriptor CSV from `dancegenre features`: adds an EDA section")
     p.add_argument("--explain", type=existing_path, nargs="+", default=[], metavar="AUDIO",

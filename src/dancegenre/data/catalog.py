@@ -10,7 +10,12 @@ from pathlib import Path
 import pandas as pd
 
 from dancegenre.config import FeatureConfig
-from dancegenre.errors import AudioDecodeError, CatalogError, EmptyInputError
+from dancegenre.errors import (
+    EMPTY_PATH,
+    AudioDecodeError,
+    CatalogError,
+    EmptyInputError,
+)
 from dancegenre.safety import check_label, check_labels
 
 GROUP_COLUMNS = ("track_id", "artist", "artist_id", "album_id")  # recognised grouping columns
@@ -32,6 +37,8 @@ def list_items(source: str | os.PathLike[str]) -> tuple[pd.DataFrame, list[str]]
     ------
     EmptyInputError, CatalogError
     """
+    if not str(source).strip():
+        raise EmptyInputError(EMPTY_PATH)
     src = Path(source)
     if not src.exists():
         raise EmptyInputError(f"input not found: {src}")

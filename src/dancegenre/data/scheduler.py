@@ -100,6 +100,16 @@ def check_scheduler(text: str) -> str:
                       "scheduler such as tcp://10.0.0.5:8786")
 
 
+def check_workers(workers: int | None) -> int | None:
+    """Validate a number of local processes (``--workers``): 1 to 4 per core here, since
+    more only wait their turn, and a typo (an extra digit or three) would start thousands.
+    None (all cores) passes.  Raises ConfigError."""
+    most = 4 * (os.cpu_count() or 1)
+    if workers is not None and not 1 <= workers <= most:
+        raise ConfigError(f"--workers {workers}: give 1 to {most} local processes (4 per core of this machine)")
+    return workers
+
+
 class Scheduler:
     """A pool that runs ``fn(*args)`` tasks; use :func:`open_scheduler`."""
 
@@ -205,6 +215,8 @@ class DaskScheduler(Scheduler):
 def open_scheduler(name: str = "processes", workers: int | None = None) -> Scheduler:
     """A scheduler for ``--scheduler name`` (see the module docstring)."""
     check_scheduler(name)
+    if name in ("processes", "dask-local"):
+        check_workers(workers)
     if name == "processes":
         return ProcessScheduler(workers or os.cpu_count() or 1)
     return DaskScheduler(name, workers)

@@ -32,6 +32,7 @@ from dancegenre.audio.frontend import device_segments, iter_segments, whole_mono
 from dancegenre.config import ENGINES, FeatureConfig
 from dancegenre.device import resolve_device
 from dancegenre.errors import (
+    EMPTY_PATH,
     CheckpointError,
     ConfigError,
     DanceGenreError,
@@ -516,6 +517,7 @@ def expand_paths(inputs: Iterable[str | os.PathLike[str]], *,
     A file reached twice (listed and inside a listed folder, or through a link) is
     kept once, at its first place.  Folders in ``exclude`` (a ``--sort-into`` target
     inside an input folder, say) are not searched: a rerun does not sort its own copies.
+    An empty path (an unset shell variable) raises ConfigError.
     """
     skip = [Path(os.path.realpath(e)) for e in exclude]
     out: list[Path] = []
@@ -528,6 +530,8 @@ def expand_paths(inputs: Iterable[str | os.PathLike[str]], *,
             out.append(f)
 
     for item in inputs:
+        if not str(item).strip():  # Path("") is the current folder: never searched by mistake
+            raise ConfigError(EMPTY_PATH)
         p = Path(item)
         if p.is_dir():
             for f in sorted(p.rglob("*")):
