@@ -168,8 +168,6 @@ POOLINGS = ("max", "avg", "meanmaxl2")
 EMBED_LAYERS = ("all", "max_pool", "mean_pool", "penultimate", "taggram")  # `embed --layer`
 ENGINES = ("auto", "onnx", "torch")  # `--engine` of predict, embed and tag: onnxruntime or torch
 MAX_SEED = 2**32 - 1  # numpy's seeds run from 0 to this
-
-
 MAX_BLOCKS, MAX_WIDTH, MAX_KERNEL = 16, 4096, 1024  # ModelConfig's bounds (a 4096 x 4096 layer: 268 MB)
 
 
@@ -202,8 +200,8 @@ class ModelConfig:
         if not self.filters or any(f <= 0 for f in self.filters):
             raise ConfigError("filters must be positive channel counts")
         # beyond these a typo (an extra digit or three) asks for gigabytes of weights
-        if len(self.filters) > MAX_BLOCKS or not 1 <= min(self.dense, self.rnn_hidden) <= max(
-                *self.filters, self.dense, self.rnn_hidden) <= MAX_WIDTH:
+        widths = (*self.filters, self.dense, self.rnn_hidden)
+        if len(self.filters) > MAX_BLOCKS or not all(1 <= w <= MAX_WIDTH for w in widths):
             raise ConfigError(f"at most {MAX_BLOCKS} conv blocks, and filters, dense and rnn_hidden between 1 and "
                               f"{MAX_WIDTH} each")
         if any(not 1 <= p <= MAX_KERNEL for p in self.pool_sizes):
