@@ -62,10 +62,11 @@ def process_count(text: str) -> int:
     from dancegenre.data.scheduler import check_workers
     from dancegenre.errors import ConfigError
 
+    count = positive_int(text)
     try:
-        return check_workers(positive_int(text))
-    except ConfigError as exc:
-        raise argparse.ArgumentTypeError(str(exc).removeprefix(f"--workers {text}: ")) from None
+        return check_workers(count)
+    except ConfigError as exc:  # argparse names the option itself
+        raise argparse.ArgumentTypeError(str(exc).removeprefix(f"--workers {count}: ")) from None
 
 
 def add_scheduler_option(p: argparse.ArgumentParser) -> None:
