@@ -710,3 +710,129 @@ def test_only_names_genres_of_the_model(trained_run, music, tmp_path, capsys):
     plain = tmp_path / "plain.csv"
     assert cli(capsys, "predict", "-q", trained_run, a, "--out", plain)[0] == 0
     assert pd.read_csv(out).equals(pd.read_csv(plain))
+
+
+# ---------------------------------------------------------------- 8. the Python API
+
+def test_a_single_path_where_a_list_is_expected_is_one_path(trained_run, music, monkeypatch):
+    """A str where a list of paths goes once had its characters taken for paths: "/"
+    then meant the whole file system, searched from the root."""
+    from dancegenre.inference.classifier import Classifier, expand_paths
+    from dancegenre.inference.embed import list_sources
+
+    searched = []
+    real_walk = os.walk
+    monkeypatch.setattr(os, "walk", lambda top, **kw: searched.append(os.fspath(top)) or real_walk(top, **kw))
+    folder = str(music / "techno")
+    assert expand_paths(folder) == expand_paths([folder]) == sorted((music / "techno").glob("*.wav"))
+    assert list(list_sources(folder)["path"]) == [str(p) for p in sorted((music / "techno").glob("*.wav"))]
+    one = str(music / "techno" / "t0.wav")
+    [p] = Classifier.load(trained_run).predict_many(one)
+    assert p.source == one and p.error is None
+    assert "/" not in searched and set(searched) == {folder}
+
+
+@pytest.mark.parametrize("call, needle", [
+    (lambda c, w: c.predict(w), "needs its sample rate"),
+    (lambda c, w: c.predict((w * 32767).astype(np.int16), sr=22050), "not int16 (divide integer PCM"),
+    (lambda c, w: c.predict(w.astype(np.complex64), sr=22050), "not complex64"),
+    (lambda c, w: c.predict(np.array(["a", "b"]), sr=22050), "floating-point samples"),
+    (lambda c, w: c.predict(list(w), sr=22050), "a file path or a numpy waveform, not list"),
+    (lambda c, w: c.predict(""), "an empty path was given"),
+    (lambda c, w: list(c.predict_many([b"a.wav"])), "is not a path"),
+    (lambda c, w: list(c.predict_many(None)), "give a path or a list of paths"),
+    (lambda c, w: list(c.predict_many(["a.wav"], workers=-1)), "--workers -1"),
+    (lambda c, w: type(c).load(c.path, batch_size=0), "batch_size must be a whole number >= 1"),
+])
+def test_python_callers_get_the_errors_users_get(trained_run, call, needle):
+    """The API raises a DanceGenreError with one clear line for what the CLI could never
+    pass: a waveform without its rate, integer or complex samples, a list for a path,
+    bytes or None for paths, a batch of no segments.  Integer PCM once ran at 32,768
+    times full scale, complex samples lost their imaginary part with a warning."""
+    from dancegenre.errors import DanceGenreError
+    from dancegenre.inference.classifier import Classifier
+
+    wave = tone(GOOD_SECONDS, 22050, seed=1).astype(np.float32)
+    with pytest.raises(DanceGenreError) as info:
+        call(Classifier.load(trained_run), wave)
+    assert needle in str(info.value) and "\n" not in str(info.value)
+
+
+def test_describe_and_stores_take_the_same_sources(tmp_path):
+    from dancegenre.data.store import SegmentStore
+    from dancegenre.errors import ConfigError, StoreError
+    from dancegenre.research.descriptors import describe
+
+    with pytest.raises(ConfigError, match="needs its sample rate"):
+        describe(np.zeros(22050, np.float32))
+    with pytest.raises(ConfigError, match="not list"):
+        describe([0.0] * 10)
+    with pytest.raises(StoreError, match="an empty path was given"):
+        SegmentStore("")
+
+
+def test_what_cannot_be_read_is_a_row_of_its_own(trained_run, tmp_path, capsys, monkeypatch):
+    """A file that cannot be looked at (a link into a folder we may not enter) once ended
+    the whole batch with "Permission denied"; a subfolder that cannot be listed vanished
+    from the search without a word.  Both are now failure rows, and the rest is predicted."""
+    music = tmp_path / "music"
+    good_wav(music / "a.wav")
+    good_wav(music / "locked" / "b.wav", seed=1)
+    hidden = music / "link.wav"
+    hidden.symlink_to(good_wav(tmp_path / "elsewhere" / "c.wav", seed=2))
+    real_stat, real_scandir = os.stat, os.scandir
+
+    def stat(path, *args, **kwargs):
+        if os.fspath(path) == str(hidden):
+            raise PermissionError(13, "Permission denied", os.fspath(path))
+        return real_stat(path, *args, **kwargs)
+
+    def scandir(path="."):
+        if os.fspath(path) == str(music / "locked"):
+            raise PermissionError(13, "Permission denied", os.fspath(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "stat", stat)
+    monkeypatch.setattr(os, "scandir", scandir)
+    out = tmp_path / "p.csv"
+    code, _, err = cli(capsys, "predict", "-q", trained_run, music, "--workers", "1", "--out", out)
+    table = pd.read_csv(out, keep_default_na=False).set_index("path")
+    assert code == 0 and table.loc[str(music / "a.wav"), "genre"]
+    assert table.loc[str(hidden), "error"] == f"cannot read (Permission denied): {hidden}"
+    assert table.loc[str(music / "locked"), "error"].startswith("cannot list this folder (Permission denied), "
+                                                                 "so its files were not searched")
+    assert len(table) == 3
+
+
+@pytest.mark.parametrize("call, needle", [
+    (lambda run, store, music, out: __import__("dancegenre.data.store", fromlist=["x"]).prepare(
+        music, out, workers=0, progress=False), "--workers 0"),
+    (lambda run, store, music, out: __import__("dancegenre.data.store", fromlist=["x"]).prepare(
+        music, out, config={"n_mels": 64}, progress=False), "give a dancegenre.config.FeatureConfig"),
+    (lambda run, store, music, out: __import__("dancegenre.data.store", fromlist=["x"]).prepare(
+        [music], out, progress=False), "one folder of <label>/<file> or one catalog CSV, not list"),
+    (lambda run, store, music, out: __import__("dancegenre.training.fit", fromlist=["x"]).fit(
+        store, out=out, model_options={"dropuot": 0.5}), "unknown ModelConfig field(s): dropuot"),
+    (lambda run, store, music, out: __import__("dancegenre.training.fit", fromlist=["x"]).fit(
+        store, out=out, config={"epochs": 1}), "give a dancegenre.config.TrainConfig"),
+    (lambda run, store, music, out: __import__("dancegenre.training.fit", fromlist=["x"]).cross_validate(
+        store, out=out, folds=0), "at least 2 folds, not 0"),
+    (lambda run, store, music, out: __import__("dancegenre.inference.sort", fromlist=["x"]).sort_into(
+        [], out, min_confidence=float("nan")), "a probability from 0 to 1, not nan"),
+    (lambda run, store, music, out: __import__("dancegenre.inference.sort", fromlist=["x"]).sort_into(
+        str(music), out), "takes the Prediction objects"),
+    (lambda run, store, music, out: __import__("dancegenre.inference.evaluate", fromlist=["x"]).evaluate(
+        run, store, out=store), "holds a dancegenre store, not an evaluation"),
+])
+def test_python_api_settings_are_checked_before_anything_is_written(trained_run, corpus_store, music, tmp_path,
+                                                                    call, needle):
+    """Options that only the Python API can get wrong: a dict where a config goes (once
+    an AttributeError), a misspelt model option (a TypeError), 0 workers or folds (a
+    pandas error after the folder was made), a NaN threshold.  One line, nothing written."""
+    from dancegenre.errors import DanceGenreError
+
+    before = snapshot(tmp_path) | snapshot(corpus_store)
+    with pytest.raises(DanceGenreError) as info:
+        call(trained_run, corpus_store, music, tmp_path / "out")
+    assert needle in str(info.value) and "\n" not in str(info.value)
+    assert snapshot(tmp_path) | snapshot(corpus_store) == before and not (tmp_path / "out").exists()

@@ -35,6 +35,24 @@ def _from_dict(cls: type[T], data: dict[str, Any]) -> T:
 CACHE_ENV = "DANCEGENRE_CACHE"
 
 
+def given(config: T | None, cls: type[T]) -> T:
+    """``config``, or ``cls()`` for None; anything else (a dict of options, say) is a
+    ConfigError that says how to build one, not an AttributeError deep inside."""
+    if config is None:
+        return cls()
+    if not isinstance(config, cls):
+        raise ConfigError(f"config: give a dancegenre.config.{cls.__name__} (e.g. {cls.__name__}(**options), "
+                          f"or {cls.__name__}.from_dict(options)), not {type(config).__name__}")
+    return config
+
+
+def check_batch_size(batch_size: object) -> int:
+    """``batch_size`` if it is a whole number of segments >= 1 (an inference batch), else ConfigError."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ConfigError(f"batch_size must be a whole number >= 1, not {batch_size!r}")
+    return batch_size
+
+
 def cache_dir() -> Path:
     """The user's cache folder for what dancegenre derives once and keeps (converted
     pretrained weights, mel filters): ``$DANCEGENRE_CACHE``, else

@@ -22,7 +22,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from dancegenre.errors import LabelError, OutputError
+from dancegenre.errors import ConfigError, LabelError, OutputError
 
 MARKER = ".dancegenre"  # {"kind": ...} in every folder a command creates
 LABEL_MAX_CHARS = 64
@@ -81,6 +81,35 @@ def label_folder(target: Path, label: str) -> Path:
 
 # ---------------------------------------------------------------- inputs and outputs
 
+def real_path(path: str | os.PathLike[str]) -> str:
+    """``os.path.realpath(path)``, or the absolute path where a link on the way cannot be
+    read (realpath raises then: /proc's links, for one): an input's identity, never an
+    error of its own; reading the file says what is wrong with it."""
+    try:
+        return os.path.realpath(path)
+    except OSError:
+        return os.path.abspath(path)
+
+
+def path_list(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]],
+              what: str = "paths") -> list[str | os.PathLike[str]]:
+    """``paths`` as a list of paths; one path (a ``str`` or ``Path``) is a list of one.
+
+    A Python caller who passes ``"music/"`` where a list is expected would otherwise
+    have its characters taken for paths, and ``"/"`` searched whole.  Raises ConfigError
+    for ``None`` or an entry that is not a path (bytes, a number...).
+    """
+    if isinstance(paths, (str, os.PathLike)):
+        return [paths]
+    if paths is None or isinstance(paths, bytes):
+        raise ConfigError(f"{what}: give a path or a list of paths, not {type(paths).__name__}")
+    out = list(paths)
+    for item in out:
+        if not isinstance(item, (str, os.PathLike)):
+            raise ConfigError(f"{what}: {item!r} is not a path (a str or pathlib.Path)")
+    return out
+
+
 class Inputs:
     """The files a command reads, to check outputs against (by real path and inode)."""
 
@@ -91,7 +120,7 @@ class Inputs:
             self.add(p)
 
     def add(self, path: str | os.PathLike[str]) -> None:
-        self._real.add(os.path.realpath(path))
+        self._real.add(real_path(path))
         try:
             st = os.stat(path)
         except OSError:
@@ -100,7 +129,7 @@ class Inputs:
 
     def __contains__(self, path: object) -> bool:
         p = os.fspath(path)  # type: ignore[arg-type]
-        if os.path.realpath(p) in self._real:
+        if real_path(p) in self._real:
             return True
         try:
             st = os.stat(p)
@@ -209,7 +238,8 @@ def claim_folder(path: str | os.PathLike[str], kind: str, *, legacy: Iterable[st
             raise OutputError(f"{what} {path} already holds files that dancegenre did not make; "
                               "choose a new or empty folder")
         if owner is not None and owner != kind:
-            raise OutputError(f"{what} {path} holds a dancegenre {owner}, not a {kind}; choose another folder")
+            article = "an" if kind[0] in "aeiou" else "a"
+            raise OutputError(f"{what} {path} holds a dancegenre {owner}, not {article} {kind}; choose another folder")
     if not create:  # checked only: a command refuses before its long work, and makes nothing yet
         return path
     path.mkdir(parents=True, exist_ok=True)

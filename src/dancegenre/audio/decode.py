@@ -10,6 +10,7 @@ PyAV.  soxr resamples.
 from __future__ import annotations
 
 import os
+import stat
 import sys
 import threading
 from collections.abc import Iterator
@@ -21,7 +22,7 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from dancegenre.errors import AudioDecodeError
+from dancegenre.errors import EMPTY_PATH, AudioDecodeError, ConfigError
 
 AUDIO_EXTENSIONS = (".mp3", ".wav", ".flac", ".ogg", ".oga", ".opus", ".aif", ".aiff",
                     # through PyAV (FFmpeg): what DJs' and listeners' libraries hold besides
@@ -55,14 +56,25 @@ def is_audio_path(path: str | os.PathLike[str]) -> bool:
 
 
 def _check_file(path: str | os.PathLike[str]) -> Path:
+    if not str(path).strip():  # Path("") is the current folder
+        raise AudioDecodeError(EMPTY_PATH)
     p = Path(path)
-    if not p.exists():
-        raise AudioDecodeError(f"no such file: {p}")
-    if p.is_dir():
+    try:
+        st = os.stat(p)
+    except FileNotFoundError:
+        raise AudioDecodeError(f"no such file: {p}") from None
+    except OSError as exc:  # a link into a folder we may not enter, a name too long...
+        raise AudioDecodeError(f"cannot read ({exc.strerror or type(exc).__name__}): {p}") from None
+    if stat.S_ISDIR(st.st_mode):
+        try:
+            os.scandir(p).close()
+        except OSError as exc:  # a folder met while searching for files, that we may not list
+            raise AudioDecodeError(f"cannot list this folder ({exc.strerror or type(exc).__name__}), "
+                                   f"so its files were not searched: {p}") from None
         raise AudioDecodeError(f"is a folder, not an audio file: {p}")
     if not os.access(p, os.R_OK):
         raise AudioDecodeError(f"cannot read (permission denied): {p}")
-    if p.stat().st_size == 0:
+    if st.st_size == 0:
         raise AudioDecodeError(f"empty file (0 bytes): {p}")
     return p
 
@@ -338,6 +350,12 @@ def stream_array(
     """
     if not MIN_SAMPLE_RATE <= int(sr_in) <= MAX_SAMPLE_RATE:
         raise AudioDecodeError(f"sample rate {sr_in} Hz is outside {MIN_SAMPLE_RATE:,}-{MAX_SAMPLE_RATE:,} Hz")
+    if not np.issubdtype(y.dtype, np.floating):
+        # Integer PCM has a scale of its own (int16: +-32768), complex or text none: as
+        # float32 they would give features of a different loudness, or of nothing.
+        raise AudioDecodeError(f"a waveform must hold floating-point samples in [-1, 1], not {y.dtype}"
+                               + (" (divide integer PCM by its full scale)" if np.issubdtype(y.dtype, np.integer)
+                                  else ""))
     y = np.asarray(y, dtype=np.float32)
     if y.ndim == 2 and y.shape[0] <= 8 < y.shape[1]:
         y = y.T
@@ -365,15 +383,37 @@ def downmix(data: np.ndarray) -> np.ndarray:
     return data @ weights
 
 
-def load(path: str | os.PathLike[str], *, sr: int, quality: str = "HQ",
+def stream_source(source: str | os.PathLike[str] | np.ndarray, *, sr: int, sr_in: float | None = None,
+                  block_seconds: float = DEFAULT_BLOCK_SECONDS, quality: str = "HQ") -> Iterator[np.ndarray]:
+    """A file (:func:`stream_mono`) or a waveform at ``sr_in`` Hz (:func:`stream_array`):
+    what every function that takes either reads them through.
+
+    Raises
+    ------
+    ConfigError
+        ``source`` is neither a path nor a numpy array, or a waveform came without ``sr_in``.
+    AudioDecodeError
+        The file or waveform cannot be used.
+    """
+    if isinstance(source, np.ndarray):
+        if sr_in is None:
+            raise ConfigError("a waveform needs its sample rate: sr=...")
+        return stream_array(source, sr_in=sr_in, sr=sr, block_seconds=block_seconds, quality=quality)
+    if not isinstance(source, (str, os.PathLike)):
+        raise ConfigError(f"give a file path or a numpy waveform, not {type(source).__name__}")
+    return stream_mono(source, sr=sr, block_seconds=block_seconds, quality=quality)
+
+
+def load(source: str | os.PathLike[str] | np.ndarray, *, sr: int, sr_in: float | None = None, quality: str = "HQ",
          max_seconds: float | None = None) -> np.ndarray:
-    """The file (or its first ``max_seconds``) as mono float32 at ``sr``: shape (n,).
+    """The file or waveform (:func:`stream_source`; or its first ``max_seconds``) as mono
+    float32 at ``sr``: shape (n,).
 
     Decodes block by block and stops once it has enough, so a long file's head costs
     no more than the head."""
     blocks, n = [], 0
     limit = None if max_seconds is None else int(max_seconds * sr)
-    for block in stream_mono(path, sr=sr, quality=quality):
+    for block in stream_source(source, sr=sr, sr_in=sr_in, quality=quality):
         blocks.append(block)
         n += len(block)
         if limit is not None and n >= limit:

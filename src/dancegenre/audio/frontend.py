@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import scipy.fft
 
-from dancegenre.audio.decode import DEFAULT_BLOCK_SECONDS, stream_array, stream_mono
+from dancegenre.audio.decode import DEFAULT_BLOCK_SECONDS, stream_source
 from dancegenre.config import FeatureConfig, cache_dir
 from dancegenre.errors import AudioTooShortError, ConfigError, SilentAudioError
 from dancegenre.safety import atomic_path
@@ -272,13 +272,8 @@ def iter_segments(
 def _mono_blocks(source: str | os.PathLike[str] | np.ndarray, config: FeatureConfig, *, sr: int | None,
                  block_seconds: float = DEFAULT_BLOCK_SECONDS) -> Iterator[np.ndarray]:
     """A file or waveform as blocks of mono float32 samples at ``config.sample_rate``."""
-    if isinstance(source, np.ndarray):
-        if sr is None:
-            raise ValueError("a waveform needs its sample rate: sr=...")
-        return stream_array(source, sr_in=sr, sr=config.sample_rate,
-                            block_seconds=block_seconds, quality=config.resample_quality)
-    return stream_mono(source, sr=config.sample_rate, block_seconds=block_seconds,
-                       quality=config.resample_quality)
+    return stream_source(source, sr=config.sample_rate, sr_in=sr, block_seconds=block_seconds,
+                         quality=config.resample_quality)
 
 
 def segment_count(n_samples: int, config: FeatureConfig) -> int:

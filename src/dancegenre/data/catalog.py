@@ -14,6 +14,7 @@ from dancegenre.errors import (
     EMPTY_PATH,
     AudioDecodeError,
     CatalogError,
+    ConfigError,
     EmptyInputError,
 )
 from dancegenre.safety import check_label, check_labels
@@ -37,6 +38,8 @@ def list_items(source: str | os.PathLike[str]) -> tuple[pd.DataFrame, list[str]]
     ------
     EmptyInputError, CatalogError
     """
+    if not isinstance(source, (str, os.PathLike)):  # a list of folders, say: one source a store
+        raise ConfigError(f"give one folder of <label>/<file> or one catalog CSV, not {type(source).__name__}")
     if not str(source).strip():
         raise EmptyInputError(EMPTY_PATH)
     src = Path(source)

@@ -94,18 +94,22 @@ def _exit_with_parent(every: float = 0.5) -> None:
 
 def check_scheduler(text: str) -> str:
     """Validate a ``--scheduler`` value; raises ConfigError."""
-    if text in ("processes", "dask-local") or text.startswith(("tcp://", "tls://", "inproc://")):
+    if text in LOCAL_SCHEDULERS or text.startswith(("tcp://", "tls://", "inproc://")):
         return text
     raise ConfigError(f"--scheduler {text!r}: use processes, dask-local or the address of a Dask "
                       "scheduler such as tcp://10.0.0.5:8786")
 
 
-def check_workers(workers: int | None) -> int | None:
+LOCAL_SCHEDULERS = ("processes", "dask-local")  # whose workers are processes on this machine
+
+
+def check_workers(workers: int | None, scheduler: str = "processes") -> int | None:
     """Validate a number of local processes (``--workers``): 1 to 4 per core here, since
     more only wait their turn, and a typo (an extra digit or three) would start thousands.
-    None (all cores) passes.  Raises ConfigError."""
+    None (all cores) passes, as does any count for a remote cluster's ``scheduler``.
+    Raises ConfigError."""
     most = 4 * (os.cpu_count() or 1)
-    if workers is not None and not 1 <= workers <= most:
+    if scheduler in LOCAL_SCHEDULERS and workers is not None and not 1 <= workers <= most:
         raise ConfigError(f"--workers {workers}: give 1 to {most} local processes (4 per core of this machine)")
     return workers
 
@@ -215,8 +219,7 @@ class DaskScheduler(Scheduler):
 def open_scheduler(name: str = "processes", workers: int | None = None) -> Scheduler:
     """A scheduler for ``--scheduler name`` (see the module docstring)."""
     check_scheduler(name)
-    if name in ("processes", "dask-local"):
-        check_workers(workers)
+    check_workers(workers, name)
     if name == "processes":
         return ProcessScheduler(workers or os.cpu_count() or 1)
     return DaskScheduler(name, workers)
@@ -234,6 +237,7 @@ def parallel_map(fn: Callable[..., Any], tasks: dict[Any, tuple], *, workers: in
     """
     from tqdm import tqdm
 
+    check_workers(workers, scheduler)
     results: dict[Any, Any] = {}
     if not tasks:
         return results

@@ -33,11 +33,12 @@ import pandas as pd
 from dancegenre import __version__
 from dancegenre.audio.decode import probe
 from dancegenre.audio.frontend import LogMelStream, iter_segments, mel_filterbank
-from dancegenre.config import FeatureConfig
+from dancegenre.config import FeatureConfig, given
 from dancegenre.data.catalog import item_key, list_items
 from dancegenre.data.jobs import cache_keys, sort_results
-from dancegenre.data.scheduler import parallel_map
+from dancegenre.data.scheduler import check_workers, parallel_map
 from dancegenre.errors import (
+    EMPTY_PATH,
     DanceGenreError,
     EmptyInputError,
     StoreError,
@@ -172,7 +173,8 @@ def prepare(
     Interrupted
         Ctrl-C; finished items are kept in ``out/pending``.
     """
-    config = config or FeatureConfig()
+    config = given(config, FeatureConfig)
+    check_workers(workers, scheduler)  # before the store folder exists, as parallel_map would after
     t0 = time.perf_counter()
     mel_filterbank(config)  # a front end with empty bands is refused before the store folder exists
     items, groups = list_items(source)
@@ -358,6 +360,8 @@ class SegmentStore:
     """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
+        if not str(path).strip():  # Path("") is the current folder
+            raise StoreError(EMPTY_PATH)
         self.path = Path(path)
         manifest_path = self.path / "store.json"
         if not manifest_path.is_file():

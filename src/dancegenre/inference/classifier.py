@@ -29,7 +29,7 @@ import pandas as pd
 
 from dancegenre.audio.decode import is_audio_path
 from dancegenre.audio.frontend import device_segments, iter_segments, whole_mono
-from dancegenre.config import ENGINES, FeatureConfig
+from dancegenre.config import ENGINES, FeatureConfig, check_batch_size
 from dancegenre.device import resolve_device
 from dancegenre.errors import (
     EMPTY_PATH,
@@ -38,6 +38,7 @@ from dancegenre.errors import (
     DanceGenreError,
     EmptyInputError,
 )
+from dancegenre.safety import path_list, real_path
 
 if TYPE_CHECKING:
     from dancegenre.inference.portable import PortableModel
@@ -203,7 +204,7 @@ class Classifier:
         self.model_name = checkpoint.model_config.name
         self.labels = checkpoint.labels
         self.config = checkpoint.feature_config
-        self.batch_size = batch_size
+        self.batch_size = check_batch_size(batch_size)
         self.device = device = resolve_device(device)
         self.engine = "torch"
         self.scorer: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray | None]] = \
@@ -228,7 +229,7 @@ class Classifier:
         clf.model_name = model.model
         clf.labels = model.labels
         clf.config = model.feature_config
-        clf.batch_size = batch_size
+        clf.batch_size = check_batch_size(batch_size)
         clf.device = "cpu"
         clf.engine = "onnx"
         clf.scorer = model
@@ -251,6 +252,7 @@ class Classifier:
         CheckpointError for a missing or unusable model; ConfigError for an engine or a
         ``device`` (``auto``, ``cpu``, ``cuda``, ``cuda:N``) that cannot run here.
         """
+        check_batch_size(batch_size)  # before anything is loaded
         if engine not in ENGINES:
             raise ConfigError(f"unknown engine {engine!r}; choose from {', '.join(ENGINES)}")
         if features not in FEATURES:
@@ -463,9 +465,14 @@ def decode_many(paths: Iterable[str | os.PathLike[str]], config: FeatureConfig, 
     process runs the network on ``network_threads`` threads (0 keeps its setting), set
     through ``set_threads`` (sets a count, returns the one before; torch's by default).
     """
-    from dancegenre.data.scheduler import IN_FLIGHT_PER_WORKER, open_scheduler
+    from dancegenre.data.scheduler import (
+        IN_FLIGHT_PER_WORKER,
+        check_workers,
+        open_scheduler,
+    )
 
-    paths = [str(p) for p in paths]
+    paths = [str(p) for p in path_list(paths)]
+    check_workers(workers, scheduler)  # as open_scheduler would, but before any file
     workers = workers or os.cpu_count() or 1
     sizes = {p: _size(p) for p in paths}
     if scheduler == "processes" and (workers == 1 and network_threads == 1 or len(paths) < 2):
@@ -510,6 +517,26 @@ def _size(path: str) -> int:
         return 0
 
 
+def _is(path: Path, test: str) -> bool:
+    """``path.is_dir()`` or ``is_file()``, False where the path cannot even be looked at
+    (a link into a folder we may not enter): decoding it then says why, in its own row."""
+    try:
+        return bool(getattr(path, test)())
+    except OSError:
+        return False
+
+
+def _under(folder: Path) -> list[tuple[Path, bool]]:
+    """``(path, listed)`` for every file under ``folder``, sorted, links to files included
+    (links to folders are not followed, as ``Path.rglob`` does not).  A folder that
+    cannot be listed comes as ``(folder, False)``, so that it gets an error row instead
+    of vanishing."""
+    found: list[tuple[Path, bool]] = []
+    for root, _, files in os.walk(folder, onerror=lambda exc: found.append((Path(exc.filename), False))):
+        found.extend((f, True) for f in (Path(root) / name for name in files))
+    return sorted(found)
+
+
 def expand_paths(inputs: Iterable[str | os.PathLike[str]], *,
                  exclude: Iterable[str | os.PathLike[str]] = ()) -> list[Path]:
     """Files as given, and the audio files under folders (recursive, sorted).
@@ -519,12 +546,13 @@ def expand_paths(inputs: Iterable[str | os.PathLike[str]], *,
     inside an input folder, say) are not searched: a rerun does not sort its own copies.
     An empty path (an unset shell variable) raises ConfigError.
     """
-    skip = [Path(os.path.realpath(e)) for e in exclude]
+    inputs = path_list(inputs, "inputs")
+    skip = [Path(real_path(e)) for e in path_list(exclude, "exclude")]
     out: list[Path] = []
     seen: set[str] = set()
 
     def keep(f: Path) -> None:
-        real = os.path.realpath(f)
+        real = real_path(f)
         if real not in seen:
             seen.add(real)
             out.append(f)
@@ -533,11 +561,10 @@ def expand_paths(inputs: Iterable[str | os.PathLike[str]], *,
         if not str(item).strip():  # Path("") is the current folder: never searched by mistake
             raise ConfigError(EMPTY_PATH)
         p = Path(item)
-        if p.is_dir():
-            for f in sorted(p.rglob("*")):
-                if (f.is_file() and is_audio_path(f)
-                        and not any(part.startswith(".") for part in f.relative_to(p).parts)
-                        and not any(Path(os.path.realpath(f)).is_relative_to(e) for e in skip)):
+        if _is(p, "is_dir"):
+            for f, listed in _under(p):
+                if ((is_audio_path(f) or not listed) and not any(part.startswith(".") for part in f.relative_to(p).parts)
+                        and not any(Path(real_path(f)).is_relative_to(e) for e in skip)):
                     keep(f)
         else:
             keep(p)  # a missing or bad file gets its own error row

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from dancegenre.config import EMBED_LAYERS as LAYERS
-from dancegenre.config import ENGINES
+from dancegenre.config import ENGINES, check_batch_size
 from dancegenre.config import PRETRAINED_NAMES as PRETRAINED
 from dancegenre.data.jobs import Journal, cache_keys
 
@@ -41,7 +41,7 @@ class Embedder:
         self.kind = kind  # "pretrained" or "run"
         self.layer = layer
         self.tags = tags or []
-        self.batch_size = batch_size
+        self.batch_size = check_batch_size(batch_size)
         self.session = session  # onnxruntime, for a pretrained network (backbone_session); None: torch
         self.digest = digest
 
@@ -178,8 +178,10 @@ def list_sources(inputs: list[str | os.PathLike[str]]) -> pd.DataFrame:
     from dancegenre.data.store import SegmentStore
     from dancegenre.errors import EmptyInputError
     from dancegenre.inference.classifier import expand_paths
+    from dancegenre.safety import path_list
 
     parts = []
+    inputs = path_list(inputs, "inputs")
     for src in inputs:
         p = Path(src)
         if p.is_dir() and (p / "store.json").exists():
@@ -241,11 +243,13 @@ def embed_files(inputs: list[str | os.PathLike[str]], out: str | os.PathLike[str
         atomic_write,
         check_output_file,
         check_own_table,
+        path_list,
     )
 
     out = check_output_file(out, suffixes=(".npy", ".parquet"))
     table_path = out.with_suffix(".csv") if out.suffix.lower() == ".npy" else out
     failures_path = out.with_name(out.stem + ".failures.csv")
+    inputs = path_list(inputs, "inputs")
     sources = list_sources(inputs)
     given = Inputs([*inputs, *sources["path"]])
     for target, what in ((out, "--out"), (table_path, "the table beside --out"), (failures_path, "the failures file")):
@@ -370,12 +374,17 @@ def tag_files(inputs: list[str | os.PathLike[str]], *, model: str = "musicnn-msd
         atomic_write,
         check_distinct,
         check_output_file,
+        path_list,
     )
+
+    if isinstance(top, bool) or not isinstance(top, int) or top < 1:
+        raise ConfigError(f"--top must be a whole number >= 1, not {top!r}")
 
     for target, what, suffixes in ((out, "--out", (".csv",)), (timeline, "--timeline", (".jsonl", ".json"))):
         if target is not None:
             check_output_file(target, suffixes=suffixes, what=what)
     check_distinct({"--out": Path(out) if out else None, "--timeline": Path(timeline) if timeline else None})
+    inputs = path_list(inputs, "inputs")
     sources = list_sources(inputs)
     given = Inputs([*inputs, *sources["path"]])
     for target, what in ((out, "--out"), (timeline, "--timeline")):

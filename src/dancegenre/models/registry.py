@@ -62,7 +62,8 @@ def model_config(name: str, *, n_classes: int, n_mels: int, **overrides: object)
     if name not in MODELS:
         raise ConfigError(f"unknown model {name!r}; choose from {', '.join(MODELS)}")
     values = {**MODELS[name].DEFAULTS, **{k: v for k, v in overrides.items() if v is not None}}
-    return ModelConfig(name=name, n_classes=n_classes, n_mels=n_mels, **values)  # type: ignore[arg-type]
+    # from_dict: an unknown option (a typo in model_options) is named, not a TypeError
+    return ModelConfig.from_dict({"name": name, "n_classes": n_classes, "n_mels": n_mels, **values})
 
 
 def build_model(config: ModelConfig) -> Network:

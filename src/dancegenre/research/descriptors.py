@@ -44,7 +44,7 @@ import librosa
 import numpy as np
 import scipy.signal
 
-from dancegenre.audio.decode import load, stream_array
+from dancegenre.audio.decode import load
 from dancegenre.audio.frontend import log_mel
 from dancegenre.config import FeatureConfig
 from dancegenre.errors import AudioTooShortError, SilentAudioError
@@ -160,13 +160,7 @@ def describe_signal(y: np.ndarray) -> dict[str, float]:
 def describe(source: str | os.PathLike[str] | np.ndarray, *, sr: int | None = None,
              max_seconds: float = MAX_SECONDS) -> dict[str, Any]:
     """Descriptors of a file (or of a waveform at ``sr``): the first ``max_seconds``."""
-    if isinstance(source, np.ndarray):
-        if sr is None:
-            raise ValueError("a waveform needs its sample rate: sr=...")
-        blocks = list(stream_array(source, sr_in=sr, sr=SR))
-        y = np.concatenate(blocks)[: int(max_seconds * SR)] if blocks else np.zeros(0, np.float32)
-    else:
-        y = load(source, sr=SR, max_seconds=max_seconds)
+    y = load(source, sr=SR, sr_in=sr, max_seconds=max_seconds)
     return {"analysed_seconds": round(len(y) / SR, 2), **describe_signal(y)}
 
 

@@ -25,7 +25,7 @@ from scipy import stats
 from dancegenre.data.splits import group_folds
 from dancegenre.errors import CatalogError, EmptyInputError
 from dancegenre.present.html import fragment, image_tag, page, table_html
-from dancegenre.safety import atomic_write
+from dancegenre.safety import atomic_write, path_list
 
 NOT_FEATURES = {"item", "path", "label", "track_id", "artist", "artist_id", "album_id", "cache_key", "segment",
                 "row", "offset", "n_segments", "key", "catalog_key", "mode", "time_signature", "analysed_seconds",
@@ -37,7 +37,7 @@ def load_tables(paths: list[str | os.PathLike[str]], label_column: str = "label"
     (so the study's techno.csv and edm.csv work as they are).  Infinite values (``inf`` in
     a CSV) count as missing, as NaN does: no statistic or histogram takes them."""
     frames = []
-    for p in paths:
+    for p in path_list(paths, "tables"):
         try:
             t = pd.read_csv(p)
         except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:

@@ -8,7 +8,7 @@ import numpy as np
 
 from dancegenre.audio.decode import load
 from dancegenre.audio.frontend import log_mel
-from dancegenre.config import FeatureConfig
+from dancegenre.config import FeatureConfig, given
 from dancegenre.data.store import SegmentStore
 from dancegenre.present.figures import pyplot, set_title, spectrogram_grid, subplots
 
@@ -18,7 +18,7 @@ def clip_figure(path: str | Path, out: str | Path, *, seconds: float = 30.0,
     """The study's three panels for one clip: waveform, mel power, mel dB, through
     ``config`` (a store's or checkpoint's front end; default: the study's)."""
     plt = pyplot()
-    config = config or FeatureConfig()
+    config = given(config, FeatureConfig)
     y = load(path, sr=config.sample_rate, max_seconds=seconds)
     db = log_mel(y, config)
     t = np.arange(len(y)) / config.sample_rate

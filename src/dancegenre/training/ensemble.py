@@ -31,7 +31,7 @@ import pandas as pd
 
 from dancegenre.errors import CheckpointError, ConfigError
 from dancegenre.models.base import Network
-from dancegenre.safety import atomic_write, claim_folder
+from dancegenre.safety import atomic_write, claim_folder, path_list
 from dancegenre.training.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from dancegenre.training.runs import (
     CV_ITEMS,
@@ -153,6 +153,7 @@ def combine(sources: Sequence[str | os.PathLike[str]], *, out: str | os.PathLike
     from dancegenre.training.export import try_export
     from dancegenre.training.scoring import verdict_metrics
 
+    sources = path_list(sources, "sources")
     if len(sources) < 1:
         raise ConfigError("ensemble needs at least one run, cross-validation or checkpoint")
     claim_folder(out, "ensemble", inputs=[Path(s) for s in sources], what="--out", create=False)

@@ -30,7 +30,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from dancegenre.config import FeatureConfig, ModelConfig, TrainConfig
+from dancegenre.config import FeatureConfig, ModelConfig, TrainConfig, given
 from dancegenre.data.splits import grouped_split, resolve_split_column
 from dancegenre.data.store import SegmentStore, batches
 from dancegenre.device import resolve_device
@@ -225,7 +225,7 @@ def fit(
     StoreError, EmptyInputError, ConfigError, CheckpointError
     """
     t0 = time.perf_counter()
-    config = config or TrainConfig()
+    config = given(config, TrainConfig)
     rank, world = _distributed()
     device = _device(config.device, rank)
     say = log if rank == 0 else (lambda *a, **k: None)
@@ -596,7 +596,9 @@ def cross_validate(store_path: str | os.PathLike[str], *, out: str | os.PathLike
     """
     import dataclasses
 
-    config = config or TrainConfig()
+    config = given(config, TrainConfig)
+    if not isinstance(folds, int) or folds < 2:  # before the folder exists (0 is fit's one split, not a CV)
+        raise ConfigError(f"cross-validation needs at least 2 folds, not {folds!r}")
     if ensemble:  # refused before any fold trains, not after
         from dancegenre.config import PRETRAINED_NAMES
         from dancegenre.models.registry import build_model, model_config
