@@ -42,3 +42,29 @@ def test_domain_errors_are_one_line(tmp_path, capsys):
     assert "lacks column(s) path, label" in capsys.readouterr().err
     assert main(["prepare", "-q", "--n-mels", "5000", str(bad), str(tmp_path / "o3")]) == 2
     assert "n_mels" in capsys.readouterr().err
+
+
+def test_the_readme_shows_every_command_and_names_every_option():
+    """The README documents every command with an example and names each of its options
+    (``-q`` and ``-h`` are said once for all): a new option cannot land unexplained."""
+    import argparse
+    import re
+    from pathlib import Path
+
+    from dancegenre.cli.parser import build_parser
+
+    readme = Path(__file__).parents[2] / "README.md"
+    if not readme.exists():
+        pytest.skip("the README is not beside an installed package")
+    text = readme.read_text()
+    examples = "\n".join(re.findall(r"```bash\n(.*?)```", text, re.S))
+    commands = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)).choices
+    missing = []
+    for name, sub in commands.items():
+        if not re.search(rf"dancegenre {re.escape(name)}\b", examples):
+            missing.append(f"{name}: no example in a bash block")
+        for action in sub._actions:
+            for option in action.option_strings:
+                if option.startswith("--") and option not in ("--help", "--quiet") and option not in text:
+                    missing.append(f"{name} {option}: not in the README")
+    assert not missing, "\n".join(missing)
