@@ -340,3 +340,47 @@ def test_restricted_verdicts_keep_their_genres_items():
     for wanted, words in [(["a", "z"], "not a genre of this model: z"), (["a"], "at least two"), ([], "at least two")]:
         with pytest.raises(ConfigError, match=words):
             genre_subset(wanted, ["a", "b", "c"])
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl"])
+def test_an_interrupted_predict_resumes_and_writes_what_one_run_writes(trained_run, corpus, tmp_path, capsys,
+                                                                       monkeypatch, suffix):
+    """Ctrl-C after three files: the rerun predicts only the other files (and the one
+    whose audio changed since) and writes the same bytes as a run never interrupted;
+    another model starts over; the journal is gone once the outputs are whole."""
+    crate = tmp_path / "crate"
+    for f in sorted(corpus.rglob("*.flac"))[:6]:
+        (crate / f.parent.name).mkdir(parents=True, exist_ok=True)
+        shutil.copy(f, crate / f.parent.name / f.name)
+    other_run = shutil.copytree(trained_run, tmp_path / "same-weights-elsewhere")
+    outputs = ["--workers", "1", "--out", str(tmp_path / f"r{suffix}"), "--timeline", str(tmp_path / "r-t.csv")]
+    assert main(["predict", "-q", str(trained_run), str(crate), "--workers", "1", "--out",
+                 str(tmp_path / f"clean{suffix}"), "--timeline", str(tmp_path / "clean-t.csv")]) == 0
+    scored: list[str] = []
+    real = Classifier.predict_many
+
+    def interrupted_after(n):
+        def predict_many(self, paths, **kwargs):
+            for k, p in enumerate(real(self, paths, **kwargs)):
+                if k == n:
+                    raise KeyboardInterrupt
+                scored.append(p.source)
+                yield p
+        return predict_many
+
+    monkeypatch.setattr(Classifier, "predict_many", interrupted_after(3))
+    assert main(["predict", "-q", str(trained_run), str(crate), *outputs]) == 130
+    assert not (tmp_path / f"r{suffix}").exists() and (tmp_path / f"r{suffix}.pending" / "rows.jsonl").exists()
+    first = scored[:3]
+    capsys.readouterr()
+    assert main(["predict", "-q", str(other_run), str(crate), *outputs]) == 130  # another model: from the start
+    assert "resuming" not in capsys.readouterr().out and scored[3:] == first
+    Path(first[0]).write_bytes(Path(first[0]).read_bytes())  # the same audio, a new mtime: predicted again
+    scored.clear()
+    monkeypatch.setattr(Classifier, "predict_many", interrupted_after(99))
+    assert main(["predict", "-q", str(trained_run), str(crate), *outputs]) == 0
+    assert "resuming: 2 of 6 files predicted before" in capsys.readouterr().out
+    assert sorted(scored) == sorted(set(map(str, crate.rglob("*.flac"))) - set(first[1:]))
+    assert (tmp_path / f"r{suffix}").read_bytes() == (tmp_path / f"clean{suffix}").read_bytes()
+    assert (tmp_path / "r-t.csv").read_bytes() == (tmp_path / "clean-t.csv").read_bytes()
+    assert not (tmp_path / f"r{suffix}.pending").exists()

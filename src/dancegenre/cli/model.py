@@ -266,6 +266,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     from dancegenre.inference.classifier import (
         Classifier,
         expand_paths,
+        predict_files,
         results_table,
         timeline_table,
     )
@@ -309,15 +310,16 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     for what, path in (("--out", args.out), ("--timeline", args.timeline), ("--tag-journal", journal)):
         if path is not None:
             check_output_file(path, inputs=inputs, what=what)
-    from tqdm import tqdm
-
-    preds = list(tqdm(clf.predict_many(paths, workers=args.workers, scheduler=args.scheduler), total=len(paths), desc="predict",
-                      unit="file", disable=args.quiet))
+    # with an output to attach it to, a journal: an interrupted predict resumes where it stopped
+    anchor = args.out or args.timeline
+    if anchor is not None:
+        anchor.parent.mkdir(parents=True, exist_ok=True)
+    preds = predict_files(clf, paths, journal=anchor, workers=args.workers, scheduler=args.scheduler,
+                          progress=not args.quiet)
     table = results_table(preds, clf.labels, top_k=args.top_k)
     from dancegenre.safety import atomic_write
 
     if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
         if args.out.suffix.lower() == ".csv":
             atomic_write(args.out, table.to_csv(index=False))
         else:
@@ -325,6 +327,10 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     if args.timeline is not None:
         args.timeline.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(args.timeline, timeline_table(preds).to_csv(index=False))
+    if anchor is not None:
+        from dancegenre.data.jobs import Journal
+
+        Journal(anchor, "predict-journal").remove()  # the outputs are whole
     failed = table["error"] != ""
     if not args.quiet or args.out is None:
         ranked = [c for r in range(2, args.top_k + 1) for c in (f"genre_{r}", f"p_{r}")]

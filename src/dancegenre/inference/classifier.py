@@ -99,6 +99,26 @@ class Prediction:
             d["sections"] = self.sections
         return d
 
+    def to_record(self) -> dict[str, Any]:
+        """Everything, unrounded, as JSON types: :meth:`from_record` gives back an equal
+        Prediction, column dtypes included (a resumed ``predict`` writes the same bytes)."""
+        t = self.timeline
+        return {"source": self.source, "genre": self.genre, "probabilities": self.probabilities,
+                "duration": self.duration, "error": self.error, "sections": self.sections, "tags": self.tags,
+                "stamp": list(self.stamp) if self.stamp else None,
+                "timeline": {"dtypes": {c: str(t[c].dtype) for c in t.columns},
+                             "columns": {c: t[c].tolist() for c in t.columns}}}
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> Prediction:
+        """The Prediction :meth:`to_record` wrote."""
+        t = record["timeline"]
+        timeline = pd.DataFrame({c: pd.Series(v, dtype=t["dtypes"][c]) for c, v in t["columns"].items()})
+        return cls(source=record["source"], genre=record["genre"], probabilities=record["probabilities"],
+                   timeline=timeline, duration=record["duration"], error=record["error"],
+                   sections=record["sections"], tags=record["tags"],
+                   stamp=tuple(record["stamp"]) if record["stamp"] else None)
+
 
 def _segments_worker(args: tuple[list[str], FeatureConfig]) -> list[tuple[str, np.ndarray | None, str | None]]:
     """``(path, float16 segments, error)`` for each of a batch of files: one round trip
@@ -450,6 +470,47 @@ class Classifier:
             return self.predict(path)
         except DanceGenreError as exc:
             return Prediction(path, None, {}, pd.DataFrame(), error=str(exc))
+
+
+def predict_files(clf: Classifier, paths: Sequence[str | os.PathLike[str]], *, journal: str | os.PathLike[str] | None,
+                  workers: int | None = None, scheduler: str = "processes", progress: bool = True,
+                  log: Callable[[str], Any] = print) -> list[Prediction]:
+    """``clf.predict_many(paths)`` as a list, resumable: with ``journal`` (the output the
+    predictions are for, e.g. ``results.csv``), each finished file is appended to
+    ``<journal>.pending/rows.jsonl`` as it finishes, and a rerun after an interruption
+    predicts only the files that are not there with the same model, genres, size and
+    mtime.  The caller removes the journal (``Journal(journal, ...).remove()``) once its
+    outputs are whole.  A file that failed is tried again by the rerun.
+    """
+    from tqdm import tqdm
+
+    from dancegenre.data.catalog import item_key
+    from dancegenre.data.jobs import Journal, cache_keys
+
+    paths = [str(p) for p in path_list(paths)]
+    if journal is None:
+        return list(tqdm(clf.predict_many(paths, workers=workers, scheduler=scheduler), total=len(paths),
+                         desc="predict", unit="file", disable=not progress))
+    files = []
+    for f in clf.model_files:
+        st = os.stat(f)
+        files.append(f"{os.path.realpath(f)}|{st.st_size}|{st.st_mtime_ns}")
+    model = "|".join([*files, *clf.labels])  # the weights as they are now, and the genres asked about
+    book = Journal(journal, "predict-journal")
+    done = {row["key"]: Prediction.from_record(row["prediction"]) for row in book.rows() if row.get("model") == model}
+    keys, _ = cache_keys(paths, lambda path: item_key(path, clf.config))  # an unreadable file: None, predicted again
+    todo = [p for p, k in zip(paths, keys) if k is None or k not in done]
+    if len(todo) < len(paths):
+        log(f"resuming: {len(paths) - len(todo)} of {len(paths)} files predicted before")
+    key_of = dict(zip(paths, keys))
+    fresh: dict[str, Prediction] = {}
+    with book.writer() as add, tqdm(total=len(todo), desc="predict", unit="file", disable=not progress) as bar:
+        for p in clf.predict_many(todo, workers=workers, scheduler=scheduler):
+            fresh[p.source] = p
+            if p.error is None and key_of[p.source] is not None:  # a failure is tried again on a rerun
+                add({"key": key_of[p.source], "model": model, "prediction": p.to_record()})
+            bar.update(1)
+    return [fresh[p] if p in fresh else done[key_of[p]] for p in paths]
 
 
 def decode_many(paths: Iterable[str | os.PathLike[str]], config: FeatureConfig, *, workers: int | None = None,
