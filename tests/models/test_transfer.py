@@ -278,6 +278,37 @@ def test_tag_files_and_timeline(weights_cache, corpus, tmp_path, capsys):
     assert str(files[0]) in printed
 
 
+def test_an_interrupted_tag_resumes_and_writes_what_one_run_writes(weights_cache, corpus, tmp_path, capsys,
+                                                                   monkeypatch):
+    """Ctrl-C at the third file: the rerun runs the network on the other two only and
+    writes the bytes of a run never interrupted; the journal is gone after."""
+    from dancegenre.inference.embed import Embedder
+
+    files = [str(f) for f in sorted((corpus / "edm").glob("*.flac"))[:4]]
+    args = ["tag", "-q", *files, "--model", "musicnn-msd", "--top", "3"]
+    assert main([*args, "--out", str(tmp_path / "clean.csv"), "--timeline", str(tmp_path / "clean.jsonl")]) == 0
+    outputs = ["--out", str(tmp_path / "t.csv"), "--timeline", str(tmp_path / "t.jsonl")]
+    calls = []
+    real = Embedder.__call__
+
+    def stop_at_the_third(self, segments):
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        calls.append(1)
+        return real(self, segments)
+
+    monkeypatch.setattr(Embedder, "__call__", stop_at_the_third)
+    assert main([*args, *outputs]) == 130 and not (tmp_path / "t.csv").exists()
+    calls.clear()
+    monkeypatch.setattr(Embedder, "__call__", lambda self, segments: calls.append(1) or real(self, segments))
+    capsys.readouterr()
+    assert main([*args, *outputs]) == 0
+    assert "resuming: 2 of 4 files tagged before" in capsys.readouterr().out and len(calls) == 2
+    assert (tmp_path / "t.csv").read_bytes() == (tmp_path / "clean.csv").read_bytes()
+    assert (tmp_path / "t.jsonl").read_bytes() == (tmp_path / "clean.jsonl").read_bytes()
+    assert not (tmp_path / "t.csv.pending").exists()
+
+
 def test_folds_ensemble(weights_cache, musicnn_store, tmp_path, capsys):
     from dancegenre.inference.classifier import Classifier
     from dancegenre.training.checkpoint import load_checkpoint

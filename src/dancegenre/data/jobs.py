@@ -1,11 +1,11 @@
-"""The steps every resumable per-file job shares (``prepare``, ``features``, ``embed``, ``predict``).
+"""The steps every resumable per-file job shares (``prepare``, ``features``, ``embed``, ``tag``, ``predict``).
 
 A job keys each file by its path, size, mtime and settings (:func:`cache_keys`); work
 already done under the same key (an earlier output, or the journal of an interrupted
 run) is reused; the rest runs on the scheduler (:func:`dancegenre.data.scheduler.parallel_map`);
 each result is sorted into done or failed (:func:`sort_results`); the output is written
 whole (:mod:`dancegenre.safety`) and only then the journal removed.  ``features``,
-``embed`` and ``predict --out`` keep their journal in a :class:`Journal` beside the output; ``prepare``'s
+``embed``, ``tag`` and ``predict --out`` keep their journal in a :class:`Journal` beside the output; ``prepare``'s
 workers commit shards into the store's own ``pending/`` folder instead, because a
 worker on another host writes its segments there itself.  A bad file is a
 failure with its reason, never the end of the job.

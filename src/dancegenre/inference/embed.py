@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from pathlib import Path
@@ -364,6 +365,7 @@ def tag_files(inputs: list[str | os.PathLike[str]], *, model: str = "musicnn-msd
     probability of each of the 50 tags.  A bad file gets a row with its error.
     """
     from dancegenre.audio.frontend import iter_segments
+    from dancegenre.data.catalog import item_key
     from dancegenre.errors import ConfigError, DanceGenreError
     from dancegenre.inference.classifier import decode_many
 
@@ -392,36 +394,57 @@ def tag_files(inputs: list[str | os.PathLike[str]], *, model: str = "musicnn-msd
             check_output_file(target, inputs=given, what=what)
     embedder = Embedder.load(model, engine=engine, log=log)
     cfg = embedder.config
-    rows, lines = [], []
+    paths = list(sources["path"])
+    # with an output, a journal of finished files: an interrupted tag resumes where it stopped
+    anchor = out or timeline
+    book = None
+    done: dict[str, dict[str, Any]] = {}
+    keys: list[str | None] = [None] * len(paths)
+    if anchor is not None:
+        Path(anchor).parent.mkdir(parents=True, exist_ok=True)
+        book = Journal(anchor, "tag-journal")
+        settings = f"{embedder.model_id}:{top}"
+        done = {r["key"]: r for r in book.rows() if r.get("settings") == settings}
+        keys, _ = cache_keys(paths, lambda path: item_key(path, cfg))  # an unreadable file: None, tried again
+        if done:
+            log(f"resuming: {sum(k in done for k in keys)} of {len(paths)} files tagged before")
+    finished: dict[str, dict[str, Any]] = {p: done[k] for p, k in zip(paths, keys) if k in done}
+    key_of = dict(zip(paths, keys))
     from tqdm import tqdm
 
-    bar = tqdm(total=len(sources), desc="tag", unit="file", disable=not progress)
-    for path, segs, err in decode_many(list(sources["path"]), cfg, workers=1, network_threads=os.cpu_count() or 1,
-                                       set_threads=embedder.set_threads):
-        if err is None and segs is None:
-            try:
-                segs = np.concatenate([b.segments for b in iter_segments(path, cfg)])
-            except DanceGenreError as exc:
-                err = str(exc)
-        row: dict[str, Any] = {"path": path}
-        if err is not None:
-            rows.append({**row, "patches": 0, "error": err})
+    todo = [p for p in paths if p not in finished]
+    bar = tqdm(total=len(todo), desc="tag", unit="file", disable=not progress)
+    with book.writer() if book else contextlib.nullcontext(None) as add:
+        for path, segs, err in decode_many(todo, cfg, workers=1, network_threads=os.cpu_count() or 1,
+                                           set_threads=embedder.set_threads):
+            if err is None and segs is None:
+                try:
+                    segs = np.concatenate([b.segments for b in iter_segments(path, cfg)])
+                except DanceGenreError as exc:
+                    err = str(exc)
             bar.update(1)
-            continue
-        _, taggram = embedder(segs)
-        mean = taggram.mean(0)
-        order = np.argsort(-mean)[:top]
-        for rank, j in enumerate(order, 1):
-            row[f"tag{rank}"], row[f"p{rank}"] = embedder.tags[j], round(float(mean[j]), 4)
-        rows.append({**row, "patches": len(taggram), "error": ""})
-        start = np.arange(len(taggram)) * cfg.segment_hop_seconds
-        lines.append(json.dumps({"path": path, "model": model, "tags": embedder.tags,
-                                 "mean": [round(float(v), 4) for v in mean],
-                                 "timeline": [{"start": round(float(t), 3), "end": round(float(t) + cfg.segment_seconds, 3),
-                                               "probabilities": [round(float(v), 4) for v in p]}
-                                              for t, p in zip(start, taggram)]}))
-        bar.update(1)
+            if err is not None:  # not journaled: a rerun tries it again
+                finished[path] = {"row": {"path": path, "patches": 0, "error": err}, "line": None}
+                continue
+            _, taggram = embedder(segs)
+            mean = taggram.mean(0)
+            row: dict[str, Any] = {"path": path}
+            for rank, j in enumerate(np.argsort(-mean)[:top], 1):
+                row[f"tag{rank}"], row[f"p{rank}"] = embedder.tags[j], round(float(mean[j]), 4)
+            row.update(patches=len(taggram), error="")
+            start = np.arange(len(taggram)) * cfg.segment_hop_seconds
+            line = json.dumps({"path": path, "model": model, "tags": embedder.tags,
+                               "mean": [round(float(v), 4) for v in mean],
+                               "timeline": [{"start": round(float(t), 3),
+                                             "end": round(float(t) + cfg.segment_seconds, 3),
+                                             "probabilities": [round(float(v), 4) for v in p]}
+                                            for t, p in zip(start, taggram)]})
+            finished[path] = {"row": row, "line": line}
+            if add is not None and key_of[path] is not None:
+                add({"key": key_of[path], "settings": settings, **finished[path]})
     bar.close()
+    rows = [finished[p]["row"] for p in paths]
+    lines = [finished[p]["line"] for p in paths if finished[p]["line"] is not None]
     table = pd.DataFrame(rows)
     ranked = [c for r in range(1, top + 1) for c in (f"tag{r}", f"p{r}") if c in table.columns]
     table = table[["path", *ranked, "patches", "error"]]
@@ -430,6 +453,8 @@ def tag_files(inputs: list[str | os.PathLike[str]], *, model: str = "musicnn-msd
         if target is not None:
             Path(target).parent.mkdir(parents=True, exist_ok=True)
             atomic_write(target, text())
+    if book is not None:
+        book.remove()  # the outputs are whole
     return table
 
 
