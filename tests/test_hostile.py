@@ -823,6 +823,16 @@ def test_what_cannot_be_read_is_a_row_of_its_own(trained_run, tmp_path, capsys, 
         str(music), out), "takes the Prediction objects"),
     (lambda run, store, music, out: __import__("dancegenre.inference.evaluate", fromlist=["x"]).evaluate(
         run, store, out=store), "holds a dancegenre store, not an evaluation"),
+    (lambda run, store, music, out: __import__("dancegenre.inference.library", fromlist=["x"]).write_tags(
+        str(music), journal=out / "j.csv"), "write_tags takes the Prediction objects"),
+    (lambda run, store, music, out: __import__("dancegenre.inference.library", fromlist=["x"]).write_tags(
+        [], journal=out / "j.csv", min_confidence=5), "a probability from 0 to 1, not 5"),
+    (lambda run, store, music, out: __import__("dancegenre.inference.library", fromlist=["x"]).write_playlists(
+        [], out, min_confidence=float("nan")), "a probability from 0 to 1, not nan"),
+    (lambda run, store, music, out: __import__("dancegenre.web.app", fromlist=["x"]).create_app(
+        run, max_upload_mb=float("nan")), "max_upload_mb must be from 0.01 to 1e6"),
+    (lambda run, store, music, out: __import__("dancegenre.web.app", fromlist=["x"]).make_server(
+        None, port=-1), "port must be a whole number from 0"),
 ])
 def test_python_api_settings_are_checked_before_anything_is_written(trained_run, corpus_store, music, tmp_path,
                                                                     call, needle):
@@ -836,3 +846,14 @@ def test_python_api_settings_are_checked_before_anything_is_written(trained_run,
         call(trained_run, corpus_store, music, tmp_path / "out")
     assert needle in str(info.value) and "\n" not in str(info.value)
     assert snapshot(tmp_path) | snapshot(corpus_store) == before and not (tmp_path / "out").exists()
+
+
+def test_a_waveform_with_its_channels_first_is_read_as_such(trained_run):
+    """(channels, n) once meant channels only up to 8: nine channels first were taken for
+    nine samples of 110,250 channels ("too short")."""
+    from dancegenre.inference.classifier import Classifier
+
+    clf = Classifier.load(trained_run)
+    wave = np.stack([tone(GOOD_SECONDS, 22050, seed=k) for k in range(9)])  # (9, n)
+    first, last = clf.predict(wave, sr=22050), clf.predict(np.ascontiguousarray(wave.T), sr=22050)
+    assert first.error is None and first.probabilities == pytest.approx(last.probabilities, abs=1e-6)

@@ -46,6 +46,14 @@ def given(config: T | None, cls: type[T]) -> T:
     return config
 
 
+def check_probability(value: object, name: str) -> float:
+    """``value`` if it is a number from 0 to 1 (a confidence threshold), else ConfigError;
+    NaN is refused, as every comparison with it is False."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+        raise ConfigError(f"{name} must be a probability from 0 to 1, not {value!r}")
+    return float(value)
+
+
 def check_batch_size(batch_size: object) -> int:
     """``batch_size`` if it is a whole number of segments >= 1 (an inference batch), else ConfigError."""
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:

@@ -345,8 +345,8 @@ def stream_array(
 ) -> Iterator[np.ndarray]:
     """Like :func:`stream_mono` for a waveform already in memory.
 
-    ``y`` has shape (n,) or (n, channels) (soundfile's layout) or (channels, n) when
-    channels <= 8 < n (librosa's layout); it is downmixed and resampled in blocks.
+    ``y`` has shape (n,), (n, channels) (soundfile's layout) or (channels, n) (librosa's
+    layout; the shorter axis is the channels); it is downmixed and resampled in blocks.
     """
     if not MIN_SAMPLE_RATE <= int(sr_in) <= MAX_SAMPLE_RATE:
         raise AudioDecodeError(f"sample rate {sr_in} Hz is outside {MIN_SAMPLE_RATE:,}-{MAX_SAMPLE_RATE:,} Hz")
@@ -357,7 +357,7 @@ def stream_array(
                                + (" (divide integer PCM by its full scale)" if np.issubdtype(y.dtype, np.integer)
                                   else ""))
     y = np.asarray(y, dtype=np.float32)
-    if y.ndim == 2 and y.shape[0] <= 8 < y.shape[1]:
+    if y.ndim == 2 and y.shape[0] < y.shape[1]:  # (channels, n): a waveform has more samples than channels
         y = y.T
     if y.ndim not in (1, 2) or y.size == 0:
         raise AudioDecodeError(f"a waveform must be 1-D or 2-D and non-empty, got shape {y.shape}")

@@ -167,6 +167,16 @@ def centred_mean(probs: np.ndarray, window: int) -> np.ndarray:
     return (sums[hi] - sums[lo]) / (hi - lo)[:, None]
 
 
+def prediction_list(predictions: Iterable[Prediction], what: str) -> list[Prediction]:
+    """``predictions`` as a list (an iterator is read once), every one a :class:`Prediction`;
+    else ConfigError: ``what`` takes verdicts, not paths."""
+    if not isinstance(predictions, (str, os.PathLike)):
+        predictions = list(predictions)
+        if all(isinstance(p, Prediction) for p in predictions):
+            return predictions
+    raise ConfigError(f"{what} takes the Prediction objects of Classifier.predict or predict_many, not paths")
+
+
 def sections_of(probs: np.ndarray, starts: np.ndarray, ends: np.ndarray, labels: list[str], *,
                 smooth: int = 5) -> list[dict[str, Any]]:
     """Runs of one genre in a timeline, after a moving average over ``smooth`` segments:

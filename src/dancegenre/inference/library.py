@@ -32,8 +32,9 @@ from typing import Any
 from urllib.parse import quote
 
 from dancegenre import __version__
+from dancegenre.config import check_probability
 from dancegenre.errors import ConfigError, DanceGenreError
-from dancegenre.inference.classifier import Prediction
+from dancegenre.inference.classifier import Prediction, prediction_list
 from dancegenre.inference.sort import UNSURE
 from dancegenre.safety import atomic_write, check_label, claim_folder
 
@@ -196,6 +197,8 @@ def write_tags(predictions: Iterable[Prediction], *, journal: str | os.PathLike[
     """
     if mode not in TAG_MODES:
         raise ConfigError(f"--tag-mode must be one of {', '.join(TAG_MODES)}, not {mode!r}")
+    check_probability(min_confidence, "min_confidence")
+    predictions = prediction_list(predictions, "write_tags")
     if journal is None and not dry_run:
         raise ConfigError("writing tags needs a journal of the previous values")
     actions: list[TagAction] = []
@@ -360,6 +363,8 @@ def write_playlists(predictions: Iterable[Prediction], folder: str | os.PathLike
     M3U8 paths are relative to ``folder`` where possible (so the folder can move with
     the music), absolute otherwise.
     """
+    check_probability(min_confidence, "min_confidence")
+    predictions = prediction_list(predictions, "write_playlists")
     folder = claim_folder(folder, **PLAYLISTS_FOLDER)
     lists: dict[str, list[tuple[Path, Prediction, str, str, float]]] = {}
     for p in predictions:

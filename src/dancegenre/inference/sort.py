@@ -7,7 +7,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from dancegenre.inference.classifier import Prediction
+from dancegenre.inference.classifier import Prediction, prediction_list
 
 UNSURE = "_unsure"  # the folder of files below --min-confidence
 
@@ -49,14 +49,11 @@ def sort_into(predictions: list[Prediction], target: str | os.PathLike[str], *, 
     OutputError
         ``target`` is a file, or a file stands where one of its parents should be.
     """
-    from dancegenre.errors import ConfigError
+    from dancegenre.config import check_probability
     from dancegenre.safety import check_target_folder, label_folder
 
-    if not 0.0 <= min_confidence <= 1.0:  # NaN too: every verdict would be unsure, or none
-        raise ConfigError(f"min_confidence must be a probability from 0 to 1, not {min_confidence!r}")
-    predictions = [predictions] if isinstance(predictions, (str, os.PathLike)) else list(predictions)  # once
-    if not all(isinstance(p, Prediction) for p in predictions):
-        raise ConfigError("sort_into takes the Prediction objects of Classifier.predict or predict_many, not paths")
+    check_probability(min_confidence, "min_confidence")
+    predictions = prediction_list(predictions, "sort_into")
     target = check_target_folder(target, what="--sort-into")
     actions: list[SortAction] = []
     taken: set[Path] = set()

@@ -254,6 +254,14 @@ def finite_json(value: Any) -> Any:
     return value
 
 
+def check_upload_limit(max_upload_mb: object) -> float:
+    """``max_upload_mb`` if it is a size from 0.01 MB to 1 TB (``--max-upload-mb``), else ConfigError."""
+    if isinstance(max_upload_mb, bool) or not isinstance(max_upload_mb, (int, float)) \
+            or not 0.01 <= max_upload_mb <= 1e6:
+        raise ConfigError(f"max_upload_mb must be from 0.01 to 1e6 (MB), not {max_upload_mb!r}")
+    return float(max_upload_mb)
+
+
 def create_app(checkpoint: str | os.PathLike[str], *, max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB,
                allowed_hosts: set[str] | None = None, allow_origins: list[str] | tuple[str, ...] = (),
                only: Sequence[str] | None = None) -> Any:
@@ -272,6 +280,7 @@ def create_app(checkpoint: str | os.PathLike[str], *, max_upload_mb: float = DEF
 
     from dancegenre.present.html import render, stylesheet
 
+    check_upload_limit(max_upload_mb)
     css = stylesheet() + stylesheet(WEB)  # the base of every page, then the web page's own
     origins = {web_origin(o) for o in allow_origins}
     clf = Classifier.load(checkpoint)
@@ -394,6 +403,9 @@ def make_server(app: Any, *, host: str = "127.0.0.1", port: int = 8000, max_uplo
     an address or a name at all)."""
     from waitress.server import create_server
 
+    check_upload_limit(max_upload_mb)
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+        raise ConfigError(f"port must be a whole number from 0 (any free port) to 65535, not {port!r}")
     try:
         return create_server(app, host=host, port=port, threads=threads, channel_timeout=request_timeout,
                              cleanup_interval=max(1, min(30, int(request_timeout / 2))),
