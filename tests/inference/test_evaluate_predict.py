@@ -384,3 +384,22 @@ def test_an_interrupted_predict_resumes_and_writes_what_one_run_writes(trained_r
     assert (tmp_path / f"r{suffix}").read_bytes() == (tmp_path / f"clean{suffix}").read_bytes()
     assert (tmp_path / "r-t.csv").read_bytes() == (tmp_path / "clean-t.csv").read_bytes()
     assert not (tmp_path / f"r{suffix}.pending").exists()
+
+
+def test_a_journal_row_that_cannot_be_read_is_predicted_again(trained_run, corpus, tmp_path):
+    from dancegenre.data.jobs import Journal
+    from dancegenre.inference.classifier import predict_files
+
+    files = [str(f) for f in sorted((corpus / "techno").glob("*.flac"))[:2]]
+    clf = Classifier.load(trained_run)
+    first = predict_files(clf, files, journal=tmp_path / "r.csv", workers=1, progress=False)
+    rows = (tmp_path / "r.csv.pending" / "rows.jsonl").read_text().splitlines()
+    broken = json.loads(rows[0])
+    del broken["prediction"]["timeline"]
+    (tmp_path / "r.csv.pending" / "rows.jsonl").write_text(json.dumps(broken) + "\n" + rows[1] + "\n{\"key\": 3")
+    said = []
+    again = predict_files(clf, files, journal=tmp_path / "r.csv", workers=1, progress=False, log=said.append)
+    assert said == ["resuming: 1 of 2 files predicted before"]
+    assert [p.probabilities for p in again] == [p.probabilities for p in first]
+    Journal(tmp_path / "r.csv", "predict-journal").remove()
+    assert not (tmp_path / "r.csv.pending").exists()

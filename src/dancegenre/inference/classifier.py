@@ -507,7 +507,13 @@ def predict_files(clf: Classifier, paths: Sequence[str | os.PathLike[str]], *, j
         files.append(f"{os.path.realpath(f)}|{st.st_size}|{st.st_mtime_ns}")
     model = "|".join([*files, *clf.labels])  # the weights as they are now, and the genres asked about
     book = Journal(journal, "predict-journal")
-    done = {row["key"]: Prediction.from_record(row["prediction"]) for row in book.rows() if row.get("model") == model}
+    done: dict[str, Prediction] = {}
+    for row in book.rows():
+        try:
+            if row.get("model") == model:
+                done[row["key"]] = Prediction.from_record(row["prediction"])
+        except (KeyError, TypeError, ValueError, AttributeError):
+            continue  # a row this version cannot read: its file is predicted again
     keys, _ = cache_keys(paths, lambda path: item_key(path, clf.config))  # an unreadable file: None, predicted again
     todo = [p for p, k in zip(paths, keys) if k is None or k not in done]
     if len(todo) < len(paths):

@@ -404,7 +404,8 @@ def tag_files(inputs: list[str | os.PathLike[str]], *, model: str = "musicnn-msd
         Path(anchor).parent.mkdir(parents=True, exist_ok=True)
         book = Journal(anchor, "tag-journal")
         settings = f"{embedder.model_id}:{top}"
-        done = {r["key"]: r for r in book.rows() if r.get("settings") == settings}
+        done = {r["key"]: r for r in book.rows() if r.get("settings") == settings and isinstance(r.get("key"), str)
+                and isinstance(r.get("row"), dict) and isinstance(r.get("line"), str)}  # else: tagged again
         keys, _ = cache_keys(paths, lambda path: item_key(path, cfg))  # an unreadable file: None, tried again
         if done:
             log(f"resuming: {sum(k in done for k in keys)} of {len(paths)} files tagged before")
