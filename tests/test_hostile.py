@@ -857,3 +857,17 @@ def test_a_waveform_with_its_channels_first_is_read_as_such(trained_run):
     wave = np.stack([tone(GOOD_SECONDS, 22050, seed=k) for k in range(9)])  # (9, n)
     first, last = clf.predict(wave, sr=22050), clf.predict(np.ascontiguousarray(wave.T), sr=22050)
     assert first.error is None and first.probabilities == pytest.approx(last.probabilities, abs=1e-6)
+
+
+def test_the_resume_journal_never_takes_a_users_folder_or_file(trained_run, music, tmp_path, capsys):
+    """predict --out X and tag keep their journal in X.pending/: a folder of that name
+    holding the user's files, or a file of that name, is refused and left as it is."""
+    a = music / "techno" / "t0.wav"
+    theirs = tmp_path / "p.csv.pending"
+    (theirs / "notes.txt").parent.mkdir()
+    (theirs / "notes.txt").write_text("mine")
+    refused(capsys, tmp_path, "predict", "-q", trained_run, a, "--out", tmp_path / "p.csv",
+            needle="already holds files that dancegenre did not make")
+    (tmp_path / "q.jsonl.pending").write_text("mine too")
+    refused(capsys, tmp_path, "predict", "-q", trained_run, a, "--out", tmp_path / "q.jsonl",
+            needle="is a file, not a folder")
