@@ -69,16 +69,20 @@ class Journal:
         self.rows_path = self.folder / "rows.jsonl"
         self.blob_path = self.folder / blob if blob else None
 
-    def rows(self) -> Iterator[dict[str, Any]]:
-        """The rows a previous run finished (whole ones only)."""
+    def rows(self, needs: Iterable[str] = ()) -> Iterator[dict[str, Any]]:
+        """The rows a previous run finished (whole ones only, holding every field of
+        ``needs``); a row that is not, its file is done again."""
         if not self.rows_path.exists() or (self.blob_path and not self.blob_path.exists()):
             return
         size = self.blob_path.stat().st_size // 4 if self.blob_path else 0
+        needs = (*needs, *(("offset", "count", "dim") if self.blob_path else ()))
         for line in self.rows_path.read_text().splitlines():
             try:
                 row = json.loads(line)
             except json.JSONDecodeError:
                 continue  # the line a kill cut short
+            if not isinstance(row, dict) or any(k not in row for k in needs):
+                continue  # not a row this version wrote
             if self.blob_path and row["offset"] + row["count"] * row["dim"] > size:
                 continue  # its vectors never reached the disk
             yield row

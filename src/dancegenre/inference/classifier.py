@@ -508,12 +508,12 @@ def predict_files(clf: Classifier, paths: Sequence[str | os.PathLike[str]], *, j
     model = "|".join([*files, *clf.labels])  # the weights as they are now, and the genres asked about
     book = Journal(journal, "predict-journal")
     done: dict[str, Prediction] = {}
-    for row in book.rows():
+    for row in book.rows(needs=("key", "model", "prediction")):
         try:
-            if row.get("model") == model:
+            if row["model"] == model:
                 done[row["key"]] = Prediction.from_record(row["prediction"])
         except (KeyError, TypeError, ValueError, AttributeError):
-            continue  # a row this version cannot read: its file is predicted again
+            continue  # a prediction this version cannot read: its file is predicted again
     keys, _ = cache_keys(paths, lambda path: item_key(path, clf.config))  # an unreadable file: None, predicted again
     todo = [p for p, k in zip(paths, keys) if k is None or k not in done]
     if len(todo) < len(paths):

@@ -270,7 +270,7 @@ def embed_files(inputs: list[str | os.PathLike[str]], out: str | os.PathLike[str
     # ---- the journal of an interrupted run: rows.jsonl + vectors.f32, appended per file
     out.parent.mkdir(parents=True, exist_ok=True)
     journal = Journal(out, "embed-journal", blob="vectors.f32")
-    done = {row["key"]: row for row in journal.rows() if row.get("model") == embedder.model_id}
+    done = {row["key"]: row for row in journal.rows(needs=("key", "segments")) if row.get("model") == embedder.model_id}
     key_list, failed = cache_keys(sources["path"], lambda path: f"{item_key(path, embedder.config)}:{embedder.model_id}")
     keys = {i: k for i, k in enumerate(key_list) if k is not None}
     failures = [{"path": sources.at[i, "path"], "error": f["reason"]} for i, f in failed.items()]
@@ -404,8 +404,7 @@ def tag_files(inputs: list[str | os.PathLike[str]], *, model: str = "musicnn-msd
         Path(anchor).parent.mkdir(parents=True, exist_ok=True)
         book = Journal(anchor, "tag-journal")
         settings = f"{embedder.model_id}:{top}"
-        done = {r["key"]: r for r in book.rows() if r.get("settings") == settings and isinstance(r.get("key"), str)
-                and isinstance(r.get("row"), dict) and isinstance(r.get("line"), str)}  # else: tagged again
+        done = {r["key"]: r for r in book.rows(needs=("key", "row", "line")) if r.get("settings") == settings}
         keys, _ = cache_keys(paths, lambda path: item_key(path, cfg))  # an unreadable file: None, tried again
         if done:
             log(f"resuming: {sum(k in done for k in keys)} of {len(paths)} files tagged before")

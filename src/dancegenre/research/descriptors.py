@@ -232,7 +232,7 @@ def describe_files(source: str | os.PathLike[str], out: str | os.PathLike[str], 
         if "cache_key" in old.columns:
             for row in old.to_dict(orient="records"):
                 done[row["cache_key"]] = {k: row[k] for k in ["cache_key", "analysed_seconds", *DESCRIPTORS] if k in row}
-    done.update((row["cache_key"], row) for row in journal.rows())
+    done.update((row["cache_key"], row) for row in journal.rows(needs=("cache_key",)))
     tasks = {i: (items.at[i, "path"], k) for i, k in enumerate(keys) if k is not None and k not in done}
     with journal.writer() as add:
         def keep(_: int, row: dict[str, Any]) -> None:
