@@ -60,7 +60,7 @@ def run_demo(out: str | os.PathLike[str] = "demo-out", *, per_genre: int = 40, e
     table.to_csv(out / "predictions.csv", index=False)
     log("6/6 writing the report")
     store = SegmentStore(out / "store")
-    spectrogram_grid(store.segments, store.index, store.labels, out / "spectrograms.png")
+    spectrogram_grid(store.segments, store.index, store.labels, store.config, out / "spectrograms.png")
     timeline_plot(preds[0].timeline, clf.labels, out / "timeline.png", f"timeline of {table['path'][0]}")
     seconds = time.perf_counter() - t0
     report = out / "report.html"

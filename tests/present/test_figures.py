@@ -5,6 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from dancegenre.config import FeatureConfig
 from dancegenre.present.figures import (
     PALETTE,
     genre_colors,
@@ -61,7 +62,7 @@ def test_report_figures_keep_their_text_inside(tmp_path, monkeypatch):
 
     segments = rng.normal(-40, 10, size=(n * 2, 128, 128)).astype(np.float16)
     index = pd.DataFrame({"row": np.arange(n * 2), "label": np.repeat(GENRES, 2), "segment": 0})
-    spectrogram_grid(segments, index, GENRES, tmp_path / "grid.png", per_label=2)
+    spectrogram_grid(segments, index, GENRES, FeatureConfig(), tmp_path / "grid.png", per_label=2)
 
     history = pd.DataFrame({"epoch": range(1, 31), "train_loss": np.linspace(2, 0.2, 30),
                             "val_loss": np.linspace(2, 0.5, 30), "train_acc": np.linspace(0.2, 0.95, 30),
@@ -100,3 +101,23 @@ def test_long_titles_wrap_to_the_axes(width):
     ax = fig.add_subplot()
     set_title(ax, LONG)
     assert "\n" in ax.get_title() and texts_outside(fig) == []
+
+
+@pytest.mark.parametrize("preset", ["study", "musicnn"])
+def test_spectrogram_colours_span_the_front_ends_values(corpus, preset):
+    """Every spectrogram image (the report's grid, figure clip, serve's page) takes its
+    colour range from the front end: musicnn's log10(1 + 10000 power), 0 to about 6,
+    once filled 6% of the study's -80..20 dB range, a flat orange grid."""
+    from dancegenre.audio.decode import load
+    from dancegenre.audio.frontend import log_mel, mel_power
+
+    config = FeatureConfig.preset(preset)
+    clip = sorted((corpus / "techno").glob("*.flac"))[0]
+    values = log_mel(load(clip, sr=config.sample_rate), config)
+    lo, hi = config.display_range
+    p5, p95 = np.percentile(values, [5, 95])
+    assert lo <= p5 and p95 <= hi and (p95 - p5) / (hi - lo) > 0.15
+    assert config.scale_unit == ("dB" if preset == "study" else "log10(1 + 10000 power)")
+    power = mel_power(values, config)
+    again = 10 * np.log10(np.maximum(power, config.amin)) if preset == "study" else np.log10(1 + 10000 * power)
+    assert np.allclose(again, values, atol=1e-3)

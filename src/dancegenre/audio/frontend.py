@@ -174,6 +174,13 @@ class LogMelStream:
         return out.astype(np.float32, copy=False)
 
 
+def mel_power(values: np.ndarray, config: FeatureConfig) -> np.ndarray:
+    """The mel power that ``config``'s log-mel ``values`` come from (the inverse of its scale)."""
+    if config.scale == "logC":
+        return (10.0 ** values - 1.0) / 10000.0
+    return 10.0 ** (values / 10.0)
+
+
 def log_mel(y: np.ndarray, config: FeatureConfig) -> np.ndarray:
     """Log-mel spectrogram of a mono signal at ``config.sample_rate``.
 
@@ -183,7 +190,8 @@ def log_mel(y: np.ndarray, config: FeatureConfig) -> np.ndarray:
 
     Returns
     -------
-    np.ndarray, shape (n_mels, 1 + n // hop_length), float32 dB.
+    np.ndarray, shape (n_mels, 1 + n // hop_length), float32 in ``config``'s scale
+    (dB, or musicnn's ``log10(1 + 10000 power)``).
     """
     stream = LogMelStream(config)
     parts = [stream.push(np.asarray(y, dtype=np.float32)), stream.finish()]

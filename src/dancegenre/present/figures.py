@@ -8,6 +8,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from dancegenre.config import FeatureConfig
+
 # One colour per genre, by the genre's place in the model's (sorted) labels: the same
 # genre has the same colour in a timeline, a bar chart and a confusion matrix, on a
 # report and on the web page (which gets these from /api/model).  matplotlib's tab10.
@@ -59,10 +61,11 @@ def pyplot() -> Any:
     return plt
 
 
-def spectrogram_grid(segments: np.ndarray, index: pd.DataFrame, labels: list[str], path: Path, *,
-                     per_label: int = 6) -> None:
+def spectrogram_grid(segments: np.ndarray, index: pd.DataFrame, labels: list[str], config: FeatureConfig,
+                     path: Path, *, per_label: int = 6) -> None:
     """The first segment of the first ``per_label`` items of each genre, one row a genre
-    (the study's grid of mel-spectrograms)."""
+    (the study's grid of mel-spectrograms), in the colour range of their front end
+    ``config``."""
     plt = pyplot()
 
     fig, axes = subplots(len(labels), per_label, figsize=(1.8 * per_label, 1.9 * len(labels)), squeeze=False)
@@ -74,11 +77,11 @@ def spectrogram_grid(segments: np.ndarray, index: pd.DataFrame, labels: list[str
             ax.set_xticks([]); ax.set_yticks([])
             if c < len(firsts):
                 ax.imshow(np.asarray(segments[firsts[c]], dtype=np.float32), origin="lower", aspect="auto",
-                          cmap="magma", vmin=-80, vmax=20)
+                          cmap="magma", vmin=config.display_range[0], vmax=config.display_range[1])
             if c == 0:
                 ax.set_ylabel(wrapped(lab, 1.3, 10), fontsize=10, color=colors[lab], rotation=0,
                               ha="right", va="center")  # across, wrapped: a long name fits its row
-    set_title(fig, "log-mel segments (mel band up, time right), first 3 s of each clip")
+    set_title(fig, f"log-mel segments ({config.scale_unit}; mel band up, time right), the first segment of each clip")
     fig.savefig(path, dpi=90)
     plt.close(fig)
 

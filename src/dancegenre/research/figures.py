@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from dancegenre.audio.decode import load
-from dancegenre.audio.frontend import log_mel
+from dancegenre.audio.frontend import log_mel, mel_power
 from dancegenre.config import FeatureConfig, given
 from dancegenre.data.store import SegmentStore
 from dancegenre.present.figures import pyplot, set_title, spectrogram_grid, subplots
@@ -25,10 +25,11 @@ def clip_figure(path: str | Path, out: str | Path, *, seconds: float = 30.0,
     extent = (0, len(y) / config.sample_rate, 0, config.n_mels)
     fig, axes = subplots(3, 1, figsize=(9, 7.5))
     axes[0].plot(t, y, linewidth=0.3); set_title(axes[0], "waveform"); axes[0].set_xlim(0, t[-1])
-    axes[1].imshow(10 ** (db / 10), origin="lower", aspect="auto", extent=extent, cmap="magma")
+    axes[1].imshow(mel_power(db, config), origin="lower", aspect="auto", extent=extent, cmap="magma")
     set_title(axes[1], "mel spectrogram (power)")
-    axes[2].imshow(db, origin="lower", aspect="auto", extent=extent, cmap="magma")
-    set_title(axes[2], "mel spectrogram (dB)")
+    axes[2].imshow(db, origin="lower", aspect="auto", extent=extent, cmap="magma", vmin=config.display_range[0],
+                   vmax=config.display_range[1])
+    set_title(axes[2], f"mel spectrogram ({config.scale_unit})")
     for ax in axes[1:]:
         ax.set_ylabel("mel band")
     axes[2].set_xlabel("time (s)")
@@ -39,4 +40,4 @@ def clip_figure(path: str | Path, out: str | Path, *, seconds: float = 30.0,
 def store_grid_figure(store_path: str | Path, out: str | Path, *, per_label: int = 30) -> None:
     """The first segment of the first ``per_label`` items per genre of a prepared store."""
     store = SegmentStore(store_path)
-    spectrogram_grid(store.segments, store.index, store.labels, Path(out), per_label=per_label)
+    spectrogram_grid(store.segments, store.index, store.labels, store.config, Path(out), per_label=per_label)

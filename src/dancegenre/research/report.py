@@ -104,7 +104,7 @@ def _data_section(store_path: Path, work: Path) -> Markup:
     counts = st.items.groupby("label").agg(**agg).reset_index()
     segs = st.index.groupby("label").size().rename("segments").reset_index()
     counts = counts.merge(segs, on="label")
-    spectrogram_grid(st.segments, st.index, st.labels, work / "grid.png", per_label=6)
+    spectrogram_grid(st.segments, st.index, st.labels, st.config, work / "grid.png", per_label=6)
     c = st.config
     return (fragment("<p>Store {{ store }}: {{ items }} items, {{ segments }} segments of {{ seconds }} s "
                      "({{ c.n_mels }} mel bands, {{ c.sample_rate }} Hz, hop {{ c.hop_length }}); {{ skipped }} file(s) "

@@ -55,8 +55,9 @@ def spectrogram_png(path: str, clf: Classifier) -> str:
     fig = Figure(figsize=(7, 2.2), layout="constrained")
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
-    ax.imshow(db, origin="lower", aspect="auto", cmap="magma", vmin=-80, vmax=20,
-              extent=(0, len(y) / config.sample_rate, 0, config.n_mels))
+    image = ax.imshow(db, origin="lower", aspect="auto", cmap="magma", vmin=config.display_range[0],
+                      vmax=config.display_range[1], extent=(0, len(y) / config.sample_rate, 0, config.n_mels))
+    fig.colorbar(image, ax=ax, label=config.scale_unit, pad=0.01)
     ax.set_xlabel("time (s)"); ax.set_ylabel("mel band")
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=80)
