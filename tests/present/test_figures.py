@@ -1,6 +1,8 @@
 """Every figure fits its canvas: titles, labels and legends stay inside, long titles wrap,
 and a genre keeps one colour.  (tests/conftest.py also checks every figure any test saves.)"""
 
+from types import SimpleNamespace
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -88,6 +90,9 @@ def test_the_web_spectrogram_fits(trained_run, tmp_path):
     clf = Classifier.load(trained_run)
     uri = spectrogram_png(str(write(tmp_path / "x.wav", tone(8.0, 22050), 22050)), clf)
     assert uri.startswith("data:image/png;base64,")
+    # a musicnn model's page: its colour bar names the longer unit, inside the canvas
+    musicnn = SimpleNamespace(config=FeatureConfig.preset("musicnn"))
+    assert spectrogram_png(str(write(tmp_path / "y.wav", tone(8.0, 16000), 16000)), musicnn).startswith("data:")
     assert confusion_png([[3, 1], [0, 4]], ["edm", "techno"], "test items").startswith("data:image/png")
 
 

@@ -57,7 +57,7 @@ def spectrogram_png(path: str, clf: Classifier) -> str:
     ax = fig.add_subplot()
     image = ax.imshow(db, origin="lower", aspect="auto", cmap="magma", vmin=config.display_range[0],
                       vmax=config.display_range[1], extent=(0, len(y) / config.sample_rate, 0, config.n_mels))
-    fig.colorbar(image, ax=ax, label=config.scale_unit, pad=0.01)
+    fig.colorbar(image, ax=ax, pad=0.01).set_label(config.scale_unit, fontsize=7)
     ax.set_xlabel("time (s)"); ax.set_ylabel("mel band")
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=80)
