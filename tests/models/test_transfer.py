@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 
 from dancegenre.cli.parser import main
+from tests.conftest import check_html
 
 
 @pytest.fixture(scope="session")
@@ -413,9 +414,19 @@ def test_ensemble_of_seeds(weights_cache, musicnn_store, tmp_path, capsys):
     assert only["genres"] == ckpt.labels and only["items"] == summary["held_out"]["items"]
     assert only["item_accuracy"] == pytest.approx(summary["held_out"]["item_accuracy"])
     assert len(pd.read_csv(tmp_path / "e-only" / "cv-items-only.csv")) == only["items"]
+    # its report: the members, the held-out verdicts as ensemble.json gives them, the same among --only
+    assert main(["report", "-q", str(tmp_path / "e-only"), "--out", str(tmp_path / "ens.html")]) == 0
+    page = check_html(tmp_path / "ens.html", min_images=3)  # the store's grid, two confusion matrices
+    for section in ("Data", "Ensemble", "Held-out verdicts", f"Held-out verdicts among {len(ckpt.labels)} of the genres",
+                    "By the number of sources averaged"):
+        assert section in page.h2, section
+    text = (tmp_path / "ens.html").read_text()
+    assert f"{summary['held_out']['item_accuracy']:.3f}" in text and f"{summary['held_out']['item_macro_f1']:.3f}" in text
     # a plain run has no out-of-fold verdicts: the model is made, the figure is not claimed
     assert main(["ensemble", str(cvs[1] / "fold-0"), str(cvs[1] / "fold-1"), "--out", str(tmp_path / "e2")]) == 0
     assert "no held-out figure" in capsys.readouterr().out
+    assert main(["report", "-q", str(tmp_path / "e2"), "--out", str(tmp_path / "e2.html")]) == 0
+    assert "No held-out figure" in (tmp_path / "e2.html").read_text()
     # made again into the first one's folder: its figures, which no longer apply, go with it
     assert main(["ensemble", str(cvs[1] / "fold-0"), str(cvs[1] / "fold-1"), "--out", str(ens)]) == 0
     assert "no held-out figure" in capsys.readouterr().out

@@ -1,4 +1,4 @@
-"""report: one self-contained page for a run, a cross-validation or an experiment."""
+"""report: one self-contained page for a run, a cross-validation, an ensemble or an experiment."""
 
 from __future__ import annotations
 
@@ -46,6 +46,7 @@ def test_report_of_an_experiment_and_a_cross_validation(finished, corpus_store, 
     assert main(["report", "-q", str(tmp_path / "cv"), "--out", str(tmp_path / "cv.html")]) == 0
     page = check_html(tmp_path / "cv.html", min_images=3)
     assert "Held-out folds" in page.h2
+
 
 
 def test_report_refuses_a_folder_that_is_not_a_run(tmp_path, capsys):

@@ -1,4 +1,5 @@
-"""``dancegenre report``: one self-contained HTML page for a run, a cross-validation or an experiment.
+"""``dancegenre report``: one self-contained HTML page for a run, a cross-validation, an ensemble
+or an experiment.
 
 The page embeds every image (base64 PNG), so it reads offline and travels as one file.
 Figures that the run folder does not already hold (confusion matrices, the store's
@@ -33,8 +34,8 @@ def build_report(target: str | os.PathLike[str], out: str | os.PathLike[str], *,
 
     Parameters
     ----------
-    target : a run folder (``train``), a cross-validation folder (``train --folds``)
-        or an experiment folder (``experiment``).
+    target : a run folder (``train``), a cross-validation folder (``train --folds``),
+        an ensemble folder (``ensemble``) or an experiment folder (``experiment``).
     features : a descriptor table (``dancegenre features``) to add an EDA section.
     explain_audio : tracks to explain with the (best) model and show.
 
@@ -55,6 +56,8 @@ def build_report(target: str | os.PathLike[str], out: str | os.PathLike[str], *,
             title, sections, checkpoint, store = _experiment_sections(target, work)
         elif kind == "cv":
             title, sections, checkpoint, store = _cv_sections(target, work)
+        elif kind == "ensemble":
+            title, sections, checkpoint, store = _ensemble_sections(target, work)
         else:
             title, sections, checkpoint, store = _run_sections(target, work)
         if store is not None:
@@ -217,3 +220,63 @@ def _experiment_sections(exp: Path, work: Path) -> tuple[str, list[tuple[str, Ma
     sections += [(f"Best configuration ({b['name']}): {h}", c) for h, c in _folds_sections(folds, labels, work, "best")]
     sections.append(("Spec", fragment("<pre>{{ text }}</pre>", text=spec.text)))
     return f"dancegenre experiment: {spec.name}", sections, folds[0] / "best.pt", Path(meta["store"])
+
+
+def _verdict_sections(table: pd.DataFrame, labels: list[str], work: Path, name: str, split: str) -> Markup:
+    """Metrics, per-genre table and confusion matrix of held-out verdicts (``cv-items.csv``:
+    label and one ``p_<genre>`` column a genre)."""
+    from dancegenre.training.scoring import classification_metrics
+
+    known = table[table["label"].isin(labels)]
+    probs = known[[f"p_{g}" for g in labels]].to_numpy(dtype=float)
+    m = classification_metrics(known["label"].map(labels.index).to_numpy(), probs, labels)
+    metrics = pd.DataFrame([{"items": len(known), "accuracy": m["accuracy"], "balanced accuracy": m["balanced_accuracy"],
+                             "macro-F1": m["macro_f1"], "weighted F1": m["weighted_f1"],
+                             "ROC-AUC": np.nan if m["roc_auc"] is None else m["roc_auc"]}])
+    per_class = pd.DataFrame([{"genre": lab, **v} for lab, v in m["per_class"].items()])
+    path = work / f"confusion-{name}.png"
+    plot_confusion(np.asarray(m["confusion"]), labels, path, title="held-out verdicts, items")
+    return (fragment("<p>{{ split }}.</p>", split=split) + table_html(metrics) + table_html(per_class)
+            + image_tag(path, f"confusion matrix, {split}"))
+
+
+def _ensemble_sections(ens: Path, work: Path) -> tuple[str, list[tuple[str, Markup]], Path, Path | None]:
+    """The members, the held-out verdicts averaged over them (where the members are
+    cross-validations of the same items), the same among ``--only`` genres, and the
+    figure for each number of members."""
+    from dancegenre.training.ensemble import BY_SIZE, CV_ITEMS_ONLY, SUMMARY
+    from dancegenre.training.runs import CV_ITEMS
+
+    summary = json.loads((ens / SUMMARY).read_text())
+    labels = list(summary["labels"])
+    sources = pd.DataFrame({"source": summary["sources"]})
+    sections = [("Ensemble", fragment("<p>{{ members }} {{ model }} models averaged (their probabilities' mean), "
+                                      "from {{ n }} source(s); genres: {{ labels }}.</p>", members=summary["members"],
+                                      model=summary["model"], n=len(sources), labels=", ".join(labels))
+                 + table_html(sources))]
+    held = summary.get("held_out")
+    if held and (ens / CV_ITEMS).exists():
+        sections.append(("Held-out verdicts", _verdict_sections(pd.read_csv(ens / CV_ITEMS), labels, work, "all",
+                                                                held["split"])))
+    else:
+        sections.append(("Held-out verdicts", fragment(
+            "<p>No held-out figure: {{ why }}</p>",
+            why=summary.get("note") or "its members are not cross-validations of the same items, so no item "
+                                       "was held out of all of them.")))
+    only = summary.get("held_out_only")
+    if only and (ens / CV_ITEMS_ONLY).exists():
+        genres = list(only["genres"])
+        sections.append((f"Held-out verdicts among {len(genres)} of the genres",
+                         _verdict_sections(pd.read_csv(ens / CV_ITEMS_ONLY), genres, work, "only",
+                                           f"the same verdicts among {', '.join(genres)} only (their probabilities "
+                                           f"rescaled to sum to 1), on the items of those genres")))
+    if (ens / BY_SIZE).exists():
+        sections.append(("By the number of sources averaged", fragment(
+            "<p>The held-out figures of every choice of N of the sources averaged: what each added source "
+            "brings.</p>") + table_html(pd.read_csv(ens / BY_SIZE), floats="{:.4f}")))
+    # the store the members trained on, for the data section: the ensemble's own checkpoint
+    # names none, its first member's does (a run, or a cross-validation's first fold)
+    first = Path(summary["sources"][0])
+    member = next((c for c in (first, first / "best.pt", first / "fold-0" / "best.pt") if c.is_file()), None)
+    store = _store_of(ens / "best.pt") or (_store_of(member) if member is not None else None)
+    return f"dancegenre ensemble {ens.name}", sections, ens / "best.pt", store

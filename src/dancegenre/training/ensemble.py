@@ -35,13 +35,14 @@ from dancegenre.safety import atomic_write, claim_folder, path_list
 from dancegenre.training.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from dancegenre.training.runs import (
     CV_ITEMS,
+    ENSEMBLE,
     averaged_verdicts,
     genre_subset,
     read_cv,
     restricted_verdicts,
 )
 
-SUMMARY = "ensemble.json"
+SUMMARY = ENSEMBLE
 BY_SIZE = "ensemble-size.csv"
 CV_ITEMS_ONLY = "cv-items-only.csv"  # the held-out verdicts among --only genres
 MAX_CHOICES = 50  # combinations scored for each size; more are sampled (seeded)

@@ -24,6 +24,7 @@ from dancegenre.errors import ConfigError, EmptyInputError
 from dancegenre.safety import atomic_write
 
 RESULTS, HISTORY, CV, SPLIT = "results.json", "metrics.csv", "cv.json", "split.csv"
+ENSEMBLE = "ensemble.json"  # what ``dancegenre ensemble`` writes beside its best.pt
 TEST_ITEMS, CV_ITEMS = "test-items.csv", "cv-items.csv"  # held-out verdicts: a run's test side; every fold's
 RUN_FILES = (RESULTS, "best.pt", "last.pt", HISTORY)  # a run folder made before the marker
 
@@ -190,16 +191,18 @@ def write_cv(path: str | os.PathLike[str], rows: list[dict[str, Any]], split: st
 
 
 def kind_of(path: str | os.PathLike[str]) -> str:
-    """'experiment', 'cv' or 'run'; raises EmptyInputError for anything else."""
+    """'experiment', 'cv', 'ensemble' or 'run'; raises EmptyInputError for anything else."""
     path = Path(path)
     if (path / "experiment.json").exists():
         return "experiment"
     if (path / CV).exists():
         return "cv"
+    if (path / ENSEMBLE).exists() and (path / "best.pt").exists():
+        return "ensemble"
     if is_finished(path) and (path / "best.pt").exists():
         return "run"
-    raise EmptyInputError(f"{path} is not a finished run, cross-validation or experiment folder "
-                          "(no results.json + best.pt, cv.json or experiment.json)")
+    raise EmptyInputError(f"{path} is not a finished run, cross-validation, ensemble or experiment folder "
+                          "(no results.json + best.pt, cv.json, ensemble.json + best.pt or experiment.json)")
 
 
 def results_beside(checkpoint: str | os.PathLike[str]) -> dict[str, Any]:
