@@ -49,6 +49,7 @@ def test_head_on_frozen_musicnn_end_to_end(weights_cache, corpus, musicnn_store,
 
     payload = torch.load(run / "best.pt", weights_only=True)
     assert payload["feature_config"]["scale"] == "logC"
+    run_labels = list(payload["labels"])
     out = tmp_path / "verdicts.csv"
     files = sorted((corpus / "techno").glob("*.flac"))[:2]
     assert main(["predict", "-q", str(run), *map(str, files), "--out", str(out)]) == 0
@@ -65,6 +66,10 @@ def test_head_on_frozen_musicnn_end_to_end(weights_cache, corpus, musicnn_store,
     with open(files[0], "rb") as fh:
         answer = client.post("/api/predict", data={"file": (fh, "a.flac")}, content_type="multipart/form-data")
     assert answer.status_code == 200 and answer.get_json()["tags"] == row["tags"]
+    # most likely first, in the API and the JSON lines (Flask once sorted them by name)
+    for tags in (answer.get_json()["tags"], row["tags"]):
+        assert list(tags.values()) == sorted(tags.values(), reverse=True)
+    assert list(answer.get_json()["probabilities"]) == run_labels
     # predict ran the run's ONNX export (train wrote it): the same verdict and tags as torch
     from dancegenre.inference.classifier import Classifier
 

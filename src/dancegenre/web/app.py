@@ -288,6 +288,8 @@ def create_app(checkpoint: str | os.PathLike[str], *, max_upload_mb: float = DEF
     lock = threading.Lock()  # one inference at a time: the model is shared
 
     class FiniteJSON(DefaultJSONProvider):
+        sort_keys = False  # keys in their order: genres as the model has them, tags most likely first
+
         def dumps(self, obj: Any, **kwargs: Any) -> str:
             return super().dumps(finite_json(obj), **kwargs)
 
