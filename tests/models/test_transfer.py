@@ -427,6 +427,14 @@ def test_ensemble_of_seeds(weights_cache, musicnn_store, tmp_path, capsys):
         assert section in page.h2, section
     text = (tmp_path / "ens.html").read_text()
     assert f"{summary['held_out']['item_accuracy']:.3f}" in text and f"{summary['held_out']['item_macro_f1']:.3f}" in text
+    # serve's /model: the same held-out figures, where a run shows its test side
+    from dancegenre.web.app import create_app
+
+    client = create_app(ens).test_client()
+    shown = client.get("/api/model").get_json()["held_out"]["item"]
+    assert shown["accuracy"] == pytest.approx(summary["held_out"]["item_accuracy"])
+    model_page = client.get("/model").get_data(as_text=True)
+    assert "out-of-fold items" in model_page and "Confusion matrix, held-out items" in model_page
     # a plain run has no out-of-fold verdicts: the model is made, the figure is not claimed
     assert main(["ensemble", str(cvs[1] / "fold-0"), str(cvs[1] / "fold-1"), "--out", str(tmp_path / "e2")]) == 0
     assert "no held-out figure" in capsys.readouterr().out

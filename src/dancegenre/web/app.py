@@ -94,6 +94,12 @@ def model_summary(clf: Classifier) -> dict[str, Any]:
     else:  # no split table beside the checkpoint: the sides' sizes only
         per_genre = {}
     validation = results.get("validation") or ({"summary": ckpt.validation} if ckpt.validation else {})
+    held_out = None  # an ensemble's: its sources' out-of-fold verdicts averaged (cv-items.csv beside it)
+    beside = None if results.get("test") else held_out_beside(ckpt.path)
+    if beside is not None and [c[2:] for c in beside[0].columns if c.startswith("p_")] == list(clf.labels):
+        from dancegenre.training.scoring import verdict_metrics
+
+        held_out = {"items_of": beside[1], "item": verdict_metrics(beside[0])}
     return {
         "genres": clf.labels, "model_genres": clf.labels, "only": None,
         "colors": genre_colors(clf.labels), "items_per_genre": per_genre,
@@ -101,7 +107,7 @@ def model_summary(clf: Classifier) -> dict[str, Any]:
         "features": ckpt.feature_config.to_dict(), "frontend": frontend_words(ckpt.feature_config),
         "split_by": ckpt.split.get("column"), "items_per_side": sides, "seed": ckpt.split.get("seed"),
         "epoch": ckpt.epoch, "ensemble_of": ckpt.ensemble_of, "cv": ckpt.cv,
-        "validation": validation, "test": results.get("test") or {},
+        "validation": validation, "test": results.get("test") or {}, "held_out": held_out,
     }
 
 
@@ -334,6 +340,8 @@ def create_app(checkpoint: str | os.PathLike[str], *, max_upload_mb: float = DEF
     summary = model_summary(clf)
     held_out = "test" if summary["test"] else "validation"
     confusion = summary[held_out].get("item", {}).get("confusion")
+    if not confusion and summary["held_out"]:  # an ensemble: its cross-validations' out-of-fold verdicts
+        held_out, confusion = "held-out", summary["held_out"]["item"]["confusion"]
     confusion_image = confusion_png(confusion, clf.labels, f"{held_out} items (one verdict per file)") \
         if confusion else None
     only_confusion = None
