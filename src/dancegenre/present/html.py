@@ -55,8 +55,11 @@ def image_tag(path: str | Path, alt: str) -> Markup:
 
 
 def table_html(frame: pd.DataFrame, *, floats: str = "{:.3f}") -> Markup:
-    """``frame`` as an HTML table; pandas escapes every cell and header."""
-    return Markup(frame.to_html(index=False, escape=True, float_format=lambda v: floats.format(v), border=0))
+    """``frame`` as an HTML table; pandas escapes every cell and header.  A table wider
+    than the page (an EDA of seven genres: a mean column each) scrolls on its own; its
+    cells never break a number or a test's name over two lines."""
+    table = frame.to_html(index=False, escape=True, float_format=lambda v: floats.format(v), border=0)
+    return Markup('<div class="wide">') + Markup(table) + Markup("</div>")
 
 
 def page(title: str, sections: list[tuple[str, Markup | str]]) -> str:
