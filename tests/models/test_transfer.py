@@ -422,11 +422,12 @@ def test_ensemble_of_seeds(weights_cache, musicnn_store, tmp_path, capsys):
     # its report: the members, the held-out verdicts as ensemble.json gives them, the same among --only
     assert main(["report", "-q", str(tmp_path / "e-only"), "--out", str(tmp_path / "ens.html")]) == 0
     page = check_html(tmp_path / "ens.html", min_images=3)  # the store's grid, two confusion matrices
-    for section in ("Data", "Ensemble", "Held-out verdicts", f"Held-out verdicts among {len(ckpt.labels)} of the genres",
-                    "By the number of sources averaged"):
+    for section in ("Data", "Ensemble", "Held-out verdicts",
+                    f"Held-out verdicts among {len(ckpt.labels)} of the genres", "By the number of sources averaged"):
         assert section in page.h2, section
     text = (tmp_path / "ens.html").read_text()
-    assert f"{summary['held_out']['item_accuracy']:.3f}" in text and f"{summary['held_out']['item_macro_f1']:.3f}" in text
+    held = summary["held_out"]
+    assert f"{held['item_accuracy']:.3f}" in text and f"{held['item_macro_f1']:.3f}" in text
     # serve's /model: the same held-out figures, where a run shows its test side
     from dancegenre.web.app import create_app
 

@@ -640,7 +640,8 @@ def expand_paths(inputs: Iterable[str | os.PathLike[str]], *,
         p = Path(item)
         if _is(p, "is_dir"):
             for f, listed in _under(p):
-                if ((is_audio_path(f) or not listed) and not any(part.startswith(".") for part in f.relative_to(p).parts)
+                hidden = any(part.startswith(".") for part in f.relative_to(p).parts)
+                if ((is_audio_path(f) or not listed) and not hidden
                         and not any(Path(real_path(f)).is_relative_to(e) for e in skip)):
                     keep(f)
         else:

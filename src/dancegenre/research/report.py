@@ -230,7 +230,8 @@ def _verdict_sections(table: pd.DataFrame, labels: list[str], work: Path, name: 
     known = table[table["label"].isin(labels)]
     probs = known[[f"p_{g}" for g in labels]].to_numpy(dtype=float)
     m = classification_metrics(known["label"].map(labels.index).to_numpy(), probs, labels)
-    metrics = pd.DataFrame([{"items": len(known), "accuracy": m["accuracy"], "balanced accuracy": m["balanced_accuracy"],
+    metrics = pd.DataFrame([{"items": len(known), "accuracy": m["accuracy"],
+                             "balanced accuracy": m["balanced_accuracy"],
                              "macro-F1": m["macro_f1"], "weighted F1": m["weighted_f1"],
                              "ROC-AUC": np.nan if m["roc_auc"] is None else m["roc_auc"]}])
     per_class = pd.DataFrame([{"genre": lab, **v} for lab, v in m["per_class"].items()])
