@@ -830,7 +830,7 @@ def test_what_cannot_be_read_is_a_row_of_its_own(trained_run, tmp_path, capsys, 
     (lambda run, store, music, out: __import__("dancegenre.inference.library", fromlist=["x"]).write_playlists(
         [], out, min_confidence=float("nan")), "a probability from 0 to 1, not nan"),
     (lambda run, store, music, out: __import__("dancegenre.web.app", fromlist=["x"]).create_app(
-        run, max_upload_mb=float("nan")), "max_upload_mb must be from 0.01 to 1e6"),
+        run, max_upload_mb=float("nan")), "max_upload_mb must be from 0.01 to 1e+06"),
     (lambda run, store, music, out: __import__("dancegenre.web.app", fromlist=["x"]).make_server(
         None, port=-1), "port must be a whole number from 0"),
 ])

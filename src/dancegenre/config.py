@@ -207,6 +207,8 @@ POOLINGS = ("max", "avg", "meanmaxl2")
 EMBED_LAYERS = ("all", "max_pool", "mean_pool", "penultimate", "taggram")  # `embed --layer`
 ENGINES = ("auto", "onnx", "torch")  # `--engine` of predict, embed and tag: onnxruntime or torch
 MAX_SEED = 2**32 - 1  # numpy's seeds run from 0 to this
+UPLOAD_MB = (0.01, 1e6)  # serve's upload limit, MB: from a 10-kB clip to a terabyte
+PORTS = (0, 65535)  # a TCP port; 0 asks for any free one
 MAX_BLOCKS, MAX_WIDTH, MAX_KERNEL = 16, 4096, 1024  # ModelConfig's bounds (a 4096 x 4096 layer: 268 MB)
 
 

@@ -11,7 +11,7 @@ import argparse
 from collections.abc import Callable
 from pathlib import Path
 
-from dancegenre.config import MAX_SEED, FeatureConfig
+from dancegenre.config import MAX_SEED, PORTS, UPLOAD_MB, FeatureConfig
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
@@ -44,7 +44,8 @@ def number_in(cast: Callable[[str], float], low: float, high: float, what: str) 
 positive_int = number_in(int, 1, float("inf"), "a whole number")
 probability = number_in(float, 0.0, 1.0, "a number")
 seed_number = number_in(int, 0, MAX_SEED, "a whole number")  # --seed: numpy's range
-port_number = number_in(int, 0, 65535, "a port number")
+port_number = number_in(int, *PORTS, "a port number")
+upload_mb = number_in(float, *UPLOAD_MB, "a number")
 
 
 def scheduler_name(text: str) -> str:

@@ -11,12 +11,12 @@ from dancegenre.cli.common import (
     existing_path,
     genre_list,
     named_path,
-    number_in,
     port_number,
     positive_int,
     probability,
     process_count,
     seed_number,
+    upload_mb,
 )
 from dancegenre.config import (
     ACTIVATIONS,
@@ -121,7 +121,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("checkpoint", type=existing_path, help="run folder or .pt checkpoint")
     p.add_argument("--host", default="127.0.0.1", help="default %(default)s (this machine only)")
     p.add_argument("--port", type=port_number, default=8000, help="default %(default)s (0: any free port)")
-    p.add_argument("--max-upload-mb", type=number_in(float, 0.01, 1e6, "a number"), default=100.0,
+    p.add_argument("--max-upload-mb", type=upload_mb, default=100.0,
                    help="largest upload (default %(default)s MB)")
     p.add_argument("--allow-host", action="append", default=[], metavar="NAME",
                    help="also answer to this Host name (a DNS name or reverse proxy in front); repeatable")

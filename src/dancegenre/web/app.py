@@ -31,6 +31,7 @@ from typing import Any
 
 from dancegenre.audio.decode import AUDIO_EXTENSIONS, load
 from dancegenre.audio.frontend import log_mel
+from dancegenre.config import PORTS, UPLOAD_MB
 from dancegenre.errors import ConfigError, DanceGenreError
 from dancegenre.inference.classifier import Classifier
 from dancegenre.training.runs import held_out_beside, results_beside
@@ -262,10 +263,12 @@ def finite_json(value: Any) -> Any:
 
 
 def check_upload_limit(max_upload_mb: object) -> float:
-    """``max_upload_mb`` if it is a size from 0.01 MB to 1 TB (``--max-upload-mb``), else ConfigError."""
+    """``max_upload_mb`` if it is a size within :data:`~dancegenre.config.UPLOAD_MB` (as
+    ``--max-upload-mb``), else ConfigError."""
+    low, high = UPLOAD_MB
     if isinstance(max_upload_mb, bool) or not isinstance(max_upload_mb, (int, float)) \
-            or not 0.01 <= max_upload_mb <= 1e6:
-        raise ConfigError(f"max_upload_mb must be from 0.01 to 1e6 (MB), not {max_upload_mb!r}")
+            or not low <= max_upload_mb <= high:
+        raise ConfigError(f"max_upload_mb must be from {low:g} to {high:g} (MB), not {max_upload_mb!r}")
     return float(max_upload_mb)
 
 
@@ -415,8 +418,8 @@ def make_server(app: Any, *, host: str = "127.0.0.1", port: int = 8000, max_uplo
     from waitress.server import create_server
 
     check_upload_limit(max_upload_mb)
-    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
-        raise ConfigError(f"port must be a whole number from 0 (any free port) to 65535, not {port!r}")
+    if isinstance(port, bool) or not isinstance(port, int) or not PORTS[0] <= port <= PORTS[1]:
+        raise ConfigError(f"port must be a whole number from 0 (any free port) to {PORTS[1]}, not {port!r}")
     try:
         return create_server(app, host=host, port=port, threads=threads, channel_timeout=request_timeout,
                              cleanup_interval=max(1, min(30, int(request_timeout / 2))),
