@@ -91,3 +91,36 @@ def test_explain_store_filters(trained_run, corpus_store):
 
 
 # ------------------------------------------------------------------ report
+
+
+def test_the_page_explains_the_verdict_predict_gives(trained_run, corpus, tmp_path):
+    """The headline, the timeline and the maps tell predict's verdict on the stretch shown,
+    not a second verdict from the explanation's own back-to-back segments."""
+    from dancegenre.audio.decode import load
+    from dancegenre.errors import ConfigError
+    from dancegenre.inference.classifier import Classifier
+    from dancegenre.research.explain import explain_track
+    from dancegenre.research.explanation import explain_verdict
+    from dancegenre.training.checkpoint import load_checkpoint
+
+    ckpt = load_checkpoint(trained_run)
+    clf = Classifier(ckpt)
+    clip = sorted((corpus / "edm").rglob("*.flac"))[0]
+    sr = ckpt.feature_config.sample_rate
+    verdict = clf.predict(load(clip, sr=sr, max_seconds=9.0), sr=sr)
+    expl, timeline = explain_verdict(clf, ckpt, clip, max_seconds=9.0)
+    assert expl.source == str(clip) and expl.genre == verdict.genre
+    assert expl.probabilities == verdict.probabilities and expl.verdict_seconds == verdict.duration
+    pd.testing.assert_frame_equal(timeline, verdict.timeline)
+    # the maps explain the genre asked for
+    other = next(g for g in ckpt.labels if g != verdict.genre)
+    asked = explain_track(ckpt, clip, genre=other, max_seconds=9.0)
+    assert asked.genre == other and not np.allclose(asked.saliency, expl.saliency)
+    with pytest.raises(ConfigError, match="not one of the model's"):
+        explain_track(ckpt, clip, genre="polka", max_seconds=9.0)
+    # the CLI's page states that verdict
+    out = tmp_path / "page"
+    assert main(["explain", "-q", str(trained_run), str(clip), "--max-seconds", "9", "--out", str(out)]) == 0
+    probs = ", ".join(f"{g} {p:.2f}" for g, p in verdict.top(len(ckpt.labels)))
+    assert f"<b>{verdict.genre}</b> ({probs}) over the first {verdict.duration:.1f} s" in \
+        (out / "explain.html").read_text()

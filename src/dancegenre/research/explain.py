@@ -49,8 +49,8 @@ class TrackExplanation:
 
     source: str
     labels: list[str]
-    genre: str  # the verdict on the analysed part (mean of its segments' probabilities)
-    probabilities: dict[str, float]
+    genre: str  # the genre the maps explain: by default the mean of the segments' probabilities
+    probabilities: dict[str, float]  # that verdict's probabilities
     spectrogram: np.ndarray  # (n_mels, frames) float32 dB, the network's input
     saliency: np.ndarray  # (n_mels, frames) float32, >= 0
     gradcam: np.ndarray  # (frames,) for 1-D networks, (n_mels, frames) for 2-D; in [0, 1]
@@ -59,6 +59,7 @@ class TrackExplanation:
     bands: pd.DataFrame  # one row per band group: fmin/fmax Hz, occlusion drop, saliency share
     seconds_per_frame: float
     files: dict[str, Path] = field(default_factory=dict)
+    verdict_seconds: float | None = None  # the audio the verdict covers, where it is not the segments above
 
 
 def band_edges(config: FeatureConfig) -> np.ndarray:
@@ -68,20 +69,27 @@ def band_edges(config: FeatureConfig) -> np.ndarray:
     return librosa.mel_frequencies(config.n_mels + 2, fmin=config.fmin, fmax=config.fmax or config.sample_rate / 2)
 
 
-def explain_track(checkpoint: str | os.PathLike[str] | Checkpoint, source: str | os.PathLike[str], *,
-                  max_seconds: float = 600.0, band_group: int = BAND_GROUP, batch_size: int = 64) -> TrackExplanation:
-    """Explain the verdict on one audio file (its first ``max_seconds``).
+def explain_track(checkpoint: str | os.PathLike[str] | Checkpoint, source: str | os.PathLike[str] | np.ndarray, *,
+                  sr: int | None = None, genre: str | None = None, max_seconds: float = 600.0,
+                  band_group: int = BAND_GROUP, batch_size: int = 64) -> TrackExplanation:
+    """Explain a verdict on one audio file or waveform (``sr`` with it; its first ``max_seconds``).
+
+    ``genre`` is the genre whose evidence the maps show: give ``predict``'s verdict to
+    explain that one. By default it is the most likely genre over the back-to-back
+    segments analysed here.
 
     Raises
     ------
-    CheckpointError, AudioDecodeError (and subclasses)
+    ConfigError (a genre the model does not know), CheckpointError, AudioDecodeError (and subclasses)
     """
     ckpt = checkpoint if isinstance(checkpoint, Checkpoint) else load_checkpoint(checkpoint)
+    if genre is not None and genre not in ckpt.labels:
+        raise ConfigError(f"genre {genre!r} is not one of the model's: {', '.join(ckpt.labels)}")
     model = ckpt.model.eval()
     config = dataclasses.replace(ckpt.feature_config, segment_hop=ckpt.feature_config.segment_frames)
     limit = max(1, int(max_seconds / config.segment_seconds))
     tiles = []
-    for block in iter_segments(source, config):
+    for block in iter_segments(source, config, sr=sr):
         tiles.append(block.segments)
         if sum(len(t) for t in tiles) >= limit:
             break
@@ -95,7 +103,7 @@ def explain_track(checkpoint: str | os.PathLike[str] | Checkpoint, source: str |
     last = blocks[-1][0]
     seg_probs = _probabilities(model, segments, batch_size)
     mean = seg_probs.mean(0)
-    genre_i = int(mean.argmax())  # every map below explains this verdict
+    genre_i = int(mean.argmax()) if genre is None else ckpt.labels.index(genre)  # every map below explains it
     try:
         for start in range(0, len(segments), batch_size):
             x = torch.from_numpy(np.ascontiguousarray(segments[start:start + batch_size])).requires_grad_(True)
@@ -129,7 +137,8 @@ def explain_track(checkpoint: str | os.PathLike[str] | Checkpoint, source: str |
     cam = cam / cam.max() if cam.max() > 0 else cam
     bands = occlusion(model, segments, genre_i, config, saliency, band_group=band_group, batch_size=batch_size)
     return TrackExplanation(
-        source=str(source), labels=ckpt.labels, genre=ckpt.labels[genre_i],
+        source="waveform" if isinstance(source, np.ndarray) else str(source), labels=ckpt.labels,
+        genre=ckpt.labels[genre_i],
         probabilities={lab: float(mean[i]) for i, lab in enumerate(ckpt.labels)},
         spectrogram=spectrogram.astype(np.float32), saliency=saliency.astype(np.float32),
         gradcam=cam.astype(np.float32), feature_maps={k: np.concatenate(v, 1) for k, v in fmaps.items()},

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -16,9 +18,35 @@ from dancegenre.present.html import fragment, image_tag, page, table_html
 from dancegenre.research.explain import FilterAnalysis, TrackExplanation
 from dancegenre.safety import atomic_write
 
+if TYPE_CHECKING:
+    from dancegenre.inference.classifier import Classifier
+    from dancegenre.training.checkpoint import Checkpoint
+
 
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or "track"
+
+
+def explain_verdict(clf: Classifier, ckpt: Checkpoint, path: str | os.PathLike[str], *,
+                    max_seconds: float) -> tuple[TrackExplanation, pd.DataFrame]:
+    """``predict``'s verdict on the first ``max_seconds`` of ``path``, the maps that explain
+    that genre, and the verdict's timeline (its overlapping segments): the page's headline,
+    timeline and maps all tell the one verdict that ``predict`` gives on that stretch.
+
+    Raises
+    ------
+    AudioDecodeError (and subclasses)
+    """
+    from dancegenre.audio.decode import load
+    from dancegenre.research.explain import explain_track
+
+    sr = ckpt.feature_config.sample_rate
+    head = load(path, sr=sr, max_seconds=max_seconds)  # decoded once, for both
+    verdict = clf.predict(head, sr=sr)
+    expl = explain_track(ckpt, head, sr=sr, genre=verdict.genre, max_seconds=max_seconds)
+    expl = dataclasses.replace(expl, source=str(path), probabilities=verdict.probabilities,
+                               verdict_seconds=verdict.duration)
+    return expl, verdict.timeline
 
 
 def write_track(expl: TrackExplanation, out: str | os.PathLike[str], timeline: pd.DataFrame | None = None) -> dict[str, Path]:
@@ -110,7 +138,7 @@ def track_section(expl: TrackExplanation, base: Path) -> Markup:
     probs = ", ".join(f"{lab} {p:.2f}" for lab, p in sorted(expl.probabilities.items(), key=lambda kv: -kv[1]))
     top = expl.bands.sort_values("occlusion_drop", ascending=False).head(3)
     bands = "; ".join(f"{r.fmin_hz:.0f}-{r.fmax_hz:.0f} Hz (-{r.occlusion_drop:.3f})" for r in top.itertuples())
-    seconds = expl.spectrogram.shape[1] * expl.seconds_per_frame
+    seconds = expl.verdict_seconds or expl.spectrogram.shape[1] * expl.seconds_per_frame
     return fragment(
         "<p><b>{{ genre }}</b> ({{ probs }}) over the first {{ seconds }} s; the bands whose occlusion hurts the "
         "verdict most: {{ bands }}. Arrays in <code>{{ arrays }}</code>.</p>{{ saliency }}"
@@ -199,10 +227,9 @@ def explain_to(checkpoint: str | os.PathLike[str], out: str | os.PathLike[str], 
     CheckpointError, StoreError (before ``out`` is made); EmptyInputError (nothing to
     explain, or no track could be: after ``failures.csv`` is written)
     """
-    from dancegenre.audio.decode import load
     from dancegenre.errors import AudioDecodeError, EmptyInputError
     from dancegenre.inference.classifier import Classifier
-    from dancegenre.research.explain import explain_store, explain_track
+    from dancegenre.research.explain import explain_store
     from dancegenre.safety import claim_folder
     from dancegenre.training.checkpoint import load_checkpoint
 
@@ -218,10 +245,7 @@ def explain_to(checkpoint: str | os.PathLike[str], out: str | os.PathLike[str], 
     for i, path in enumerate(audio, 1):
         log(f"explaining {path} ({i}/{len(audio)})")
         try:
-            expl = explain_track(ckpt, path, max_seconds=max_seconds)
-            # the verdict's own timeline (overlapping segments), on the same stretch of audio
-            head = load(path, sr=ckpt.feature_config.sample_rate, max_seconds=max_seconds)
-            timeline = clf.predict(head, sr=ckpt.feature_config.sample_rate).timeline
+            expl, timeline = explain_verdict(clf, ckpt, path, max_seconds=max_seconds)
         except AudioDecodeError as exc:
             failures.append({"path": str(path), "error": str(exc)})
             sections.append((Path(path).name, fragment("<p>not explained: {{ why }}</p>", why=str(exc))))

@@ -74,18 +74,25 @@ def build_report(target: str | os.PathLike[str], out: str | os.PathLike[str], *,
                              + image_tag(work / "eda" / "histograms.png", "histograms")))
         if explain_audio:
             from dancegenre.errors import AudioDecodeError
-            from dancegenre.research.explain import explain_track
-            from dancegenre.research.explanation import track_section, write_track
+            from dancegenre.inference.classifier import Classifier
+            from dancegenre.research.explanation import (
+                explain_verdict,
+                track_section,
+                write_track,
+            )
+            from dancegenre.training.checkpoint import load_checkpoint
 
             log(f"explaining {len(explain_audio)} track(s) with {checkpoint}")
+            ckpt = load_checkpoint(checkpoint)
+            clf = Classifier(ckpt)
             for path in explain_audio:
                 try:
-                    expl = explain_track(checkpoint, path, max_seconds=60)
+                    expl, timeline = explain_verdict(clf, ckpt, path, max_seconds=60)
                 except AudioDecodeError as exc:  # shown on the page; the report goes on
                     sections.append((f"Explanation: {Path(path).name}",
                                      fragment("<p>not explained: {{ why }}</p>", why=str(exc))))
                     continue
-                write_track(expl, work / "tracks" / Path(path).stem)
+                write_track(expl, work / "tracks" / Path(path).stem, timeline)
                 sections.append((f"Explanation: {Path(path).name}", track_section(expl, work)))
         sections.append(("About", fragment("<p class=note>Made by <code>dancegenre report {{ target }}</code>. "
                                            "Every number names the split it comes from; splits are grouped, so no "
