@@ -76,8 +76,10 @@ def add_explain_report(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-seconds", type=number_in(float, 1.0, 1e7, "a number"), default=600.0,
                    help="explain at most this much of each track (default %(default)s)")
     p.add_argument("--max-segments", type=positive_int, default=2000, help="store segments to scan (evenly spaced)")
-    p = sub.add_parser("report", help="one self-contained HTML page for a run, a cross-validation or an experiment")
-    p.add_argument("target", type=existing_path, help="run folder, `train --folds` folder or experiment folder")
+    p = sub.add_parser("report", help="one self-contained HTML page for a run, a cross-validation, an ensemble "
+                       "or an experiment")
+    p.add_argument("target", type=existing_path,
+                   help="run folder, `train --folds` folder, `ensemble` folder or experiment folder")
     p.add_argument("--out", type=named_path, required=True, help="the .html file to write")
     p.add_argument("--features", type=existing_path, default=None,
                    help="a descriptor CSV from `dancegenre features`: adds an EDA section")
