@@ -49,7 +49,7 @@ class TrackExplanation:
 
     source: str
     labels: list[str]
-    genre: str  # the genre the maps explain: by default the mean of the segments' probabilities
+    genre: str  # the genre the maps explain: by default the most likely over the segments
     probabilities: dict[str, float]  # that verdict's probabilities
     spectrogram: np.ndarray  # (n_mels, frames) float32 dB, the network's input
     saliency: np.ndarray  # (n_mels, frames) float32, >= 0
