@@ -333,6 +333,18 @@ def test_a_model_argument_that_is_no_model_says_what_to_give(trained_run, corpus
     refused(capsys, tmp_path, "embed", "-q", a, "--model", "", "--out", tmp_path / "e.npy",
             needle="--model: '' is neither a pretrained model")
     refused(capsys, tmp_path, "predict", "-q", tmp_path, a, needle="give a run folder that train wrote, or a .pt")
+    # the run's ONNX export where a command needs the checkpoint: said as such, not "not loadable"
+    onnx = Path(trained_run) / "best.onnx"
+    assert onnx.is_file()
+    for args in (("explain", "-q", onnx, a, "--out", tmp_path / "x"), ("evaluate", "-q", onnx, corpus_store),
+                 ("ensemble", "-q", onnx, onnx, "--out", tmp_path / "e"),
+                 ("embed", "-q", a, "--model", onnx, "--out", tmp_path / "e.npy")):
+        refused(capsys, tmp_path, *args, needle=f"{onnx} is an ONNX export: it holds the network for predict, not "
+                "the checkpoint (training record, weights for torch) this needs; give the run folder (or its best.pt)")
+    from dancegenre.web.app import create_app
+
+    with pytest.raises(CheckpointError, match="is an ONNX export: .* give the run folder"):
+        create_app(onnx)  # serve's page shows the training record
 
 
 def test_every_page_escapes_what_it_shows(trained_run, tmp_path):

@@ -345,12 +345,9 @@ class Classifier:
     def checkpoint(self) -> Checkpoint:
         """The checkpoint (splits, training config...), loaded on first use."""
         if self._checkpoint is None:
-            if self.path.suffix.lower() == ".onnx":
-                raise CheckpointError(f"{self.path} is an ONNX file: it holds the network and labels, "
-                                      "not the checkpoint's training record")
             from dancegenre.training.checkpoint import load_checkpoint
 
-            self._checkpoint = load_checkpoint(self.path)
+            self._checkpoint = load_checkpoint(self.path)  # an ONNX file is refused there, saying why
         return self._checkpoint
 
     def _probs(self, segments: Any) -> tuple[np.ndarray, np.ndarray | None]:

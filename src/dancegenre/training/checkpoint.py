@@ -80,6 +80,8 @@ def read_payload(path: str | os.PathLike[str]) -> dict[str, Any]:
     if is_audio_path(path):  # `predict a.mp3 b.mp3`: the model was left out
         raise CheckpointError(f"{path} is an audio file, not a model: give the run folder (or its .pt or .onnx) "
                               "first, then the audio")
+    if path.suffix.lower() == ".onnx":
+        raise CheckpointError(onnx_is_no_checkpoint(path))
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - torch.load raises many kinds on a file that is not a checkpoint
@@ -94,6 +96,13 @@ def read_payload(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise CheckpointError(f"checkpoint version {payload.get('version')} is not {VERSION}: {path}")
     payload["path"] = str(path)
     return payload
+
+
+def onnx_is_no_checkpoint(path: str | os.PathLike[str]) -> str:
+    """Why an ONNX export (what ``export`` and ``train`` write) does not do where a
+    checkpoint is needed, and what to give instead."""
+    return (f"{path} is an ONNX export: it holds the network for predict, not the checkpoint (training record, "
+            "weights for torch) this needs; give the run folder (or its best.pt)")
 
 
 def _not_a_run(path: Path) -> str:
