@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import platform
 import subprocess
 import sys
@@ -47,3 +48,18 @@ def test_the_front_end_reuses_its_freed_memory(tmp_path):
 def test_keep_heap_says_whether_it_applied():
     applied = keep_heap()
     assert applied == (sys.platform == "linux" and platform.libc_ver()[0] == "glibc")
+
+
+def test_a_worker_started_before_numpy_still_gets_one_blas_thread():
+    """threadpoolctl limits only the libraries loaded when it runs: a worker whose
+    interpreter has not imported numpy yet (spawned, or forked before the command's
+    imports) must still end up with one BLAS thread, not a spinning pool per worker."""
+    code = ("import sys\nfrom dancegenre.data.scheduler import worker_init\n"
+            "assert 'numpy' not in sys.modules\nworker_init(False)\n"
+            "import numpy  # what the worker's first task then imports\n"
+            "from threadpoolctl import threadpool_info\n"
+            "print(max(i['num_threads'] for i in threadpool_info() if i['user_api'] == 'blas'))")
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": "4", "OMP_NUM_THREADS": "4"}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "1"

@@ -63,6 +63,7 @@ def worker_init(quiet_stderr: bool = True) -> None:
     command).  libmpg123 prints resync notes for every corrupt mp3 straight to fd 2;
     a worker's failures come back as values, so in a local pool its stderr would only
     garble the progress bar (a Dask worker keeps its log)."""
+    import numpy  # noqa: F401 - its BLAS loaded first: threadpoolctl limits only what is loaded
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(1)
