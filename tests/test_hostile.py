@@ -326,7 +326,7 @@ def test_checkpoints_that_do_not_fit_are_one_line(trained_run, music, tmp_path, 
     refused(capsys, tmp_path, "predict", "-q", tmp_path / "empty.pt", a, needle="(the file is empty or cut short)")
 
 
-def test_a_model_argument_that_is_no_model_says_what_to_give(trained_run, corpus_store, music, tmp_path, capsys):
+def test_an_argument_of_the_wrong_kind_says_what_to_give(trained_run, corpus_store, music, tmp_path, capsys):
     a, b = music / "techno" / "t0.wav", music / "techno" / "t1.wav"
     refused(capsys, tmp_path, "predict", "-q", a, b, needle="is an audio file, not a model: give the run folder")
     refused(capsys, tmp_path, "evaluate", "-q", corpus_store, needle="is a prepared store, not a model")
@@ -345,6 +345,9 @@ def test_a_model_argument_that_is_no_model_says_what_to_give(trained_run, corpus
 
     with pytest.raises(CheckpointError, match="is an ONNX export: .* give the run folder"):
         create_app(onnx)  # serve's page shows the training record
+    # a folder where a table goes
+    for args in (("eda", "-q", corpus_store, "--out", tmp_path / "eda"), ("baseline", "-q", corpus_store)):
+        refused(capsys, tmp_path, *args, needle=f"{corpus_store} is a folder, not a table: give a CSV")
 
 
 def test_every_page_escapes_what_it_shows(trained_run, tmp_path):

@@ -38,6 +38,8 @@ def load_tables(paths: list[str | os.PathLike[str]], label_column: str = "label"
     a CSV) count as missing, as NaN does: no statistic or histogram takes them."""
     frames = []
     for p in path_list(paths, "tables"):
+        if Path(p).is_dir():
+            raise CatalogError(f"{p} is a folder, not a table: give a CSV such as `dancegenre features` writes")
         try:
             t = pd.read_csv(p)
         except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
