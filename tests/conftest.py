@@ -248,9 +248,11 @@ class _Page(HTMLParser):
 
 
 def check_html(path: Path, min_images: int = 1) -> _Page:
-    """Parse the page: tags balance, every image is an embedded, decodable PNG."""
+    """Parse the page: tags balance, every image is an embedded, decodable PNG, and a
+    phone shows it at its own width (the tables scroll on their own there)."""
     text = path.read_text()
     assert text.startswith("<!DOCTYPE html>")
+    assert '<meta name="viewport" content="width=device-width, initial-scale=1">' in text
     parser = _Page()
     parser.feed(text)
     parser.close()

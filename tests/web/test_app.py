@@ -213,6 +213,21 @@ def test_browser_end_to_end(browser_server, tmp_path):
         assert page.locator("table.genres tbody tr").count() == 2 and "parameters" in body
         assert page.locator("img.confusion").evaluate("img => img.naturalWidth") > 100
         page.screenshot(path=str(shots / "model.png"), full_page=True)
+
+        # on a phone: the pages take the screen's width, and nothing but a table (which
+        # scrolls on its own) is wider than it, a long file name included
+        phone = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)
+        small = phone.new_page()
+        long_name = tmp_path / ("a-promo-track-name-without-any-spaces-" * 3 + ".wav")
+        long_name.write_bytes(wav_bytes(9.0, seed=4))
+        small.goto(server)
+        small.set_input_files("#files", str(long_name))
+        small.wait_for_function("document.querySelectorAll('#session-table tbody tr.done').length === 1",
+                                timeout=60_000)
+        for url in (server, f"{server}/model"):
+            if url != server:
+                small.goto(url)
+            assert small.evaluate("[innerWidth, document.scrollingElement.scrollWidth]") == [390, 390], url
         browser.close()
     assert (shots / "page.png").stat().st_size > 10_000 and (shots / "model.png").stat().st_size > 10_000
 
