@@ -90,9 +90,6 @@ def test_explain_store_filters(trained_run, corpus_store):
     assert len(set(peaks)) == 4
 
 
-# ------------------------------------------------------------------ report
-
-
 def test_the_page_explains_the_verdict_predict_gives(trained_run, corpus, tmp_path):
     """The headline, the timeline and the maps tell predict's verdict on the stretch shown,
     not a second verdict from the explanation's own back-to-back segments."""
@@ -124,3 +121,7 @@ def test_the_page_explains_the_verdict_predict_gives(trained_run, corpus, tmp_pa
     probs = ", ".join(f"{g} {p:.2f}" for g, p in verdict.top(len(ckpt.labels)))
     assert f"<b>{verdict.genre}</b> ({probs}) over the first {verdict.duration:.1f} s" in \
         (out / "explain.html").read_text()
+
+
+# ------------------------------------------------------------------ report
+
