@@ -105,7 +105,7 @@ def test_the_page_explains_the_verdict_predict_gives(trained_run, corpus, tmp_pa
     clip = sorted((corpus / "edm").rglob("*.flac"))[0]
     sr = ckpt.feature_config.sample_rate
     verdict = clf.predict(load(clip, sr=sr, max_seconds=9.0), sr=sr)
-    expl, timeline = explain_verdict(clf, ckpt, clip, max_seconds=9.0)
+    expl, timeline = explain_verdict(clf, clip, max_seconds=9.0)
     assert expl.source == str(clip) and expl.genre == verdict.genre
     assert expl.probabilities == verdict.probabilities and expl.verdict_seconds == verdict.duration
     pd.testing.assert_frame_equal(timeline, verdict.timeline)

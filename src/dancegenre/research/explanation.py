@@ -20,14 +20,13 @@ from dancegenre.safety import atomic_write
 
 if TYPE_CHECKING:
     from dancegenre.inference.classifier import Classifier
-    from dancegenre.training.checkpoint import Checkpoint
 
 
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or "track"
 
 
-def explain_verdict(clf: Classifier, ckpt: Checkpoint, path: str | os.PathLike[str], *,
+def explain_verdict(clf: Classifier, path: str | os.PathLike[str], *,
                     max_seconds: float) -> tuple[TrackExplanation, pd.DataFrame]:
     """``predict``'s verdict on the first ``max_seconds`` of ``path``, the maps that explain
     that genre, and the verdict's timeline (its overlapping segments): the page's headline,
@@ -40,6 +39,7 @@ def explain_verdict(clf: Classifier, ckpt: Checkpoint, path: str | os.PathLike[s
     from dancegenre.audio.decode import load
     from dancegenre.research.explain import explain_track
 
+    ckpt = clf.checkpoint  # the torch network: the maps need its gradients
     sr = ckpt.feature_config.sample_rate
     head = load(path, sr=sr, max_seconds=max_seconds)  # decoded once, for both
     verdict = clf.predict(head, sr=sr)
@@ -245,7 +245,7 @@ def explain_to(checkpoint: str | os.PathLike[str], out: str | os.PathLike[str], 
     for i, path in enumerate(audio, 1):
         log(f"explaining {path} ({i}/{len(audio)})")
         try:
-            expl, timeline = explain_verdict(clf, ckpt, path, max_seconds=max_seconds)
+            expl, timeline = explain_verdict(clf, path, max_seconds=max_seconds)
         except AudioDecodeError as exc:
             failures.append({"path": str(path), "error": str(exc)})
             sections.append((Path(path).name, fragment("<p>not explained: {{ why }}</p>", why=str(exc))))

@@ -83,11 +83,10 @@ def build_report(target: str | os.PathLike[str], out: str | os.PathLike[str], *,
             from dancegenre.training.checkpoint import load_checkpoint
 
             log(f"explaining {len(explain_audio)} track(s) with {checkpoint}")
-            ckpt = load_checkpoint(checkpoint)
-            clf = Classifier(ckpt)
+            clf = Classifier(load_checkpoint(checkpoint))
             for path in explain_audio:
                 try:
-                    expl, timeline = explain_verdict(clf, ckpt, path, max_seconds=60)
+                    expl, timeline = explain_verdict(clf, path, max_seconds=60)
                 except AudioDecodeError as exc:  # shown on the page; the report goes on
                     sections.append((f"Explanation: {Path(path).name}",
                                      fragment("<p>not explained: {{ why }}</p>", why=str(exc))))
