@@ -2,11 +2,19 @@
 
 - An output never replaces an input (:func:`check_output_file`, :func:`Inputs`).
 - A folder we write into is new, empty, or one we made: we recognise ours by a marker
-  file, ``.dancegenre`` (:func:`claim_folder`).  We only delete what we created.
-- Files are written whole or not at all: a temporary file beside the target, then an
-  atomic rename (:func:`atomic_write`).
-- Labels are data: a genre name is never a path, never markup (:func:`check_label`,
-  :func:`label_folder`).
+  file, ``.dancegenre`` (:func:`claim_folder`), or, for a folder made before the marker,
+  by its complete set of files and nothing else.  We only delete what we created, and
+  only from a folder with our marker.  While a command writes a folder it holds the
+  folder's lock (``.dancegenre.lock``): a second command refuses and names the process.
+- Files are written whole or not at all: a temporary file with a random name, created
+  exclusively in the destination's folder (never through a link), fsynced, then renamed
+  over the target (:func:`atomic_path`, :func:`atomic_write`).
+- A table we write never replaces a file we did not write (:func:`check_output_file`
+  with ``columns``); a text cell that a spreadsheet would run as a formula is written
+  with a leading apostrophe, and our readers take it off (:func:`csv_text`,
+  :func:`read_table`).
+- Labels are data: a genre name is never a path, never markup, never a formula
+  (:func:`check_label`, :func:`label_folder`).
 
 Every violation raises :class:`~dancegenre.errors.OutputError` or
 :class:`~dancegenre.errors.LabelError` with a one-line message.
@@ -15,21 +23,32 @@ Every violation raises :class:`~dancegenre.errors.OutputError` or
 from __future__ import annotations
 
 import csv
+import fnmatch
+import io
 import json
 import os
 import re
+import stat
+import sys
+import tempfile
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 from dancegenre.errors import ConfigError, LabelError, OutputError
 
 MARKER = ".dancegenre"  # {"kind": ...} in every folder a command creates
+LOCK = ".dancegenre.lock"  # held (flock) while a command writes the folder; names its process
 LABEL_MAX_CHARS = 64
 # Characters no label may hold: path separators and what Windows forbids in a folder
 # name (a label becomes one with --sort-into), and markup.
 _FORBIDDEN = set('/\\:*?"<>|')
 _RESERVED = {".", "..", "_unsure"}  # _unsure: the folder of low-confidence files
+_FORMULA_START = "=+-@"  # a CSV cell starting with one of these is a formula to a spreadsheet
 _WINDOWS_DEVICES = re.compile(r"^(con|prn|aux|nul|com[0-9]|lpt[0-9])(\..*)?$", re.IGNORECASE)
 
 
@@ -39,9 +58,10 @@ def check_label(label: object, where: str) -> str:
     """``label`` if it can name a genre, else LabelError saying why and ``where`` it came from.
 
     A label is 1-64 printable characters with no path separator, no ``: * ? " < > |``,
-    no leading or trailing space, not ``.``/``..``/``_unsure``, not starting with a dot
-    and not a Windows device name (con, nul, com1...): it becomes a folder name with
-    ``--sort-into`` and a heading in reports.
+    no leading or trailing space, not ``.``/``..``/``_unsure``, not starting or ending
+    with a dot (Windows drops a trailing one), not starting with ``= + - @`` (a formula
+    in a spreadsheet) and not a Windows device name (con, nul, com1...): it becomes a
+    folder name with ``--sort-into``, a CSV cell and a heading in reports.
     """
     text = label if isinstance(label, str) else str(label)
     shown = ascii(text) if len(text) <= 80 else ascii(text[:77] + "...")
@@ -56,8 +76,10 @@ def check_label(label: object, where: str) -> str:
         why = "holds a character a genre name may not hold (/ \\ : * ? \" < > |)"
     elif text != text.strip():
         why = "starts or ends with a space"
-    elif text in _RESERVED or text.startswith("."):
-        why = "is reserved (., .., _unsure, or a name starting with a dot)"
+    elif text[0] in _FORMULA_START:
+        why = "starts with a character a spreadsheet reads as a formula (= + - @)"
+    elif text in _RESERVED or text.startswith(".") or text.endswith("."):
+        why = "is reserved (., .., _unsure, or a name starting or ending with a dot)"
     elif _WINDOWS_DEVICES.match(text):
         why = "is a device name on Windows"
     if why:
@@ -66,8 +88,17 @@ def check_label(label: object, where: str) -> str:
 
 
 def check_labels(labels: Iterable[object], where: str) -> list[str]:
-    """Every label checked (:func:`check_label`), as a list."""
-    return [check_label(lab, where) for lab in labels]
+    """Every label checked (:func:`check_label`), as a list; LabelError also when two of
+    them differ only in case, which one folder holds on a case-insensitive file system
+    (macOS, Windows)."""
+    out = [check_label(lab, where) for lab in labels]
+    seen: dict[str, str] = {}
+    for lab in out:
+        other = seen.setdefault(lab.casefold(), lab)
+        if other != lab:
+            raise LabelError(f"labels {ascii(other)} and {ascii(lab)} in {where} differ only in case; they would "
+                             "share one folder on macOS and Windows")
+    return out
 
 
 def label_folder(target: Path, label: str) -> Path:
@@ -111,16 +142,23 @@ def path_list(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]],
 
 
 class Inputs:
-    """The files a command reads, to check outputs against (by real path and inode)."""
+    """The files a command reads, to check outputs against (by real path and inode).
+
+    A folder of ours among them (a store, a run: it holds our marker) is an input as a
+    whole: every file in it is one."""
 
     def __init__(self, paths: Iterable[str | os.PathLike[str]] = ()) -> None:
         self._real: set[str] = set()
         self._ids: set[tuple[int, int]] = set()
+        self._sealed: set[Path] = set()
         for p in paths:
             self.add(p)
 
     def add(self, path: str | os.PathLike[str]) -> None:
-        self._real.add(real_path(path))
+        real = real_path(path)
+        self._real.add(real)
+        if is_ours(real):
+            self._sealed.add(Path(real))
         try:
             st = os.stat(path)
         except OSError:
@@ -129,7 +167,8 @@ class Inputs:
 
     def __contains__(self, path: object) -> bool:
         p = os.fspath(path)  # type: ignore[arg-type]
-        if real_path(p) in self._real:
+        real = real_path(p)
+        if real in self._real or any(Path(real).is_relative_to(folder) for folder in self._sealed):
             return True
         try:
             st = os.stat(p)
@@ -147,10 +186,13 @@ def _file_on_the_way(path: Path) -> Path | None:
 
 
 def check_output_file(path: str | os.PathLike[str], *, inputs: Inputs | Iterable[str | os.PathLike[str]] = (),
-                      suffixes: Iterable[str] | None = None, what: str = "--out") -> Path:
-    """``path`` as a file to write, or OutputError: it would replace one of ``inputs``,
-    it is a folder, a file stands where a parent folder should, or its suffix is not one
-    of ``suffixes`` (lower case, with the dot)."""
+                      suffixes: Iterable[str] | None = None, columns: Iterable[str] | None = None,
+                      what: str = "--out") -> Path:
+    """``path`` as a file to write, or OutputError: it would replace one of ``inputs``
+    (or a file inside an input folder of ours), it is a folder, a file stands where a
+    parent folder should, or its suffix is not one of ``suffixes`` (lower case, with the
+    dot).  With ``columns``, an existing file is replaced only when it is a table of ours
+    (:func:`check_own_table`): a user's catalog or notes under that name are refused."""
     path = Path(path)
     if suffixes is not None:
         allowed = tuple(suffixes)
@@ -163,8 +205,11 @@ def check_output_file(path: str | os.PathLike[str], *, inputs: Inputs | Iterable
         raise OutputError(f"{what} {path} cannot be written: {blocker} is a file, not a folder")
     if not isinstance(inputs, Inputs):
         inputs = Inputs(inputs)
-    if path.exists() and path in inputs:
-        raise OutputError(f"{what} {path} is one of the inputs; it would be replaced. Choose another name")
+    if path in inputs:
+        raise OutputError(f"{what} {path} is one of the inputs, or inside an input folder dancegenre made; "
+                          "it would be replaced. Choose another name")
+    if columns is not None:
+        check_own_table(path, columns=columns, what=what)
     return path
 
 
@@ -172,21 +217,30 @@ FAILURE_COLUMNS = ("path", "error")  # in every failures list a command writes: 
 
 
 def check_own_table(path: Path, *, columns: Iterable[str], what: str, kind: str = "table") -> Path:
-    """``path`` may be replaced only when it is absent or a CSV table of ours: one whose
-    header holds every name in ``columns``.  For the files a command writes beside a
-    named output (a table beside ``.npy`` vectors, a failures list), which the user did
-    not name and may hold a file of their own (a catalog, notes).
+    """``path`` may be replaced only when it is absent or a table of ours: a CSV whose
+    header, or JSON lines whose first object, holds every name in ``columns``.  For every
+    table a command writes: the one the user named (``--out``) and those beside it (a
+    table beside ``.npy`` vectors, a failures list), where a file of the user's own (a
+    catalog, notes) may stand.
 
-    Raises OutputError for any other file there."""
-    if path.exists():
-        try:
-            with open(path, newline="", encoding="utf-8") as f:
-                header = next(csv.reader(f), [])
-        except (OSError, UnicodeDecodeError, csv.Error):
-            header = []
-        if not set(columns) <= set(header):
+    Raises OutputError for any other file there, a link included."""
+    path = Path(path)
+    if path.is_symlink() or path.exists():
+        names: set[str] = set()
+        if not path.is_symlink() and path.is_file():
+            try:
+                with open(path, newline="", encoding="utf-8") as f:
+                    first = f.readline()
+                if path.suffix.lower() == ".jsonl":
+                    row = json.loads(first) if first.strip() else {}
+                    names = set(row) if isinstance(row, dict) else set()
+                else:
+                    names = set(next(csv.reader([first]), []))
+            except (OSError, UnicodeDecodeError, csv.Error, ValueError):
+                names = set()
+        if not names or not set(columns) <= names:
             raise OutputError(f"{what} {path} exists and is not a {kind} made by dancegenre; move it or choose "
-                              "another --out")
+                              "another name")
     return path
 
 
@@ -215,17 +269,23 @@ def check_target_folder(path: str | os.PathLike[str], *, what: str) -> Path:
 
 
 def claim_folder(path: str | os.PathLike[str], kind: str, *, legacy: Iterable[str] = (),
-                 inputs: Iterable[str | os.PathLike[str]] = (), what: str = "output folder",
-                 create: bool = True) -> Path:
-    """Create ``path`` (with parents) as a ``kind`` folder, or reuse it if it is ours.
+                 legacy_others: Iterable[str] = (), inputs: Iterable[str | os.PathLike[str]] = (),
+                 what: str = "output folder", create: bool = True) -> Path:
+    """Create ``path`` (with parents) as a ``kind`` folder, or reuse it if it is ours, and
+    hold its lock until the process ends (or :func:`release_folder`).
 
-    A folder is ours when it holds our marker file for the same ``kind``, or, when made
-    by a version before the marker, one of the ``legacy`` file names.  An empty folder
-    is taken.  Anything else, a file where the folder should be, or an input folder
-    inside ``path`` or equal to it, raises OutputError: we never write among, or delete,
-    files we did not create.  ``create=False`` only checks.
+    A folder is ours when it holds our marker file for the same ``kind``.  A folder made
+    by a version before the marker is recognised only by its complete set of files:
+    every name in ``legacy`` is there, and nothing but those and names matching the
+    ``legacy_others`` patterns (``fnmatch``); it gets the marker then.  An empty folder
+    is taken.  Anything else, a link where the folder should be, a file on its way, an
+    input folder inside ``path`` or equal to it, or a folder another process holds
+    raises OutputError: we never write among, or delete, files we did not create.
+    ``create=False`` only checks, and makes and holds nothing.
     """
     path = check_target_folder(path, what=what)
+    if path.is_symlink():
+        raise OutputError(f"{what} {path} is a link; give the folder itself")
     real = Path(os.path.realpath(path))
     for src in inputs:
         src_real = Path(os.path.realpath(src))
@@ -234,21 +294,37 @@ def claim_folder(path: str | os.PathLike[str], kind: str, *, legacy: Iterable[st
     marker = path / MARKER
     if path.is_dir() and any(path.iterdir()):
         owner = _marker_kind(marker)
-        if owner is None and not any((path / name).exists() for name in legacy):
+        if owner is None and not _is_legacy(path, tuple(legacy), tuple(legacy_others)):
             raise OutputError(f"{what} {path} already holds files that dancegenre did not make; "
                               "choose a new or empty folder")
         if owner is not None and owner != kind:
             article = "an" if kind[0] in "aeiou" else "a"
             raise OutputError(f"{what} {path} holds a dancegenre {owner}, not {article} {kind}; choose another folder")
     if not create:  # checked only: a command refuses before its long work, and makes nothing yet
+        if path.is_dir():
+            _check_unlocked(path, what)
         return path
     path.mkdir(parents=True, exist_ok=True)
+    _lock(path, what)
     if not marker.exists():
         atomic_write(marker, json.dumps({"kind": kind}) + "\n")
     return path
 
 
+def _is_legacy(path: Path, required: tuple[str, ...], others: tuple[str, ...]) -> bool:
+    """True when ``path`` holds every name of ``required`` and nothing else but names
+    matching ``others`` (and our lock): a folder a version before the marker made."""
+    if not required:
+        return False
+    names = {entry.name for entry in path.iterdir()} - {LOCK}
+    if not set(required) <= names:
+        return False
+    return all(name in required or any(fnmatch.fnmatchcase(name, pat) for pat in others) for name in names)
+
+
 def _marker_kind(marker: Path) -> str | None:
+    if marker.is_symlink() or not marker.is_file():
+        return None  # a planted link is no marker of ours
     try:
         return str(json.loads(marker.read_text())["kind"])
     except (OSError, ValueError, KeyError, TypeError):
@@ -261,25 +337,146 @@ def is_ours(path: str | os.PathLike[str], kind: str | None = None) -> bool:
     return owner is not None and (kind is None or owner == kind)
 
 
+# ---------------------------------------------------------------- folder locks
+
+_HELD: dict[str, int] = {}  # real path of a folder -> the open lock file this process holds
+
+
+def _holder(fd: int) -> str:
+    try:
+        text = os.pread(fd, 200, 0).decode("utf-8", "replace").strip()
+    except OSError:
+        text = ""
+    return text or "another process"
+
+
+def _lock(path: Path, what: str) -> None:
+    """Hold ``path``'s lock (``flock`` on ``path/.dancegenre.lock``, never through a
+    link) until the process ends or :func:`release_folder`; OutputError naming the
+    process that holds it already.  A no-op where the system has no ``fcntl``."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        return
+    key = os.path.realpath(path)
+    if key in _HELD:
+        return
+    flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(path / LOCK, flags, 0o644)
+    except OSError as exc:
+        raise OutputError(f"{what} {path} cannot be locked: {exc.strerror or exc} ({path / LOCK})") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        holder = _holder(fd)
+        os.close(fd)
+        raise OutputError(f"{what} {path} is in use by {holder}; wait for it to finish or choose another "
+                          "folder") from None
+    os.ftruncate(fd, 0)
+    command = " ".join(os.path.basename(a) if i == 0 else a for i, a in enumerate(sys.argv[:2]))
+    os.pwrite(fd, f"process {os.getpid()} ({one_line_text(command)[:120]})\n".encode(), 0)
+    _HELD[key] = fd
+
+
+def _check_unlocked(path: Path, what: str) -> None:
+    """OutputError when another process holds ``path``'s lock; takes nothing."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        return
+    lock = path / LOCK
+    if os.path.realpath(path) in _HELD or lock.is_symlink() or not lock.is_file():
+        return
+    try:
+        fd = os.open(lock, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0))
+    except OSError:
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError:
+        raise OutputError(f"{what} {path} is in use by {_holder(fd)}; wait for it to finish or choose another "
+                          "folder") from None
+    finally:
+        os.close(fd)
+
+
+def release_folder(path: str | os.PathLike[str]) -> None:
+    """Let go of ``path``'s lock, if this process holds it (the lock file stays)."""
+    fd = _HELD.pop(os.path.realpath(path), None)
+    if fd is not None:
+        os.close(fd)
+
+
 @contextmanager
-def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
-    """A hidden temporary path beside ``path`` for a writer that needs a file name
-    (``torch.save``, ``np.save``, ``soundfile.write``); renamed over ``path`` when the
-    block ends (if the writer made it), removed if the block raises.  The one way files
-    are written whole or not at all."""
+def holding(path: str | os.PathLike[str], kind: str, **claim: Any) -> Iterator[Path]:
+    """:func:`claim_folder` for the length of a ``with`` block: the lock is let go when
+    it ends, for a caller (a test, a long-lived process) that claims the folder again."""
+    held_before = os.path.realpath(path) in _HELD
+    folder = claim_folder(path, kind, **claim)
+    try:
+        yield folder
+    finally:
+        if not held_before:
+            release_folder(folder)
+
+
+# ---------------------------------------------------------------- writing files
+
+def _default_mode() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+_NEW_FILE_MODE = _default_mode()  # what open() would give a new file here
+
+
+def _temporary_beside(path: Path) -> Path:
+    """A new empty file with a random name in ``path``'s folder, made exclusively
+    (``mkstemp``: ``O_CREAT | O_EXCL``, so never through a planted link)."""
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name[:80]}.", suffix=".part")
+    os.close(fd)
+    return Path(name)
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike[str], *, mode: int | None = None) -> Iterator[Path]:
+    """A temporary path beside ``path`` for a writer that needs a file name
+    (``torch.save``, ``np.save``, ``soundfile.write``): a new file with a random name,
+    made exclusively in ``path``'s folder.  When the block ends it is flushed to disk and
+    renamed over ``path`` (a link at ``path`` is replaced, never followed), with
+    ``mode``, else the mode of the file it replaces, else the usual one for a new file;
+    if the block raises it is removed.  The one way files are written whole or not at
+    all.  The temporary name ends in ``.part``: a writer that picks a format by suffix
+    must be told the format."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.part")
+    tmp = _temporary_beside(path)
     try:
         yield tmp
-        if tmp.exists():
-            os.replace(tmp, path)
+        if mode is None:
+            try:
+                st = os.stat(path)
+                mode = stat.S_IMODE(st.st_mode) if stat.S_ISREG(st.st_mode) else _NEW_FILE_MODE
+            except OSError:
+                mode = _NEW_FILE_MODE
+        os.chmod(tmp, mode)
+        _fsync(tmp)
+        os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
 
 
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def atomic_write(path: str | os.PathLike[str], data: str | bytes) -> Path:
-    """Write ``data`` to ``path`` whole or not at all: a hidden temporary file beside it,
-    then a rename over it."""
+    """Write ``data`` to ``path`` whole or not at all (:func:`atomic_path`)."""
     with atomic_path(path) as tmp:
         if isinstance(data, bytes):
             tmp.write_bytes(data)
@@ -288,13 +485,96 @@ def atomic_write(path: str | os.PathLike[str], data: str | bytes) -> Path:
     return Path(path)
 
 
+def save_figure(fig: Any, path: str | os.PathLike[str], **options: Any) -> Path:
+    """``fig.savefig`` to ``path`` through :func:`atomic_path` (the format from
+    ``path``'s suffix, which the temporary name lacks)."""
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format=path.suffix.lstrip(".").lower() or "png", **options)
+    return path
+
+
+# ---------------------------------------------------------------- text in other formats
+
+_CSV_ESCAPE = tuple("=+-@\t\r'")  # formula starts (OWASP), and our own escape character
+
+
+def csv_cell(value: object) -> object:
+    """``value`` as a CSV cell a spreadsheet shows and never runs: text starting with
+    ``= + - @``, a tab or a carriage return gets a leading apostrophe (and so does
+    text starting with one, so that :func:`read_table` gives back exactly what was
+    written).  Numbers and other values are unchanged."""
+    if isinstance(value, str) and value.startswith(_CSV_ESCAPE):
+        return "'" + value
+    return value
+
+
+def csv_text(table: pd.DataFrame) -> str:
+    """``table`` as CSV text (no index), every text cell through :func:`csv_cell`.  The
+    one way dancegenre writes a CSV."""
+    from pandas.api.types import is_numeric_dtype
+
+    out = table.copy()
+    out.columns = [csv_cell(str(c)) for c in out.columns]
+    for column in out.columns:
+        if not is_numeric_dtype(out[column]):  # text, of object or string dtype
+            out[column] = out[column].map(csv_cell)
+    buf = io.StringIO()
+    out.to_csv(buf, index=False)
+    return buf.getvalue()
+
+
+def write_table(path: str | os.PathLike[str], table: pd.DataFrame) -> Path:
+    """``table`` written to ``path`` as CSV (:func:`csv_text`), whole or not at all."""
+    return atomic_write(path, csv_text(table))
+
+
+def read_table(path: str | os.PathLike[str] | io.StringIO, **options: Any) -> pd.DataFrame:
+    """A CSV as ``pandas.read_csv`` reads it, with the escape :func:`csv_cell` adds
+    taken off every text cell and column name: the one way dancegenre reads a table."""
+    import pandas as pd
+    from pandas.api.types import is_numeric_dtype
+
+    table = pd.read_csv(path, **options)
+    table.columns = [_uncell(c) for c in table.columns]
+    for column in table.columns:
+        if not is_numeric_dtype(table[column]):
+            table[column] = table[column].map(_uncell)
+    return table
+
+
+def _uncell(value: object) -> object:
+    if isinstance(value, str) and value.startswith("'") and value[1:].startswith(_CSV_ESCAPE):
+        return value[1:]
+    return value
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def one_line_text(text: str) -> str:
+    """``text`` safe for one line of a terminal, a log or a line-based file: every
+    control character (line breaks, ESC, NUL...) shown as its escape (``\\n``,
+    ``\\x1b``), so no input can start a line or drive the terminal."""
+    return _CONTROL.sub(lambda m: ascii(m.group())[1:-1], text)
+
+
 def remove_ours(folder: str | os.PathLike[str], names: Iterable[str]) -> None:
-    """Delete the files ``names`` that we wrote into ``folder``, then ``folder`` if that
-    left it empty.  Anything else in it stays."""
+    """Delete the files ``names`` that we wrote into ``folder``, then our marker, our
+    lock and ``folder`` itself if nothing else is left.  A folder without our marker is
+    left as it is: we only delete from a folder we made."""
     folder = Path(folder)
+    if not is_ours(folder):
+        return
     for name in names:
-        (folder / name).unlink(missing_ok=True)
-    try:
-        folder.rmdir()
-    except OSError:
-        pass  # not empty (someone else's files) or gone
+        if name not in (MARKER, LOCK):
+            (folder / name).unlink(missing_ok=True)
+    left = {entry.name for entry in folder.iterdir()}
+    if left <= {MARKER, LOCK}:
+        release_folder(folder)
+        for name in (MARKER, LOCK):
+            (folder / name).unlink(missing_ok=True)
+        try:
+            folder.rmdir()
+        except OSError:
+            pass  # someone put a file in it meanwhile
