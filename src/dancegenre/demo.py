@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import time
 from pathlib import Path
 
@@ -22,9 +21,17 @@ from dancegenre.inference.evaluate import evaluate
 from dancegenre.present.figures import spectrogram_grid, timeline_plot
 from dancegenre.present.html import fragment, image_tag, page, table_html
 from dancegenre.training.fit import fit
-from dancegenre.training.runs import is_finished
+from dancegenre.training.runs import RUN_EXTRA, RUN_FILES
+from dancegenre.safety import atomic_write, claim_folder, releasing, remove_ours, write_table
 
 
+# What a demo folder made before the folder marker holds: all of DEMO_FILES, nothing but
+# them and DEMO_EXTRA.
+DEMO_FILES = ("report.html", "demo.json", "predictions.csv", "corpus", "heldout", "store", "run")
+DEMO_EXTRA = ("spectrograms.png", "timeline.png")
+
+
+@releasing
 def run_demo(out: str | os.PathLike[str] = "demo-out", *, per_genre: int = 40, epochs: int = 15,
              seed: int = 0, heldout_per_genre: int = 3, fmt: str = "mp3", progress: bool = True,
              log=print) -> Path:
@@ -32,9 +39,7 @@ def run_demo(out: str | os.PathLike[str] = "demo-out", *, per_genre: int = 40, e
 
     A rerun reuses the corpus and the store, and trains a fresh run.
     """
-    from dancegenre.safety import claim_folder, is_ours
-
-    out = claim_folder(out, "demo", legacy=("report.html",), what="demo folder")
+    out = claim_folder(out, "demo", legacy=DEMO_FILES, legacy_others=DEMO_EXTRA, what="demo folder")
     t0 = time.perf_counter()
     log(f"1/6 synthesising {per_genre} techno and {per_genre} EDM clips ({fmt}) and "
         f"{heldout_per_genre} held-back clips per genre")
@@ -45,8 +50,7 @@ def run_demo(out: str | os.PathLike[str] = "demo-out", *, per_genre: int = 40, e
     summary = prepare(catalog, out / "store", progress=progress)
     log("3/6 training cnn1d (split by artist)")
     run = out / "run"
-    if is_ours(run, "run") or is_finished(run):  # only a run an earlier demo made
-        shutil.rmtree(run)
+    _remove_run(run)
     result = fit(out / "store", out=run, model="cnn1d", config=TrainConfig(epochs=epochs, patience=4, seed=seed),
                  progress=progress, log=log)
     log("4/6 evaluating on the run's test split")
@@ -57,20 +61,32 @@ def run_demo(out: str | os.PathLike[str] = "demo-out", *, per_genre: int = 40, e
     table = results_table(preds, clf.labels)
     table.insert(1, "true genre", [Path(p).parent.name for p in table["path"]])
     table["path"] = [str(Path(p).relative_to(out)) for p in table["path"]]
-    table.to_csv(out / "predictions.csv", index=False)
+    write_table(out / "predictions.csv", table)
     log("6/6 writing the report")
     store = SegmentStore(out / "store")
     spectrogram_grid(store.segments, store.index, store.labels, store.config, out / "spectrograms.png")
     timeline_plot(preds[0].timeline, clf.labels, out / "timeline.png", f"timeline of {table['path'][0]}")
     seconds = time.perf_counter() - t0
     report = out / "report.html"
-    report.write_text(_report_html(summary, store, result, ev, table, run, out, seconds))
-    (out / "demo.json").write_text(json.dumps({
+    atomic_write(report, _report_html(summary, store, result, ev, table, run, out, seconds))
+    atomic_write(out / "demo.json", json.dumps({
         "seconds": round(seconds, 1), "test_item_accuracy": ev.item["accuracy"],
         "test_segment_accuracy": ev.segment["accuracy"], "heldout_correct": int((table["genre"] == table["true genre"]).sum()),
         "heldout_total": len(table)}, indent=2))
     log(f"demo finished in {seconds:.0f} s")
     return report
+
+
+def _remove_run(run: Path) -> None:
+    """Remove the files an earlier demo's run wrote, so that this one trains afresh:
+    only from folders with our marker (the run, its evaluation), only the names a run
+    writes; anything a user put there stays."""
+    from dancegenre.inference.evaluate import EVALUATION_FILES
+
+    if run.is_dir():
+        for folder in run.glob("evaluation*"):
+            remove_ours(folder, EVALUATION_FILES)
+        remove_ours(run, (*RUN_FILES, *RUN_EXTRA))
 
 
 def _report_html(summary, store, result, ev, predictions: pd.DataFrame, run: Path, out: Path, seconds: float) -> str:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import csv
 import fnmatch
+import functools
 import io
 import json
 import os
@@ -31,10 +32,10 @@ import re
 import stat
 import sys
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -42,6 +43,7 @@ if TYPE_CHECKING:
 from dancegenre.errors import ConfigError, LabelError, OutputError
 
 MARKER = ".dancegenre"  # {"kind": ...} in every folder a command creates
+T = TypeVar("T")
 LOCK = ".dancegenre.lock"  # held (flock) while a command writes the folder; names its process
 LABEL_MAX_CHARS = 64
 # Characters no label may hold: path separators and what Windows forbids in a folder
@@ -218,7 +220,8 @@ FAILURE_COLUMNS = ("path", "error")  # in every failures list a command writes: 
 
 def check_own_table(path: Path, *, columns: Iterable[str], what: str, kind: str = "table") -> Path:
     """``path`` may be replaced only when it is absent or a table of ours: a CSV whose
-    header, or JSON lines whose first object, holds every name in ``columns``.  For every
+    header, a JSON object, or JSON lines whose first object holds every name in
+    ``columns``.  For every
     table a command writes: the one the user named (``--out``) and those beside it (a
     table beside ``.npy`` vectors, a failures list), where a file of the user's own (a
     catalog, notes) may stand.
@@ -229,19 +232,29 @@ def check_own_table(path: Path, *, columns: Iterable[str], what: str, kind: str 
         names: set[str] = set()
         if not path.is_symlink() and path.is_file():
             try:
-                with open(path, newline="", encoding="utf-8") as f:
-                    first = f.readline()
-                if path.suffix.lower() == ".jsonl":
-                    row = json.loads(first) if first.strip() else {}
-                    names = set(row) if isinstance(row, dict) else set()
-                else:
-                    names = set(next(csv.reader([first]), []))
+                names = _names_in(path)
             except (OSError, UnicodeDecodeError, csv.Error, ValueError):
                 names = set()
         if not names or not set(columns) <= names:
             raise OutputError(f"{what} {path} exists and is not a {kind} made by dancegenre; move it or choose "
                               "another name")
     return path
+
+
+def _names_in(path: Path) -> set[str]:
+    """The column names of a CSV's header, or the keys of a JSON object (a ``.json``
+    file, or the first line of JSON lines); raises OSError, ValueError, csv.Error."""
+    with open(path, newline="", encoding="utf-8") as f:
+        first = f.readline()
+        if path.suffix.lower() not in (".json", ".jsonl"):
+            return set(next(csv.reader([first]), []))
+        try:
+            row = json.loads(first)
+        except ValueError:
+            if path.suffix.lower() != ".json":
+                raise
+            row = json.loads(first + f.read())  # one object over several lines
+    return set(row) if isinstance(row, dict) else set()
 
 
 def check_distinct(outputs: dict[str, Path | None]) -> None:
@@ -411,7 +424,7 @@ def release_folder(path: str | os.PathLike[str]) -> None:
 @contextmanager
 def holding(path: str | os.PathLike[str], kind: str, **claim: Any) -> Iterator[Path]:
     """:func:`claim_folder` for the length of a ``with`` block: the lock is let go when
-    it ends, for a caller (a test, a long-lived process) that claims the folder again."""
+    it ends (unless it was held before)."""
     held_before = os.path.realpath(path) in _HELD
     folder = claim_folder(path, kind, **claim)
     try:
@@ -419,6 +432,21 @@ def holding(path: str | os.PathLike[str], kind: str, **claim: Any) -> Iterator[P
     finally:
         if not held_before:
             release_folder(folder)
+
+
+def releasing(fn: Callable[..., T]) -> Callable[..., T]:
+    """Decorate a library call that claims folders: the locks it took are let go when
+    it returns or raises, so a caller that lives on (a notebook, a test, ``serve``)
+    does not keep them.  Locks held before the call stay held."""
+    @functools.wraps(fn)
+    def call(*args: Any, **kwargs: Any) -> T:
+        before = set(_HELD)
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            for key in set(_HELD) - before:
+                release_folder(key)
+    return call
 
 
 # ---------------------------------------------------------------- writing files
@@ -451,9 +479,15 @@ def atomic_path(path: str | os.PathLike[str], *, mode: int | None = None) -> Ite
     all.  The temporary name ends in ``.part``: a writer that picks a format by suffix
     must be told the format."""
     path = Path(path)
-    tmp = _temporary_beside(path)
     try:
-        yield tmp
+        tmp = _temporary_beside(path)
+    except OSError as exc:
+        raise with_file_name(exc, path) from None
+    try:
+        try:
+            yield tmp
+        except OSError as exc:  # a full disk says ENOSPC with no file name: name the output
+            raise with_file_name(exc, path) from None
         if mode is None:
             try:
                 st = os.stat(path)
@@ -465,6 +499,13 @@ def atomic_path(path: str | os.PathLike[str], *, mode: int | None = None) -> Ite
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def with_file_name(exc: OSError, path: Path) -> OSError:
+    """``exc`` with ``path`` as its file name where it had none (or only the temporary's)."""
+    if exc.filename is None or ".part" in os.fspath(exc.filename):
+        return type(exc)(exc.errno, exc.strerror or str(exc), os.fspath(path))
+    return exc
 
 
 def _fsync(path: Path) -> None:
@@ -485,13 +526,16 @@ def atomic_write(path: str | os.PathLike[str], data: str | bytes) -> Path:
     return Path(path)
 
 
-def save_figure(fig: Any, path: str | os.PathLike[str], **options: Any) -> Path:
-    """``fig.savefig`` to ``path`` through :func:`atomic_path` (the format from
-    ``path``'s suffix, which the temporary name lacks)."""
+def save_figure(fig: Any, path: str | os.PathLike[str] | io.IOBase, **options: Any) -> None:
+    """``fig.savefig`` to ``path`` through :func:`atomic_path`, in the format of
+    ``path``'s suffix (the temporary name lacks it); a binary file object is written
+    as it is, as PNG unless ``format`` says otherwise."""
+    if not isinstance(path, (str, os.PathLike)):
+        fig.savefig(path, **{"format": "png", **options})
+        return
     path = Path(path)
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, format=path.suffix.lstrip(".").lower() or "png", **options)
-    return path
+        fig.savefig(tmp, **{"format": path.suffix.lstrip(".").lower() or "png", **options})
 
 
 # ---------------------------------------------------------------- text in other formats
@@ -560,15 +604,18 @@ def one_line_text(text: str) -> str:
 
 
 def remove_ours(folder: str | os.PathLike[str], names: Iterable[str]) -> None:
-    """Delete the files ``names`` that we wrote into ``folder``, then our marker, our
-    lock and ``folder`` itself if nothing else is left.  A folder without our marker is
-    left as it is: we only delete from a folder we made."""
+    """Delete the files in ``folder`` whose names match ``names`` (``fnmatch``
+    patterns: the names we write there), then our marker, our lock and ``folder``
+    itself if nothing else is left.  Subfolders and other files stay, and a folder
+    without our marker is left as it is: we only delete what we made, from a folder we
+    made."""
     folder = Path(folder)
     if not is_ours(folder):
         return
-    for name in names:
-        if name not in (MARKER, LOCK):
-            (folder / name).unlink(missing_ok=True)
+    patterns = [n for n in names if n not in (MARKER, LOCK)]
+    for entry in folder.iterdir():
+        if (entry.is_symlink() or entry.is_file()) and any(fnmatch.fnmatchcase(entry.name, p) for p in patterns):
+            entry.unlink(missing_ok=True)
     left = {entry.name for entry in folder.iterdir()}
     if left <= {MARKER, LOCK}:
         release_folder(folder)

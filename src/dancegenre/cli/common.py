@@ -95,7 +95,7 @@ def named_path(text: str) -> Path:
 def existing_path(text: str) -> Path:
     path = named_path(text)
     if not path.exists():
-        raise argparse.ArgumentTypeError(f"no such file or folder: {text}")
+        raise argparse.ArgumentTypeError(f"no such file or folder: {one_line(text)}")
     return path
 
 
@@ -133,5 +133,8 @@ def _with_parents(add_parser: Callable, common: argparse.ArgumentParser) -> Call
 
 
 def one_line(text: str) -> str:
-    """``text`` on one line: a message may quote input that holds line breaks."""
-    return " ".join(text.split("\n")).replace("\r", " ")
+    """``text`` on one line of the terminal: a message may quote input (a file name, a
+    tag) that holds line breaks or escape sequences, shown as ``\\n``, ``\\x1b``."""
+    from dancegenre.safety import one_line_text
+
+    return one_line_text(text)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 from pathlib import Path
 
 from dancegenre.cli.common import (
@@ -11,6 +13,7 @@ from dancegenre.cli.common import (
     existing_path,
     genre_list,
     named_path,
+    one_line,
     port_number,
     positive_int,
     probability,
@@ -26,6 +29,7 @@ from dancegenre.config import (
     TrainConfig,
 )
 from dancegenre.errors import ConfigError
+from dancegenre.safety import write_table
 
 
 def _int_tuple(text: str) -> tuple[int, ...]:
@@ -293,6 +297,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     check_distinct({"--out": args.out, "--timeline": args.timeline, "--tag-journal": journal})
     if args.sort_into is not None:
         check_target_folder(args.sort_into, what="--sort-into")
+        _check_not_an_input(args.sort_into, args.paths)
     if args.playlists is not None:
         from dancegenre.inference.library import PLAYLISTS_FOLDER
         from dancegenre.safety import claim_folder
@@ -307,9 +312,10 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     args.top_k = min(args.top_k, len(clf.labels))  # columns past the model's genres would always be empty
     paths = expand_paths(args.paths, exclude=[args.sort_into] if args.sort_into is not None else [])
     inputs = Inputs([*paths, *clf.model_files])
-    for what, path in (("--out", args.out), ("--timeline", args.timeline), ("--tag-journal", journal)):
-        if path is not None:
-            check_output_file(path, inputs=inputs, what=what)
+    for what, path, columns in (("--out", args.out, PREDICTION_COLUMNS), ("--timeline", args.timeline, ("path", "start")),
+                                ("--tag-journal", journal, None)):
+        if path is not None:  # an input, or a file that is not a table of ours (a catalog), is refused
+            check_output_file(path, inputs=inputs, what=what, columns=columns)
     # with an output to attach it to, a journal: an interrupted predict resumes where it stopped
     anchor = args.out or args.timeline
     if anchor is not None:
@@ -321,12 +327,12 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
     if args.out is not None:
         if args.out.suffix.lower() == ".csv":
-            atomic_write(args.out, table.to_csv(index=False))
+            write_table(args.out, table)
         else:
             atomic_write(args.out, "".join(json.dumps(p.to_dict(top_k=args.top_k)) + "\n" for p in preds))
     if args.timeline is not None:
         args.timeline.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(args.timeline, timeline_table(preds).to_csv(index=False))
+        write_table(args.timeline, timeline_table(preds))
     if anchor is not None:
         from dancegenre.data.jobs import Journal
 
@@ -335,14 +341,17 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     if not args.quiet or args.out is None:
         ranked = [c for r in range(2, args.top_k + 1) for c in (f"genre_{r}", f"p_{r}")]
         show = table.loc[~failed, ["path", "genre", "confidence", *ranked, "segments"]].copy()
-        show["path"] = show["path"].map(lambda s: s if len(s) < 60 else "..." + s[-57:])
+        show["path"] = show["path"].map(lambda s: one_line(s if len(s) < 60 else "..." + s[-57:]))
         if len(show):
             print(show.to_string(index=False))
-        for path, error in table.loc[failed, ["path", "error"]].itertuples(index=False):
-            # the reason, not a row of zeros under the verdicts (and the path once)
-            print(f"failed: {path}: {error.removesuffix(f': {path}')}")
+    for path, error in table.loc[failed, ["path", "error"]].itertuples(index=False):
+        # the reason, not a row of zeros under the verdicts (and the path once); with -q too
+        print(f"failed: {one_line(path)}: {one_line(error.removesuffix(f': {path}'))}", file=sys.stderr)
     bad = int(failed.sum())
     print(f"{len(preds) - bad} predicted, {bad} failed" + (f"; results in {args.out}" if args.out else ""))
+    if preds and bad == len(preds):
+        print(f"dancegenre predict: error: none of the {bad} file(s) could be predicted; the reasons are above",
+              file=sys.stderr)
     if args.write_tags:
         from dancegenre.inference.library import write_tags
 
@@ -351,8 +360,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         verb = "would tag" if args.dry_run else "tagged"
         for a in tagged:
             if args.dry_run or not args.quiet or a.action == "skip":
-                print(f"{verb if a.action == 'write' else 'skip'} {a.path}: "
-                      + ("; ".join(a.genres) if a.action == "write" else a.reason))
+                print(one_line(f"{verb if a.action == 'write' else 'skip'} {a.path}: "
+                               + ("; ".join(a.genres) if a.action == "write" else a.reason)))
         done = sum(a.action == "write" for a in tagged)
         print(f"{verb} {done} of {len(tagged)} file(s)"
               + ("" if args.dry_run or not done else f"; undo with: dancegenre untag {journal}"))
@@ -366,11 +375,26 @@ def _cmd_predict(args: argparse.Namespace) -> int:
                             dry_run=args.dry_run)
         verb = "would " if args.dry_run else ""
         for a in actions:
-            if args.dry_run or not args.quiet:
-                print(f"{verb}{a.action} {a.source}" + (f" -> {a.destination}" if a.destination else f" ({a.reason})"))
+            if args.dry_run or not args.quiet or a.action == "skip":  # a skip and its reason, with -q too
+                print(one_line(f"{verb}{a.action} {a.source}"
+                               + (f" -> {a.destination}" if a.destination else f" ({a.reason})")))
         done = sum(a.action != "skip" for a in actions)
         print(f"{verb}{'move' if args.move else 'copy'} {done} file(s) into {args.sort_into}")
     return 0 if len(preds) > bad else 2
+
+
+def _check_not_an_input(target: Path, paths: list[Path]) -> None:
+    """ConfigError when the ``--sort-into`` folder is one of the input folders: its files
+    would be sorted into itself (and the listing, which leaves the target out, found
+    nothing)."""
+    real = os.path.realpath(target)
+    for path in paths:
+        if os.path.realpath(path) == real:
+            raise ConfigError(f"--sort-into {target} is the input folder {path}; sort into another folder "
+                              "(a folder inside the input is fine)")
+
+
+PREDICTION_COLUMNS = ("path", "genre", "confidence")  # in predict's CSV header and each JSON line
 
 
 def _model_id(clf) -> str:

@@ -8,8 +8,10 @@ keeps its traceback.  The groups only parse arguments and call the library.
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from collections.abc import Sequence
+from typing import TextIO
 
 from dancegenre import __version__
 from dancegenre.cli import data, model, pretrained, research
@@ -41,7 +43,37 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class PrintableOut:
+    """Standard output that shows control characters as escapes (``\\x1b``), line
+    breaks and tabs aside: a file name or tag printed in a table or a list can never
+    drive the terminal.  Progress bars go to stderr and keep theirs."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        self._stream.write(_UNPRINTABLE.sub(lambda m: ascii(m.group())[1:-1], text))
+        return len(text)
+
+    def __getattr__(self, name: str) -> object:  # flush, isatty, encoding...: the stream's own
+        return getattr(self._stream, name)
+
+
+_UNPRINTABLE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")  # all but \t and \n
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    from dancegenre.safety import releasing
+
+    stdout = sys.stdout
+    sys.stdout = PrintableOut(stdout)  # type: ignore[assignment]
+    try:
+        return releasing(_main)(argv)  # the folders a command locked are let go when it ends
+    finally:
+        sys.stdout = stdout
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not args.command:
@@ -63,7 +95,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as exc:
         # The file system said no (permission, disk full, a file where a folder should
         # be): the user's environment, not a bug.  One line, as for any input error.
-        where = f": {exc.filename}" if exc.filename else ""
+        where = f": {one_line(str(exc.filename))}" if exc.filename else ""
         print(f"dancegenre {args.command}: error: {exc.strerror or type(exc).__name__}{where}", file=sys.stderr)
         return EXIT_USAGE
 

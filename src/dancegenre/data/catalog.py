@@ -17,7 +17,7 @@ from dancegenre.errors import (
     ConfigError,
     EmptyInputError,
 )
-from dancegenre.safety import check_label, check_labels
+from dancegenre.safety import check_label, check_labels, read_table
 
 GROUP_COLUMNS = ("track_id", "artist", "artist_id", "album_id")  # recognised grouping columns
 RESERVED_COLUMNS = ("item", "row", "segment", "start", "cache_key", "duration", "sample_rate",
@@ -49,16 +49,21 @@ def list_items(source: str | os.PathLike[str]) -> tuple[pd.DataFrame, list[str]]
         rows = []
         for label_dir in sorted(p for p in src.iterdir() if p.is_dir() and not p.name.startswith(".")):
             for f in sorted(label_dir.rglob("*")):
-                if f.is_file() and not any(part.startswith(".") for part in f.relative_to(src).parts):
-                    rows.append({"item": f.relative_to(src).as_posix(), "path": str(f.resolve()),
+                # a link to a missing file is an item too: it fails with its reason, as in predict
+                dangling = f.is_symlink() and not f.exists()
+                if (f.is_file() or dangling) and not any(part.startswith(".") for part in f.relative_to(src).parts):
+                    rows.append({"item": f.relative_to(src).as_posix(), "path": str(f.absolute() if dangling
+                                                                                   else f.resolve()),
                                  "label": check_label(label_dir.name, f"folder {src}")})
         if not rows:
             raise EmptyInputError(
                 f"no files in {src}: expected one sub-folder per genre, e.g. {src}/techno/x.mp3"
             )
-        return pd.DataFrame(rows), []
+        items = pd.DataFrame(rows)
+        check_labels(items["label"].unique(), f"folder {src}")  # techno/ and TECHNO/ are one folder elsewhere
+        return items, []
     try:
-        table = pd.read_csv(src, dtype=str, keep_default_na=False)
+        table = read_table(src, dtype=str, keep_default_na=False)
     except pd.errors.ParserError as exc:
         fields = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", str(exc))
         if fields:
@@ -104,7 +109,8 @@ def item_key(path: str, config: FeatureConfig) -> str:
     try:
         st = os.stat(path)
     except OSError as exc:
-        raise AudioDecodeError(f"cannot read {path}: {exc.strerror}") from None
+        what = "it is a link to a missing file" if os.path.islink(path) else exc.strerror
+        raise AudioDecodeError(f"cannot read {path}: {what}") from None
     text = f"{path}|{st.st_size}|{st.st_mtime_ns}|{config.digest()}"
     return hashlib.sha1(text.encode()).hexdigest()[:20]
 

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from dancegenre.errors import AudioDecodeError
-from dancegenre.safety import MARKER, claim_folder, remove_ours
+from dancegenre.safety import claim_folder, remove_ours, with_file_name
 
 Failure = dict[str, str]  # {"error": exception class name, "reason": one line}
 
@@ -102,8 +102,11 @@ class Journal:
                         blob.flush()
                         row = {**row, "offset": offset, "count": len(vectors), "dim": int(vectors.shape[1])}
                         offset += vectors.size
-                    fh.write(json.dumps(row) + "\n")
-                    fh.flush()
+                    try:
+                        fh.write(json.dumps(row) + "\n")
+                        fh.flush()
+                    except OSError as exc:  # a full disk names no file: name the journal
+                        raise with_file_name(exc, self.rows_path) from None
                     return row
 
                 yield add
@@ -118,4 +121,4 @@ class Journal:
 
     def remove(self) -> None:
         """Delete the journal's own files, and its folder if that leaves it empty."""
-        remove_ours(self.folder, [self.rows_path.name, *([self.blob_path.name] if self.blob_path else []), MARKER])
+        remove_ours(self.folder, [self.rows_path.name, *([self.blob_path.name] if self.blob_path else [])])

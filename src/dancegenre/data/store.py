@@ -48,11 +48,18 @@ from dancegenre.safety import (
     atomic_write,
     check_labels,
     claim_folder,
+    read_table,
+    releasing,
     remove_ours,
+    write_table,
 )
 
 STORE_FORMAT = "dancegenre-store"
 STORE_VERSION = 1
+# What a store made before the folder marker holds: every one of these, and nothing but
+# these and STORE_EXTRA; no other folder is taken for one.
+STORE_FILES = ("store.json", "config.json", "segments.npy", "index.csv", "items.csv")
+STORE_EXTRA = ("failures.csv", "summary.json")
 
 
 # ---------------------------------------------------------------- one item (worker side)
@@ -141,6 +148,7 @@ class PrepareSummary:
         return {**asdict(self), "items_per_second": round(self.items_per_second, 2)}
 
 
+@releasing
 def prepare(
     source: str | os.PathLike[str],
     out: str | os.PathLike[str],
@@ -179,11 +187,11 @@ def prepare(
     mel_filterbank(config)  # a front end with empty bands is refused before the store folder exists
     items, groups = list_items(source)
     # A store inside an input folder would be read as a genre folder on the next run.
-    out = claim_folder(out, "store", legacy=("store.json",), what="store folder",
+    out = claim_folder(out, "store", legacy=STORE_FILES, legacy_others=STORE_EXTRA, what="store folder",
                        inputs=[source] if Path(source).is_dir() else [])
     _check_config(out, config)
-    pending = out / "pending"
-    pending.mkdir(exist_ok=True)
+    # its own marker: only what a prepare wrote there is ever removed from it
+    pending = claim_folder(out / "pending", "store-pending", what="the store's pending folder")
 
     previous = _previous_items(out)
     keys, failures = cache_keys(items["path"], lambda path: item_key(path, config))
@@ -277,8 +285,8 @@ def _finalize(out: Path, items: pd.DataFrame, groups: list[str], config: Feature
     shards: dict[str, np.ndarray] = {}
     offset = 0
     numbers_of, extras = [], []  # each kept item's segment numbers, and its duration, sample rate, channels
-    old_index = pd.read_csv(out / "index.csv", usecols=["segment"]) if previous else None
-    old_items = pd.read_csv(out / "items.csv", dtype={"cache_key": str}).set_index("cache_key") if previous else None
+    old_index = read_table(out / "index.csv", usecols=["segment"]) if previous else None
+    old_items = read_table(out / "items.csv", dtype={"cache_key": str}).set_index("cache_key") if previous else None
     with atomic_path(out / "segments.npy") as tmp:  # replaced only once it is whole
         if total == 0:  # a zero-length memmap cannot be opened; nothing will be written
             with open(tmp, "wb") as fh:
@@ -320,9 +328,9 @@ def _finalize(out: Path, items: pd.DataFrame, groups: list[str], config: Feature
     fail_rows = [{"item": items.at[i, "item"], "path": items.at[i, "path"],
                   "label": items.at[i, "label"], **f} for i, f in sorted(failures.items())]
     fail_table = pd.DataFrame(fail_rows, columns=["item", "path", "label", "error", "reason"])
-    atomic_write(out / "index.csv", index.to_csv(index=False))
-    atomic_write(out / "items.csv", items_table.to_csv(index=False))
-    atomic_write(out / "failures.csv", fail_table.to_csv(index=False))
+    write_table(out / "index.csv", index)
+    write_table(out / "items.csv", items_table)
+    write_table(out / "failures.csv", fail_table)
     st = os.stat(out / "segments.npy")
     labels = items_table["label"].value_counts().sort_index().to_dict() if len(items_table) else {}
     manifest = {
@@ -382,8 +390,8 @@ class SegmentStore:
         self.manifest = manifest
         self.config = FeatureConfig.from_dict(manifest["feature_config"])
         self.segments = np.load(seg_path, mmap_mode="r")
-        self.index = pd.read_csv(self.path / "index.csv", dtype={"item": str, "label": str})
-        self.items = pd.read_csv(self.path / "items.csv", dtype={"item": str, "label": str, "cache_key": str})
+        self.index = read_table(self.path / "index.csv", dtype={"item": str, "label": str})
+        self.items = read_table(self.path / "items.csv", dtype={"item": str, "label": str, "cache_key": str})
         if len(self.index) != len(self.segments) or len(self.segments) != manifest["n_segments"]:
             raise StoreError(f"store {self.path} is inconsistent; run prepare again")
         self.group_columns: list[str] = list(manifest["group_columns"])
@@ -398,7 +406,7 @@ class SegmentStore:
 
     @property
     def failures(self) -> pd.DataFrame:
-        return pd.read_csv(self.path / "failures.csv")
+        return read_table(self.path / "failures.csv")
 
     def __repr__(self) -> str:
         return (f"SegmentStore({str(self.path)!r}, items={len(self.items)}, "

@@ -15,6 +15,7 @@ from dancegenre.config import EMBED_LAYERS as LAYERS
 from dancegenre.config import ENGINES, check_batch_size
 from dancegenre.config import PRETRAINED_NAMES as PRETRAINED
 from dancegenre.data.jobs import Journal, cache_keys
+from dancegenre.safety import csv_text, write_table
 
 if TYPE_CHECKING:
     from torch import nn
@@ -241,7 +242,6 @@ def embed_files(inputs: list[str | os.PathLike[str]], out: str | os.PathLike[str
         FAILURE_COLUMNS,
         Inputs,
         atomic_path,
-        atomic_write,
         check_output_file,
         check_own_table,
         path_list,
@@ -331,14 +331,14 @@ def embed_files(inputs: list[str | os.PathLike[str]], out: str | os.PathLike[str
                              "end": round(k * seg.segment_hop_seconds + seg.segment_seconds, 3)})
         else:
             rows.append({**base, "segments": r["segments"]})
-    atomic_write(failures_path, pd.DataFrame(failures, columns=["path", "error"]).to_csv(index=False))
+    write_table(failures_path, pd.DataFrame(failures, columns=["path", "error"]))
     if not chunks:
         raise EmptyInputError(f"no file could be embedded (reasons in {failures_path})")
     vectors = np.concatenate(chunks)
     table = pd.DataFrame(rows)
     table.insert(0, "row", np.arange(len(table)))
     if out.suffix.lower() == ".npy":
-        atomic_write(table_path, table.to_csv(index=False))
+        write_table(table_path, table)
         with atomic_path(out) as part, open(part, "wb") as f:
             np.save(f, vectors)
     else:
@@ -389,9 +389,10 @@ def tag_files(inputs: list[str | os.PathLike[str]], *, model: str = "musicnn-msd
     inputs = path_list(inputs, "inputs")
     sources = list_sources(inputs)
     given = Inputs([*inputs, *sources["path"]])
-    for target, what in ((out, "--out"), (timeline, "--timeline")):
-        if target is not None:
-            check_output_file(target, inputs=given, what=what)
+    for target, what, columns in ((out, "--out", ("path", "patches", "error")),
+                                  (timeline, "--timeline", ("path", "tags", "timeline"))):
+        if target is not None:  # an input, or a file that is not a table of ours, is refused
+            check_output_file(target, inputs=given, what=what, columns=columns)
     embedder = Embedder.load(model, engine=engine, log=log)
     cfg = embedder.config
     paths = list(sources["path"])
@@ -448,7 +449,7 @@ def tag_files(inputs: list[str | os.PathLike[str]], *, model: str = "musicnn-msd
     table = pd.DataFrame(rows)
     ranked = [c for r in range(1, top + 1) for c in (f"tag{r}", f"p{r}") if c in table.columns]
     table = table[["path", *ranked, "patches", "error"]]
-    for target, text in ((out, lambda: table.to_csv(index=False)),
+    for target, text in ((out, lambda: csv_text(table)),
                          (timeline, lambda: "\n".join(lines) + ("\n" if lines else ""))):
         if target is not None:
             Path(target).parent.mkdir(parents=True, exist_ok=True)

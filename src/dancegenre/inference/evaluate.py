@@ -21,6 +21,7 @@ from dancegenre.device import resolve_device
 from dancegenre.errors import EmptyInputError, StoreError
 from dancegenre.training.checkpoint import load_checkpoint
 from dancegenre.training.scoring import evaluate_rows
+from dancegenre.safety import atomic_write, releasing, save_figure, write_table
 
 
 @dataclass
@@ -40,6 +41,7 @@ class Evaluation:
                 "segment": self.segment, "item": self.item}
 
 
+@releasing
 def evaluate(checkpoint: str | os.PathLike[str], store: str | os.PathLike[str] | None = None, *,
              out: str | os.PathLike[str] | None = None, device: str = "cpu") -> Evaluation:
     """Score ``checkpoint`` (a .pt file or a run folder) and write the report to ``out``
@@ -96,11 +98,15 @@ def evaluate(checkpoint: str | os.PathLike[str], store: str | os.PathLike[str] |
     from dancegenre.safety import claim_folder
 
     # before the figures: a folder of someone else's files is refused, not written into
-    out = claim_folder(out, "evaluation", legacy=("metrics.json",), what="evaluation folder")
+    out = claim_folder(out, "evaluation", legacy=EVALUATION_FILES, what="evaluation folder")
     ev = Evaluation(split=split, grouping=grouping, segment=res["segment"], item=res["item"], labels=labels,
                     items=table, out=Path(out))
     write_report(ev, res["segment_probs"], st.index.loc[mask, "label"].to_numpy())
     return ev
+
+
+# What an evaluation folder holds, before the folder marker as now: all of these.
+EVALUATION_FILES = ("metrics.json", "items.csv", "report.md", "confusion.png", "reliability.png")
 
 
 def write_report(ev: Evaluation, segment_probs: np.ndarray, segment_labels: np.ndarray) -> None:
@@ -108,14 +114,14 @@ def write_report(ev: Evaluation, segment_probs: np.ndarray, segment_labels: np.n
     out = ev.out
     assert out is not None
     out.mkdir(parents=True, exist_ok=True)
-    (out / "metrics.json").write_text(json.dumps(ev.to_dict(), indent=2))
-    ev.items.to_csv(out / "items.csv", index=False)
+    atomic_write(out / "metrics.json", json.dumps(ev.to_dict(), indent=2))
+    write_table(out / "items.csv", ev.items)
     plot_confusion(np.asarray(ev.item["confusion"]), ev.labels, out / "confusion.png",
                    title="items (one verdict per file)")
     y_item = ev.items["label"].map({lab: i for i, lab in enumerate(ev.labels)}).to_numpy()
     p_item = ev.items[[f"p_{lab}" for lab in ev.labels]].to_numpy()
     plot_reliability(y_item, p_item, out / "reliability.png")
-    (out / "report.md").write_text(markdown_report(ev))
+    atomic_write(out / "report.md", markdown_report(ev))
 
 
 def plot_confusion(matrix: np.ndarray, labels: list[str], path: Path | BinaryIO, *, title: str = "") -> None:
@@ -140,7 +146,7 @@ def plot_confusion(matrix: np.ndarray, labels: list[str], path: Path | BinaryIO,
     for tick in [*ax.get_xticklabels(), *ax.get_yticklabels()]:
         tick.set_color(colors.get(tick.get_text(), "black"))
     set_title(ax, f"confusion matrix: {title}")
-    fig.savefig(path, dpi=110); plt.close(fig)
+    save_figure(fig, path, dpi=110); plt.close(fig)
 
 
 def reliability_bins(y_true: np.ndarray, probs: np.ndarray, n_bins: int = 10) -> pd.DataFrame:
@@ -173,7 +179,7 @@ def plot_reliability(y_true: np.ndarray, probs: np.ndarray, path: Path) -> None:
     ax.set_xlabel("confidence of the verdict"); ax.set_ylabel("fraction right")
     set_title(ax, f"reliability (ECE {expected_calibration_error(y_true, probs):.3f})")
     ax.set_xlim(0, 1); ax.set_ylim(0, 1.02); ax.legend(loc="lower right")
-    fig.savefig(path, dpi=110); plt.close(fig)
+    save_figure(fig, path, dpi=110); plt.close(fig)
 
 
 def markdown_report(ev: Evaluation) -> str:

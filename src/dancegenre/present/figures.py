@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from dancegenre.config import FeatureConfig
+from dancegenre.safety import save_figure
 
 # One colour per genre, by the genre's place in the model's (sorted) labels: the same
 # genre has the same colour in a timeline, a bar chart and a confusion matrix, on a
@@ -82,7 +83,7 @@ def spectrogram_grid(segments: np.ndarray, index: pd.DataFrame, labels: list[str
                 ax.set_ylabel(wrapped(lab, 1.3, 10), fontsize=10, color=colors[lab], rotation=0,
                               ha="right", va="center")  # across, wrapped: a long name fits its row
     set_title(fig, f"log-mel segments ({config.scale_unit}; mel band up, time right), the first segment of each clip")
-    fig.savefig(path, dpi=90)
+    save_figure(fig, path, dpi=90)
     plt.close(fig)
 
 
@@ -105,4 +106,4 @@ def timeline_plot(timeline: pd.DataFrame, labels: list[str], path: Path, title: 
     ax.xaxis.set_major_formatter(FuncFormatter(minutes_seconds))
     set_title(ax, title, fontsize=11)
     fig.legend(loc="outside right upper", fontsize=8, frameon=False)
-    fig.savefig(path, dpi=90); plt.close(fig)
+    save_figure(fig, path, dpi=90); plt.close(fig)

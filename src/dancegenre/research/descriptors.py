@@ -48,6 +48,7 @@ from dancegenre.audio.decode import load
 from dancegenre.audio.frontend import log_mel
 from dancegenre.config import FeatureConfig
 from dancegenre.errors import AudioTooShortError, SilentAudioError
+from dancegenre.safety import read_table, write_table
 
 SR = 22050
 ONSET_CONFIG = FeatureConfig(sample_rate=SR, n_fft=1024, hop_length=128, n_mels=64)  # 172 frames/s
@@ -209,7 +210,6 @@ def describe_files(source: str | os.PathLike[str], out: str | os.PathLike[str], 
     from dancegenre.safety import (
         FAILURE_COLUMNS,
         Inputs,
-        atomic_write,
         check_output_file,
         check_own_table,
     )
@@ -228,7 +228,7 @@ def describe_files(source: str | os.PathLike[str], out: str | os.PathLike[str], 
     items = items.assign(cache_key=keys)
     done: dict[str, dict[str, Any]] = {}
     if out.exists():
-        old = pd.read_csv(out, dtype={"cache_key": str})
+        old = read_table(out, dtype={"cache_key": str})
         if "cache_key" in old.columns:
             for row in old.to_dict(orient="records"):
                 done[row["cache_key"]] = {k: row[k] for k in ["cache_key", "analysed_seconds", *DESCRIPTORS] if k in row}
@@ -249,8 +249,8 @@ def describe_files(source: str | os.PathLike[str], out: str | os.PathLike[str], 
     table = pd.DataFrame(rows)
     fail = pd.DataFrame([{"item": items.at[i, "item"], "path": items.at[i, "path"], **f} for i, f in sorted(failures.items())],
                         columns=["item", "path", "error", "reason"])
-    atomic_write(out, table.to_csv(index=False))
-    atomic_write(failures_path, fail.to_csv(index=False))
+    write_table(out, table)
+    write_table(failures_path, fail)
     journal.remove()  # only what this job wrote
     if table.empty:
         raise EmptyInputError(f"no file of {source} could be described; reasons in {out.stem}.failures.csv")

@@ -25,7 +25,15 @@ from scipy import stats
 from dancegenre.data.splits import group_folds
 from dancegenre.errors import CatalogError, EmptyInputError
 from dancegenre.present.html import fragment, image_tag, page, table_html
-from dancegenre.safety import atomic_write, path_list
+from dancegenre.safety import (
+    atomic_write,
+    check_output_file,
+    path_list,
+    read_table,
+    releasing,
+    save_figure,
+    write_table,
+)
 
 NOT_FEATURES = {"item", "path", "label", "track_id", "artist", "artist_id", "album_id", "cache_key", "segment",
                 "row", "offset", "n_segments", "key", "catalog_key", "mode", "time_signature", "analysed_seconds",
@@ -41,7 +49,7 @@ def load_tables(paths: list[str | os.PathLike[str]], label_column: str = "label"
         if Path(p).is_dir():
             raise CatalogError(f"{p} is a folder, not a table: give a CSV such as `dancegenre features` writes")
         try:
-            t = pd.read_csv(p)
+            t = read_table(p)
         except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
             raise CatalogError(f"cannot read table {p}: {str(exc).splitlines()[0]}") from None
         if label_column not in t.columns:
@@ -120,10 +128,14 @@ def histogram_grid(table: pd.DataFrame, columns: list[str], label_column: str, p
     for ax in list(axes.flat)[len(columns):]:
         ax.axis("off")
     axes.flat[0].legend(fontsize=7)
-    fig.savefig(path, dpi=80)
+    save_figure(fig, path, dpi=80)
     plt.close(fig)
 
 
+EDA_FILES = ("statistics.csv", "histograms.png", "index.html")  # a report folder, before the marker as now
+
+
+@releasing
 def run_eda(paths: list[str | os.PathLike[str]], out: str | os.PathLike[str], *, label_column: str = "label",
             max_plots: int = 40) -> pd.DataFrame:
     """Statistics, histograms and one HTML page for the tables at ``paths`` into ``out``."""
@@ -131,8 +143,8 @@ def run_eda(paths: list[str | os.PathLike[str]], out: str | os.PathLike[str], *,
 
     table = load_tables(paths, label_column)
     stats_table = column_statistics(table, label_column)
-    out = claim_folder(out, "eda", legacy=("statistics.csv",), inputs=paths, what="report folder")
-    stats_table.to_csv(out / "statistics.csv", index=False)
+    out = claim_folder(out, "eda", legacy=EDA_FILES, inputs=paths, what="report folder")
+    write_table(out / "statistics.csv", stats_table)
     shown = stats_table["column"].tolist()[:max_plots]
     histogram_grid(table, shown, label_column, out / "histograms.png")
     counts = table[label_column].astype(str).value_counts().sort_index().rename_axis("genre").reset_index(name="rows")
@@ -163,6 +175,8 @@ def run_baseline(features: str | os.PathLike[str], *, split_by: str | None = "tr
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
+    if out is not None:  # before the work: never the features table, nor a JSON file of the user's
+        check_output_file(out, inputs=[features], suffixes=(".json",), columns=("split", "features"))
     table = load_tables([features], label_column)
     if labels:
         table = table[table[label_column].astype(str).isin(labels)].reset_index(drop=True)
@@ -195,5 +209,5 @@ def run_baseline(features: str | os.PathLike[str], *, split_by: str | None = "tr
                         "macro_f1_mean": float(np.mean(f1s)), "macro_f1_std": float(np.std(f1s, ddof=1)),
                         "folds": [{"accuracy": a, "macro_f1": f} for a, f in zip(accs, f1s)]}
     if out is not None:
-        Path(out).write_text(json.dumps(result, indent=2))
+        atomic_write(out, json.dumps(result, indent=2))
     return result

@@ -16,7 +16,7 @@ from dancegenre.data.store import SegmentStore
 from dancegenre.present.figures import pyplot, set_title, subplots, timeline_plot
 from dancegenre.present.html import fragment, image_tag, page, table_html
 from dancegenre.research.explain import FilterAnalysis, TrackExplanation
-from dancegenre.safety import atomic_write
+from dancegenre.safety import atomic_path, atomic_write, releasing, save_figure, write_table
 
 if TYPE_CHECKING:
     from dancegenre.inference.classifier import Classifier
@@ -84,7 +84,7 @@ def write_track(expl: TrackExplanation, out: str | os.PathLike[str], timeline: p
         ax.set_ylabel("mel band")
     axes[2].set_xlabel("time (s)")
     files["saliency"] = out / "saliency.png"
-    fig.savefig(files["saliency"], dpi=90)
+    save_figure(fig, files["saliency"], dpi=90)
     plt.close(fig)
 
     # feature maps of every convolution block
@@ -96,7 +96,7 @@ def write_track(expl: TrackExplanation, out: str | os.PathLike[str], timeline: p
         set_title(ax, f"{name}: {fm.shape[0]} channels x {fm.shape[1]} steps", fontsize=9)
     axes[-1, 0].set_xlabel("time (s)")
     files["feature_maps"] = out / "feature-maps.png"
-    fig.savefig(files["feature_maps"], dpi=90)
+    save_figure(fig, files["feature_maps"], dpi=90)
     plt.close(fig)
 
     # mel bands that drive the decision
@@ -111,22 +111,22 @@ def write_track(expl: TrackExplanation, out: str | os.PathLike[str], timeline: p
     ax.legend(fontsize=8)
     set_title(ax, "which mel bands drive the decision")
     files["bands"] = out / "bands.png"
-    fig.savefig(files["bands"], dpi=90)
+    save_figure(fig, files["bands"], dpi=90)
     plt.close(fig)
-    b.to_csv(out / "bands.csv", index=False)
+    write_table(out / "bands.csv", b)
     files["bands_csv"] = out / "bands.csv"
 
     if timeline is None:
         timeline = pd.DataFrame(expl.segment_probs, columns=expl.labels)
         timeline.insert(0, "start", np.arange(len(timeline)) * expl.spectrogram.shape[1] / len(timeline)
                         * expl.seconds_per_frame)
-    timeline.to_csv(out / "timeline.csv", index=False)
+    write_table(out / "timeline.csv", timeline)
     files["timeline_csv"] = out / "timeline.csv"
     files["timeline"] = out / "timeline.png"
     timeline_plot(timeline, expl.labels, files["timeline"], "per-segment probabilities")
-    np.savez_compressed(out / "explanation.npz", spectrogram=expl.spectrogram, saliency=expl.saliency,
-                        gradcam=expl.gradcam, segment_probs=expl.segment_probs,
-                        **{f"fmap_{k}": v for k, v in maps.items()})
+    with atomic_path(out / "explanation.npz") as part, open(part, "wb") as fh:  # a file object: no .npz added
+        np.savez_compressed(fh, spectrogram=expl.spectrogram, saliency=expl.saliency, gradcam=expl.gradcam,
+                            segment_probs=expl.segment_probs, **{f"fmap_{k}": v for k, v in maps.items()})
     files["arrays"] = out / "explanation.npz"
     expl.files.update(files)
     return files
@@ -167,7 +167,7 @@ def write_store(analysis: FilterAnalysis, store: str | os.PathLike[str], out: st
     ax.set_xticks(range(len(order)), [str(i) for i in order], fontsize=5, rotation=90)
     set_title(ax, f"{analysis.layer} frequency response: {analysis.method}", fontsize=9)
     files["response"] = out / "filters-frequency-response.png"
-    fig.savefig(files["response"], dpi=90); plt.close(fig)
+    save_figure(fig, files["response"], dpi=90); plt.close(fig)
 
     by = analysis.by_genre
     fig, ax = subplots(figsize=(10, 1 + 0.45 * by.shape[1]))
@@ -177,7 +177,7 @@ def write_store(analysis: FilterAnalysis, store: str | os.PathLike[str], out: st
     ax.set_xticks(range(len(order)), [str(i) for i in order], fontsize=5, rotation=90)
     set_title(ax, "mean peak activation per genre (each filter scaled to its largest)", fontsize=9)
     files["genres"] = out / "filters-by-genre.png"
-    fig.savefig(files["genres"], dpi=90); plt.close(fig)
+    save_figure(fig, files["genres"], dpi=90); plt.close(fig)
 
     shown = order[np.linspace(0, len(order) - 1, min(max_filters, len(order))).round().astype(int)]
     ncol = max(len(v) for v in analysis.top.values())
@@ -198,8 +198,8 @@ def write_store(analysis: FilterAnalysis, store: str | os.PathLike[str], out: st
     set_title(fig, f"{analysis.layer}: the {ncol} segments (a {window}-frame window around the peak) "
                  "that activate each filter most", fontsize=9)
     files["top"] = out / "filters-top-segments.png"
-    fig.savefig(files["top"], dpi=90); plt.close(fig)
-    analysis.table.to_csv(out / "filters.csv", index=False)
+    save_figure(fig, files["top"], dpi=90); plt.close(fig)
+    write_table(out / "filters.csv", analysis.table)
     files["table"] = out / "filters.csv"
     return files
 
@@ -214,6 +214,7 @@ def store_section(analysis: FilterAnalysis, files: dict[str, Path]) -> Markup:
             + image_tag(files["top"], "top segments per filter"))
 
 
+@releasing
 def explain_to(checkpoint: str | os.PathLike[str], out: str | os.PathLike[str], *,
                audio: list[str | os.PathLike[str]] = (), store: str | os.PathLike[str] | None = None,
                max_seconds: float = 600.0, max_segments: int = 2000, log=print) -> Path:
@@ -238,7 +239,9 @@ def explain_to(checkpoint: str | os.PathLike[str], out: str | os.PathLike[str], 
     ckpt = load_checkpoint(checkpoint)  # a bad model or store is refused before the folder exists
     if store is not None:
         SegmentStore(store)
-    out = claim_folder(out, "explanation", legacy=("explain.html",), inputs=list(audio), what="explanation folder")
+    # a folder made before the marker is known by its page alone: its track folders have the tracks' names
+    out = claim_folder(out, "explanation", legacy=("explain.html",), legacy_others=("failures.csv",),
+                       inputs=list(audio), what="explanation folder")
     clf = Classifier(ckpt)
     sections, failures = [], []
     used: set[str] = set()
@@ -257,7 +260,7 @@ def explain_to(checkpoint: str | os.PathLike[str], out: str | os.PathLike[str], 
         write_track(expl, out / name, timeline)
         sections.append((f"{Path(path).name}", track_section(expl, out)))
     if failures:
-        atomic_write(out / "failures.csv", pd.DataFrame(failures).to_csv(index=False))
+        write_table(out / "failures.csv", pd.DataFrame(failures))
         if len(failures) == len(audio) and store is None:
             raise EmptyInputError(f"none of the {len(audio)} file(s) could be explained; reasons in "
                                   f"{out / 'failures.csv'}")

@@ -11,6 +11,7 @@ from dancegenre.audio.frontend import log_mel, mel_power
 from dancegenre.config import FeatureConfig, given
 from dancegenre.data.store import SegmentStore
 from dancegenre.present.figures import pyplot, set_title, spectrogram_grid, subplots
+from dancegenre.safety import save_figure
 
 
 def clip_figure(path: str | Path, out: str | Path, *, seconds: float = 30.0,
@@ -34,7 +35,7 @@ def clip_figure(path: str | Path, out: str | Path, *, seconds: float = 30.0,
         ax.set_ylabel("mel band")
     axes[2].set_xlabel("time (s)")
     set_title(fig, Path(path).name)
-    fig.savefig(out, dpi=90); plt.close(fig)
+    save_figure(fig, out, dpi=90); plt.close(fig)
 
 
 def store_grid_figure(store_path: str | Path, out: str | Path, *, per_label: int = 30) -> None:

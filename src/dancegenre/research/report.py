@@ -25,6 +25,7 @@ from dancegenre.inference.evaluate import plot_confusion
 from dancegenre.present.figures import spectrogram_grid
 from dancegenre.present.html import fragment, image_tag, page, table_html
 from dancegenre.training.runs import Run, finished_runs, kind_of, read_cv
+from dancegenre.safety import read_table
 
 
 def build_report(target: str | os.PathLike[str], out: str | os.PathLike[str], *,
@@ -205,7 +206,7 @@ def _cv_sections(cv: Path, work: Path) -> tuple[str, list[tuple[str, Markup]], P
 def _experiment_sections(exp: Path, work: Path) -> tuple[str, list[tuple[str, Markup]], Path, Path | None]:
     from dancegenre.research.experiment import display_table, parse_spec, write_tables
 
-    summary = write_tables(exp) if not (exp / "summary.csv").exists() else pd.read_csv(exp / "summary.csv", keep_default_na=False)
+    summary = write_tables(exp) if not (exp / "summary.csv").exists() else read_table(exp / "summary.csv", keep_default_na=False)
     meta = json.loads((exp / "experiment.json").read_text())
     spec = parse_spec(meta["spec"], where=str(exp / "experiment.json"))
     varied = [k for k in spec.varied if k in summary.columns] or ["model"]
@@ -263,7 +264,7 @@ def _ensemble_sections(ens: Path, work: Path) -> tuple[str, list[tuple[str, Mark
                  + table_html(sources))]
     held = summary.get("held_out")
     if held and (ens / CV_ITEMS).exists():
-        sections.append(("Held-out verdicts", _verdict_sections(pd.read_csv(ens / CV_ITEMS), labels, work, "all",
+        sections.append(("Held-out verdicts", _verdict_sections(read_table(ens / CV_ITEMS), labels, work, "all",
                                                                 held["split"])))
     else:
         sections.append(("Held-out verdicts", fragment(
@@ -274,13 +275,13 @@ def _ensemble_sections(ens: Path, work: Path) -> tuple[str, list[tuple[str, Mark
     if only and (ens / CV_ITEMS_ONLY).exists():
         genres = list(only["genres"])
         sections.append((f"Held-out verdicts among {len(genres)} of the genres",
-                         _verdict_sections(pd.read_csv(ens / CV_ITEMS_ONLY), genres, work, "only",
+                         _verdict_sections(read_table(ens / CV_ITEMS_ONLY), genres, work, "only",
                                            f"the same verdicts among {', '.join(genres)} only (their probabilities "
                                            f"rescaled to sum to 1), on the items of those genres")))
     if (ens / BY_SIZE).exists():
         sections.append(("By the number of sources averaged", fragment(
             "<p>The held-out figures of every choice of N of the sources averaged: what each added source "
-            "brings.</p>") + table_html(pd.read_csv(ens / BY_SIZE), floats="{:.4f}")))
+            "brings.</p>") + table_html(read_table(ens / BY_SIZE), floats="{:.4f}")))
     # the store the members trained on, for the data section: the ensemble's own checkpoint
     # names none, its first member's does (a run, or a cross-validation's first fold)
     first = Path(summary["sources"][0])

@@ -85,17 +85,33 @@ def read_payload(path: str | os.PathLike[str]) -> dict[str, Any]:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - torch.load raises many kinds on a file that is not a checkpoint
-        why = ("the file is empty or cut short" if isinstance(exc, EOFError)
-               # not a torch file, or one that holds code, which weights_only never runs
-               else "no weights torch can read safely" if isinstance(exc, pickle.UnpicklingError)
-               else first_line(exc))
-        raise CheckpointError(f"not a loadable dancegenre checkpoint ({why}): {path}") from None
+        raise CheckpointError(f"not a loadable dancegenre checkpoint ({_why_unreadable(path, exc)}): {path}") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"not a dancegenre checkpoint: {path}")
     if payload.get("version") != VERSION:
         raise CheckpointError(f"checkpoint version {payload.get('version')} is not {VERSION}: {path}")
     payload["path"] = str(path)
     return payload
+
+
+def _why_unreadable(path: Path, exc: Exception) -> str:
+    """Why torch could not load ``path``, in words, from the file's first bytes: torch's
+    own messages say "(101)" for a text file, or stop mid-sentence for a cut one."""
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if not head:
+        return "the file is empty"
+    if head.startswith(b"PK\x03\x04"):  # a zip archive: what torch.save writes
+        return ("it holds code or objects that are not weights, which are never run"
+                if isinstance(exc, pickle.UnpicklingError) else "the file is cut short or damaged")
+    if head[:1] == b"\x80":  # a pickle: torch's legacy format
+        return ("the file is cut short" if isinstance(exc, EOFError)
+                else "it holds code or objects that are not weights, which are never run")
+    return "not a PyTorch file" + (": it holds text" if _is_text(head) else "")
+
+
+def _is_text(head: bytes) -> bool:
+    return all(32 <= b < 127 or b in b"\t\r\n" for b in head)
 
 
 def onnx_is_no_checkpoint(path: str | os.PathLike[str]) -> str:

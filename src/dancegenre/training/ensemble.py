@@ -31,7 +31,7 @@ import pandas as pd
 
 from dancegenre.errors import CheckpointError, ConfigError
 from dancegenre.models.base import Network
-from dancegenre.safety import atomic_write, claim_folder, path_list
+from dancegenre.safety import atomic_write, claim_folder, path_list, read_table, releasing, write_table
 from dancegenre.training.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from dancegenre.training.runs import (
     CV_ITEMS,
@@ -137,6 +137,7 @@ def by_size(tables: Sequence[pd.DataFrame], *, max_choices: int = MAX_CHOICES) -
     return pd.DataFrame(rows)
 
 
+@releasing
 def combine(sources: Sequence[str | os.PathLike[str]], *, out: str | os.PathLike[str],
             only: Sequence[str] | None = None, log: Callable[[str], Any] = print) -> dict[str, Any]:
     """Average the members of ``sources`` into ``out/best.pt`` (and ``best.onnx``); write
@@ -178,7 +179,7 @@ def combine(sources: Sequence[str | os.PathLike[str]], *, out: str | os.PathLike
     held_out: dict[str, Any] | None = None
     table = sizes = None
     if all(s.held_out is not None for s in read):
-        tables = [pd.read_csv(s.held_out, keep_default_na=False) for s in read]
+        tables = [read_table(s.held_out, keep_default_na=False) for s in read]
         table = averaged_verdicts(tables)
         if len(table) and all(len(t) == len(table) for t in tables):
             m = verdict_metrics(table)
@@ -210,7 +211,7 @@ def combine(sources: Sequence[str | os.PathLike[str]], *, out: str | os.PathLike
     for name, frame in ((CV_ITEMS, table), (BY_SIZE, None if sizes is None else sizes.round(4)),
                         (CV_ITEMS_ONLY, table_only)):
         if frame is not None:
-            atomic_write(out / name, frame.to_csv(index=False))
+            write_table(out / name, frame)
         else:  # not a figure of these sources: one an earlier ensemble wrote into this folder goes
             (out / name).unlink(missing_ok=True)
     summary = {"sources": [str(Path(s)) for s in sources], "members": len(members), "model": net.config.name,

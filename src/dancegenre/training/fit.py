@@ -52,11 +52,14 @@ from dancegenre.models.registry import (
     count_parameters,
     model_config,
 )
-from dancegenre.safety import atomic_write, claim_folder
+from dancegenre.safety import claim_folder, releasing, save_figure, write_table
 from dancegenre.training.backbone import onnx_stage
 from dancegenre.training.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from dancegenre.training.export import try_export
 from dancegenre.training.runs import (
+    CV_EXTRA,
+    CV_FILES,
+    RUN_EXTRA,
     RUN_FILES,
     SPLIT,
     Run,
@@ -194,10 +197,11 @@ def _plot_curves(history: pd.DataFrame, path: Path) -> None:
     ax2.plot(history["epoch"], history["val_acc"], label="validation (segments)")
     ax2.plot(history["epoch"], history["val_item_acc"], label="validation (items)", linestyle="--")
     ax2.set_xlabel("epoch"); ax2.set_ylabel("accuracy"); set_title(ax2, "accuracy"); ax2.legend()
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, dpi=110)
     plt.close(fig)
 
 
+@releasing
 def fit(
     store_path: str | os.PathLike[str],
     *,
@@ -242,7 +246,7 @@ def fit(
     net = build_model(model_cfg)  # a bad model setting is refused before the run folder exists
     _check_fits(net, store.config)
     if rank == 0:
-        claim_folder(out, "run", legacy=RUN_FILES, what="run folder")
+        claim_folder(out, "run", legacy=RUN_FILES, legacy_others=RUN_EXTRA, what="run folder")
     labels, items = _select_labels(store, config.labels)
     if model_cfg.n_classes != len(labels):
         raise CheckpointError(f"the run in {out} has {model_cfg.n_classes} classes, the store {len(labels)}")
@@ -561,7 +565,7 @@ def _write_split_table(path: Path, items: pd.DataFrame, split_col: str, sides: d
     table["side"] = ""
     for s, pos in sides.items():
         table.loc[table.index[pos], "side"] = s
-    atomic_write(path, table.to_csv(index=False))
+    write_table(path, table)
 
 
 def _select_labels(store: SegmentStore, wanted: tuple[str, ...] | None) -> tuple[list[str], pd.DataFrame]:
@@ -578,6 +582,7 @@ def _select_labels(store: SegmentStore, wanted: tuple[str, ...] | None) -> tuple
     return labels, items
 
 
+@releasing
 def cross_validate(store_path: str | os.PathLike[str], *, out: str | os.PathLike[str], folds: int = 5,
                    model: str = "cnn1d", model_options: dict[str, Any] | None = None,
                    config: TrainConfig | None = None, progress: bool = True, log: Any = print,
@@ -606,7 +611,7 @@ def cross_validate(store_path: str | os.PathLike[str], *, out: str | os.PathLike
         if model not in PRETRAINED_NAMES:
             raise ConfigError(f"--ensemble averages pretrained models ({', '.join(PRETRAINED_NAMES)}), not {model}")
         build_model(model_config(model, n_classes=2, n_mels=96, members=folds, **(model_options or {})))
-    out = claim_folder(out, "cv", legacy=("cv.json", "fold-0"), what="cross-validation folder")
+    out = claim_folder(out, "cv", legacy=CV_FILES, legacy_others=CV_EXTRA, what="cross-validation folder")
     rows = []
     for k in range(folds):
         fold_dir = out / f"fold-{k}"

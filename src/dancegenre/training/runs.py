@@ -21,12 +21,18 @@ import numpy as np
 import pandas as pd
 
 from dancegenre.errors import ConfigError, EmptyInputError
-from dancegenre.safety import atomic_write
+from dancegenre.safety import atomic_write, read_table, write_table
 
 RESULTS, HISTORY, CV, SPLIT = "results.json", "metrics.csv", "cv.json", "split.csv"
 ENSEMBLE = "ensemble.json"  # what ``dancegenre ensemble`` writes beside its best.pt
 TEST_ITEMS, CV_ITEMS = "test-items.csv", "cv-items.csv"  # held-out verdicts: a run's test side; every fold's
-RUN_FILES = (RESULTS, "best.pt", "last.pt", HISTORY)  # a run folder made before the marker
+# A run folder made before the folder marker: every one of RUN_FILES, and nothing but
+# them and RUN_EXTRA (fnmatch patterns); no other folder is taken for one.
+RUN_FILES = (RESULTS, "best.pt", "last.pt", HISTORY)
+RUN_EXTRA = (SPLIT, TEST_ITEMS, "curves.png", "best.onnx", "train.log", "evaluation", "evaluation-*")
+# A cross-validation folder made before the marker, likewise.
+CV_FILES = (CV, "fold-0")
+CV_EXTRA = ("fold-*", "cv.csv", CV_ITEMS, "cv-items-*.csv", "ensemble.pt", "ensemble-size.csv", ENSEMBLE)
 
 
 @dataclass(frozen=True)
@@ -41,7 +47,7 @@ class Run:
 
     @cached_property
     def history(self) -> pd.DataFrame:
-        return pd.read_csv(self.path / HISTORY)
+        return read_table(self.path / HISTORY)
 
     @property
     def best_epoch(self) -> int:
@@ -85,7 +91,7 @@ def write_results(path: str | os.PathLike[str], results: dict[str, Any]) -> None
 
 
 def write_history(path: str | os.PathLike[str], history: pd.DataFrame) -> None:
-    atomic_write(Path(path) / HISTORY, history.to_csv(index=False))
+    write_table(Path(path) / HISTORY, history)
 
 
 def read_cv(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -100,7 +106,7 @@ def write_test_items(path: str | os.PathLike[str], item_probs: pd.DataFrame, tru
                           "predicted": np.asarray(labels, dtype=object)[item_probs.to_numpy().argmax(1)]})
     for i, lab in enumerate(labels):
         table[f"p_{lab}"] = item_probs.iloc[:, i].to_numpy().round(6)
-    atomic_write(Path(path) / TEST_ITEMS, table.to_csv(index=False))
+    write_table(Path(path) / TEST_ITEMS, table)
 
 
 def gather_test_items(path: str | os.PathLike[str], folds: int) -> Path | None:
@@ -112,10 +118,9 @@ def gather_test_items(path: str | os.PathLike[str], folds: int) -> Path | None:
         f = Path(path) / f"fold-{k}" / TEST_ITEMS
         if not f.exists():
             return None
-        parts.append(pd.read_csv(f, keep_default_na=False).assign(fold=k))
+        parts.append(read_table(f, keep_default_na=False).assign(fold=k))
     table = pd.concat(parts, ignore_index=True)
-    return atomic_write(Path(path) / CV_ITEMS, table[["fold", *[c for c in table.columns if c != "fold"]]]
-                        .to_csv(index=False))
+    return write_table(Path(path) / CV_ITEMS, table[["fold", *[c for c in table.columns if c != "fold"]]])
 
 
 def averaged_verdicts(tables: list[pd.DataFrame]) -> pd.DataFrame:
@@ -181,7 +186,7 @@ def write_cv(path: str | os.PathLike[str], rows: list[dict[str, Any]], split: st
     """``cv.csv`` (one row a fold) and ``cv.json`` (the rows, and mean and std of each
     metric over the folds); returns the summary."""
     table = pd.DataFrame(rows)
-    atomic_write(Path(path) / "cv.csv", table.to_csv(index=False))
+    write_table(Path(path) / "cv.csv", table)
     metrics = [c for c in table.columns if c not in ("fold", "items")]
     summary = {"split": split, "folds": rows,
                **{f"{c}_mean": float(table[c].mean()) for c in metrics},
@@ -222,7 +227,7 @@ def held_out_beside(checkpoint: str | os.PathLike[str]) -> tuple[pd.DataFrame, s
         path = folder / name
         if path.exists():
             try:
-                return pd.read_csv(path, keep_default_na=False), words
+                return read_table(path, keep_default_na=False), words
             except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError):
                 return None
     return None
@@ -233,6 +238,6 @@ def split_beside(checkpoint: str | os.PathLike[str]) -> pd.DataFrame | None:
     or None where the run has none (an ensemble, a copied .pt)."""
     path = Path(checkpoint).parent / SPLIT
     try:
-        return pd.read_csv(path, dtype=str, keep_default_na=False) if path.exists() else None
+        return read_table(path, dtype=str, keep_default_na=False) if path.exists() else None
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError):
         return None
