@@ -891,3 +891,146 @@ def test_the_resume_journal_never_takes_a_users_folder_or_file(trained_run, musi
     (tmp_path / "q.jsonl.pending").write_text("mine too")
     refused(capsys, tmp_path, "predict", "-q", trained_run, a, "--out", tmp_path / "q.jsonl",
             needle="is a file, not a folder")
+
+
+# ---------------------------------------------------------------- folders, tables and text: the shared rules
+
+def test_one_familiar_file_name_never_makes_a_users_folder_ours(trained_run, corpus_store, music, tmp_path, capsys):
+    catalog = music / "catalog.csv"
+    catalog.write_text("path,label\n" + "".join(f"techno/t{k}.wav,techno\nedm/e{k}.wav,edm\n" for k in range(3)))
+    # prepare took this for a store and emptied the user's pending/
+    p = tmp_path / "p"
+    (p / "pending").mkdir(parents=True)
+    (p / "store.json").write_text("{}")
+    (p / "pending" / "config.json").write_text("mine")
+    (p / "notes.txt").write_text("notes")
+    refused(capsys, tmp_path, "prepare", "-q", catalog, p, needle="did not make")
+    table = tmp_path / "features.csv"
+    table.write_text("label,x\n" + "".join(f"{g},{k}\n" for g in ("techno", "edm") for k in range(4)))
+    # train, eda, evaluate and explain over a user's results.json, statistics.csv, metrics.json, explain.html
+    for name, args in (("results.json", ("train", "-q", corpus_store, "--epochs", "1", "--out")),
+                       ("statistics.csv", ("eda", "-q", table, "--out")),
+                       ("metrics.json", ("evaluate", "-q", trained_run, "--out")),
+                       ("explain.html", ("explain", "-q", trained_run, music / "techno" / "t0.wav", "--out"))):
+        user = tmp_path / f"user-{name}"
+        user.mkdir()
+        (user / name).write_text("the user's")
+        (user / "notes.txt").write_text("notes")
+        refused(capsys, tmp_path, *args, user, needle="did not make")
+
+
+def test_demo_removes_only_what_its_run_wrote(tmp_path):
+    from dancegenre.demo import _remove_run
+    from dancegenre.safety import claim_folder, release_folder
+
+    theirs = tmp_path / "theirs"  # no marker: a user's folder with a results.json
+    theirs.mkdir()
+    (theirs / "results.json").write_text("{}")
+    (theirs / "best.pt").write_text("mine")
+    _remove_run(theirs)
+    assert sorted(p.name for p in theirs.iterdir()) == ["best.pt", "results.json"]
+    run = claim_folder(tmp_path / "run", "run")
+    release_folder(run)
+    for name in ("results.json", "best.pt", "last.pt", "metrics.csv", "curves.png"):
+        (run / name).write_text("x")
+    (run / "notes.txt").write_text("a note the user left")
+    _remove_run(run)
+    assert sorted(p.name for p in run.iterdir() if not p.name.startswith(".")) == ["notes.txt"]
+
+
+def test_no_output_replaces_an_input_store_or_a_users_table(trained_run, corpus_store, music, tmp_path, capsys):
+    store_before = snapshot(corpus_store)
+    for args in (("embed", "-q", corpus_store, "--out", corpus_store / "segments.npy", "--per-segment"),
+                 ("embed", "-q", corpus_store, "--out", corpus_store / "new.npy")):
+        code, _, err = cli(capsys, *args)
+        assert code == 2 and "input folder" in err[0], err
+    assert snapshot(corpus_store) == store_before
+    catalog = tmp_path / "catalog.csv"
+    catalog.write_text("path,label\nx.mp3,techno\n")
+    wav = music / "techno" / "t0.wav"
+    refused(capsys, tmp_path, "predict", "-q", trained_run, wav, "--out", catalog, needle="not a table made by")
+    refused(capsys, tmp_path, "predict", "-q", trained_run, wav, "--timeline", catalog, needle="not a table made by")
+    refused(capsys, tmp_path, "tag", "-q", wav, "--out", catalog, needle="not a table made by")
+    # our own table is replaced on a rerun
+    ours = tmp_path / "ours.jsonl"
+    assert cli(capsys, "predict", "-q", trained_run, wav, "--out", ours)[0] == 0
+    assert cli(capsys, "predict", "-q", trained_run, wav, "--out", ours)[0] == 0
+
+
+def test_formula_cells_are_inert_and_labels_never_formulas(music, tmp_path, capsys):
+    from dancegenre.data.store import SegmentStore
+
+    catalog = music / "catalog.csv"
+    catalog.write_text('path,label,artist\ntechno/t0.wav,techno,"=HYPERLINK(""http://x"",""y"")"\n'
+                       "edm/e0.wav,edm,@SUM(1)\n")
+    assert cli(capsys, "prepare", "-q", catalog, tmp_path / "s")[0] == 0
+    cells = (tmp_path / "s" / "items.csv").read_text().splitlines()
+    assert all(not cell.startswith(("=", "+", "-", "@")) for line in cells for cell in line.split(","))
+    assert sorted(SegmentStore(tmp_path / "s").items["artist"]) == ['=HYPERLINK("http://x","y")', "@SUM(1)"]
+    for label in ("=cmd", "+x", "edm."):
+        catalog.write_text(f"path,label\ntechno/t0.wav,{label}\n")
+        refused(capsys, tmp_path, "prepare", "-q", catalog, tmp_path / "s2", needle="label")
+
+
+def test_labels_one_folder_apart_by_case_are_refused(tmp_path, capsys):
+    good_wav(tmp_path / "in" / "techno" / "a.wav")
+    good_wav(tmp_path / "in" / "TECHNO" / "b.wav", seed=1)
+    refused(capsys, tmp_path, "prepare", "-q", tmp_path / "in", tmp_path / "s", needle="differ only in case")
+
+
+def test_escape_sequences_in_names_never_reach_the_terminal(trained_run, tmp_path, capsys):
+    odd = good_wav(tmp_path / "in" / "a\x1b[2Jb\x07.wav")
+    junk = tmp_path / "in" / "c\x1b]0;owned\x07.wav"
+    junk.write_bytes(b"not audio")
+    code, out, err = cli(capsys, "predict", trained_run, odd, junk)
+    assert code == 0
+    assert "\x1b" not in out + "".join(err) and "\x07" not in out + "".join(err)
+    assert "\\x1b" in out and "\\x1b" in "".join(err)
+
+
+def test_a_folder_another_command_writes_is_refused_naming_it(music, tmp_path, capsys):
+    store = tmp_path / "store"
+    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent("""
+        import sys, time
+        from dancegenre.safety import claim_folder
+        claim_folder(sys.argv[1], "store")
+        print("held", flush=True)
+        time.sleep(60)
+    """), str(store)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        text = refused(capsys, tmp_path, "prepare", "-q", music, store, needle="is in use by process")
+        assert str(holder.pid) in text
+    finally:
+        holder.kill()
+        holder.wait()
+    assert cli(capsys, "prepare", "-q", music, store)[0] == 0
+
+
+def test_messages_say_what_happened(trained_run, music, tmp_path, capsys, monkeypatch):
+    from dancegenre import safety
+
+    # every file failed: stdout lists, stderr says so
+    junk = tmp_path / "junk.wav"
+    junk.write_bytes(b"x" * 100)
+    code, _, err = cli(capsys, "predict", "-q", trained_run, junk)
+    assert code == 2 and err[0].startswith("failed: ") and "none of the 1 file(s)" in err[-1]
+    # --sort-into the input folder itself
+    refused(capsys, tmp_path, "predict", "-q", trained_run, music, "--sort-into", music, needle="is the input folder")
+    # a full disk names the file it could not write
+    def full(path):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(safety, "_fsync", full)
+    code, _, err = cli(capsys, "predict", "-q", trained_run, music / "techno" / "t0.wav", "--out", tmp_path / "o.csv")
+    # (the first write is the resume journal's, beside the output)
+    assert code == 2 and len(err) == 1 and err[0].startswith(
+        f"dancegenre predict: error: No space left on device: {tmp_path / 'o.csv'}"), err
+
+
+def test_prepare_lists_a_dangling_link_as_a_failure(music, tmp_path, capsys):
+    (music / "techno" / "gone.wav").symlink_to(tmp_path / "nowhere.wav")
+    code, _, _ = cli(capsys, "prepare", "-q", music, tmp_path / "s")
+    assert code == 0
+    failures = pd.read_csv(tmp_path / "s" / "failures.csv")
+    assert any("gone.wav" in p for p in failures["path"]) and "missing file" in " ".join(failures["reason"])

@@ -486,19 +486,22 @@ def atomic_path(path: str | os.PathLike[str], *, mode: int | None = None) -> Ite
     try:
         try:
             yield tmp
+            os.chmod(tmp, _mode_for(path) if mode is None else mode)
+            _fsync(tmp)
+            os.replace(tmp, path)
         except OSError as exc:  # a full disk says ENOSPC with no file name: name the output
             raise with_file_name(exc, path) from None
-        if mode is None:
-            try:
-                st = os.stat(path)
-                mode = stat.S_IMODE(st.st_mode) if stat.S_ISREG(st.st_mode) else _NEW_FILE_MODE
-            except OSError:
-                mode = _NEW_FILE_MODE
-        os.chmod(tmp, mode)
-        _fsync(tmp)
-        os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _mode_for(path: Path) -> int:
+    """The mode of the regular file at ``path``, else the usual one for a new file."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return _NEW_FILE_MODE
+    return stat.S_IMODE(st.st_mode) if stat.S_ISREG(st.st_mode) else _NEW_FILE_MODE
 
 
 def with_file_name(exc: OSError, path: Path) -> OSError:
