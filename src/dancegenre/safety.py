@@ -596,13 +596,17 @@ def _uncell(value: object) -> object:
     return value
 
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+# Control characters; line and paragraph separators (U+2028, U+2029); lone surrogates (a
+# file name's undecodable bytes, which cannot be encoded); and what XML 1.0 forbids (U+FFFE, U+FFFF).
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff\ufffe\uffff]")
 
 
 def one_line_text(text: str) -> str:
-    """``text`` safe for one line of a terminal, a log or a line-based file: every
-    control character (line breaks, ESC, NUL...) shown as its escape (``\\n``,
-    ``\\x1b``), so no input can start a line or drive the terminal."""
+    """``text`` safe for one line of a terminal, a log, an M3U8 playlist or an XML 1.0
+    text or attribute: every control character (line breaks, ESC, NUL...), line or
+    paragraph separator, lone surrogate and non-character shown as its escape
+    (``\\n``, ``\\x1b``, ``\\udce9``), so no input can start a line, drive the terminal
+    or make a file malformed."""
     return _CONTROL.sub(lambda m: ascii(m.group())[1:-1], text)
 
 

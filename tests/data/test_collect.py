@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import base64
+import csv
+import functools
 import io
 import json
+import os
+import shutil
+import subprocess
+import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -17,14 +23,22 @@ import soundfile as sf
 
 from dancegenre.audio.decode import probe
 from dancegenre.cli.parser import main
-from dancegenre.data.collect import CollectError, collect_deezer, collect_spotify
+from dancegenre.data.collect import (
+    CATALOG_COLUMNS,
+    CollectError,
+    collect_deezer,
+    collect_spotify,
+)
 from dancegenre.data.store import SegmentStore, prepare
+from dancegenre.errors import OutputError
+from dancegenre.safety import read_table
 from tests.conftest import tone, write_m4a
 
 CLIENT_ID, SECRET, TOKEN = "client-abc", "s3cr3t-value-never-printed", "tok-ZZZ-secret-token"
 USER_CODE, USER_TOKEN, REFRESH = "code-PKCE-1234", "user-tok-YYY-secret", "refresh-XXX-secret"
 
 
+@functools.lru_cache  # every test's server serves the same few previews
 def mp3_bytes(seed: int) -> bytes:
     t = np.arange(4 * 44100) / 44100
     y = (0.3 * np.sin(2 * np.pi * (200 + 50 * seed) * t)).astype(np.float32)
@@ -33,6 +47,7 @@ def mp3_bytes(seed: int) -> bytes:
     return buf.getvalue()
 
 
+@functools.lru_cache
 def m4a_bytes(seed: int) -> bytes:
     """A 6-s AAC preview in an MP4 container, as the iTunes Search API serves."""
     import tempfile
@@ -45,7 +60,10 @@ def sp_track(i: int, preview: bool, isrc: str | None) -> dict:
     return {"id": f"spTrack{i:04d}xx", "name": f"Song {i}", "type": "track", "is_local": False,
             "artists": [{"id": f"spArtist{i % 2}", "name": f"Artist {i % 2}"}], "duration_ms": 30000 + i,
             "popularity": 40 + i, "preview_url": None if not preview else f"{{base}}/audio/sp{i}.mp3",
-            "external_ids": {"isrc": isrc} if isrc else {}, "album": {"release_date": "2020-01-0%d" % (i + 1)}}
+            "external_ids": {"isrc": isrc} if isrc else {}, "album": {"release_date": f"2020-01-0{i + 1}"}}
+
+
+HOSTILE_SPOTIFY = ("loopplaylist00001", "endlessplaylist01", "listplaylist00001", "badtrackplaylist1")
 
 
 class Api:
@@ -53,6 +71,7 @@ class Api:
 
     def __init__(self) -> None:
         self.requests: list[tuple[str, dict]] = []
+        self.queries: list[tuple[str, dict]] = []
         self.hits: dict[str, int] = {}
         self.audio = {name: mp3_bytes(k) for k, name in enumerate(["sp0", "dzA", "dzB", "dz1", "dz2", "slow", "cut", "dz3"])}
         self.audio["it3"] = m4a_bytes(9)
@@ -68,8 +87,15 @@ class Api:
         url = urlparse(h.path)
         q = {k: v[0] for k, v in parse_qs(url.query).items()}
         self.requests.append((url.path, dict(h.headers)))
+        self.queries.append((url.path, q))
         self.hits[url.path] = self.hits.get(url.path, 0) + 1
         base = f"http://127.0.0.1:{h.server.server_address[1]}"
+        if url.path == "/redirect":  # an open redirect on the API's own host
+            return self.raw(h, 302, b"", "text/plain", {"Location": q["to"]})
+        if url.path.startswith("/refuse/"):  # a source over its rate limit: 403 to everything
+            return self.json(h, 403, {"error": {"code": 403, "message": "rate limit exceeded"}})
+        if url.path.startswith("/hostile/"):
+            return self.hostile(h, url.path[len("/hostile/"):], q, base)
         if url.path == "/authorize":  # the accounts service's PKCE sign-in page, already agreed
             if (q.get("client_id") != CLIENT_ID or q.get("response_type") != "code"
                     or q.get("code_challenge_method") != "S256" or not q.get("redirect_uri", "").startswith("http://127.0.0.1:")):
@@ -106,6 +132,10 @@ class Api:
                 return self.json(h, 401, {"error": {"status": 401, "message": "Invalid access token"}})
             # spotipy >= 2.26 asks /items (Spotify's new name), older ones /tracks
             kind = url.path.rsplit("/", 1)[-1]
+            if kind in ("items", "tracks") and int(q.get("limit", 20)) > 50:  # Development Mode's rule
+                return self.json(h, 400, {"error": {"status": 400, "message": "Invalid limit"}})
+            if url.path.startswith("/v1/playlists/") and url.path.split("/")[3] in HOSTILE_SPOTIFY:
+                return self.hostile_spotify(h, url.path.split("/")[3], q, base)
             if url.path in ("/v1/playlists/goodplaylist000001/tracks", "/v1/playlists/goodplaylist000001/items"):
                 if self.hits[url.path] == 2:  # the second page is rate limited once
                     return self.json(h, 429, {"error": {"status": 429, "message": "API rate limit exceeded"}},
@@ -221,6 +251,59 @@ class Api:
                 return
             return self.raw(h, 200, data, "audio/mpeg")
         return self.raw(h, 404, b"", "text/plain")
+
+    def hostile_spotify(self, h, pid, q, base):
+        """Playlists whose paging or shapes are wrong."""
+        off, calls = int(q.get("offset", 0)), self.hits[f"/v1/playlists/{pid}/items"]
+        items = [{"track": json.loads(json.dumps(t).replace("{base}", base))} for t in self.tracks[:2]]
+        page = {"href": "", "items": items, "limit": 2, "offset": off, "previous": None, "total": 10**6}
+        if pid == "loopplaylist00001":  # the second page names itself as the next one
+            page["next"] = f"{base}/v1/playlists/{pid}/items?offset=2&limit=2"
+        elif pid == "endlessplaylist01":  # a next page, always a new one
+            page["next"] = f"{base}/v1/playlists/{pid}/items?offset={off + 2}&limit=2"
+        elif pid == "listplaylist00001":
+            return self.json(h, 200, [1, 2])
+        elif pid == "badtrackplaylist1":
+            page["items"][1]["track"]["artists"] = "Someone"
+            page["items"].append({"track": {**page["items"][1]["track"], "id": "spTrack0007xx",
+                                            "artists": [{"id": "a", "name": "A"}], "duration_ms": "long"}})
+        if calls > 100:  # the old pager never stopped: end it so the test ends
+            page["next"] = None
+        return self.json(h, 200, page)
+
+    def hostile(self, h, path, q, base):
+        """A Deezer API whose answers are ill-formed, loop, or point previews at hosts we must not ask."""
+        port = h.server.server_address[1]
+        def track(i, preview, **fields):
+            return {"id": i, "title": f"T {i}", "duration": 30, "preview": preview, "artist": {"id": 1, "name": "A"},
+                    **fields}
+
+        playlists = {
+            "555": {"data": [track(1, f"{base}/audio/dz1.mp3")], "next": f"{base}/hostile/playlist/555/tracks?index=3"},
+            "600": None,
+            "601": {"data": "oops"},
+            "602": {"data": [1, "x"]},
+            "603": {"data": [track(1, f"{base}/audio/dz1.mp3"), track(2, f"{base}/audio/dz2.mp3", artist="Someone"),
+                             track(3, f"{base}/audio/dzA.mp3", duration="long")]},
+            "700": {"data": [track(1, f"{base}/audio/dz1.mp3"),
+                             track(2, f"http://localhost:{port}/audio/dz2.mp3"),
+                             track(3, f"http://[::1]:{port}/audio/dzA.mp3"),
+                             track(4, f"{base}/redirect?to=http://localhost:{port}/audio/dzB.mp3"),
+                             track(5, f"{base}/redirect?to={base}/audio/dzA.mp3"),
+                             track(6, "http://169.254.169.254/latest/meta-data/iam.mp3")]},
+            "800": {"data": [track(1, f"{base}/audio/dz1.mp3", title="@SUM(1+1)",
+                                   artist={"id": 7, "name": '=HYPERLINK("http://evil.example","click")'}),
+                             track(2, "", title="-2+3", artist={"id": 8, "name": "+cmd|' /C calc'!A0"})]},
+        }
+        pid = path.split("/")[1] if path.startswith("playlist/") else ""
+        if pid not in playlists:
+            return self.json(h, 200, {"error": {"type": "DataException", "message": "no data", "code": 800}})
+        if path == f"playlist/{pid}":
+            return self.json(h, 200, [1, 2] if pid == "600" else {"id": int(pid), "title": f"Hostile {pid}"})
+        page = dict(playlists[pid])
+        if self.hits[f"/hostile/{path}"] > 100:  # the old pager never stopped: end it so the test ends
+            page.pop("next", None)
+        return self.json(h, 200, page)
 
     @staticmethod
     def json(h, status, body, headers=None):
@@ -389,11 +472,8 @@ def test_deezer_playlist_search(api, tmp_path, capsys):
 def test_spotify_login_pkce_end_to_end(api, tmp_path, monkeypatch, capsys):
     """Sign in with BROWSER set to a script that follows the redirect; the login reads the
     user's own playlist where client credentials get 403; refresh; logout."""
-    import os
     import socket
     import stat
-    import subprocess
-    import sys
 
     work = tmp_path / "work"
     work.mkdir()
@@ -411,7 +491,7 @@ def test_spotify_login_pkce_end_to_end(api, tmp_path, monkeypatch, capsys):
     assert len(err) == 1 and "collect spotify login" in err[0] and SECRET not in err[0]
     monkeypatch.delenv("SPOTIPY_CLIENT_SECRET")  # PKCE: the client id alone
     done = subprocess.run([sys.executable, "-m", "dancegenre", "collect", "spotify", "login", "--port", str(port)],
-                          capture_output=True, text=True, timeout=60)
+                          capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 0, done.stderr
     token = tmp_path / "config" / "spotify-login.json"
     assert stat.S_IMODE(token.stat().st_mode) == 0o600 and api.grants == ["authorization_code"]
@@ -434,11 +514,221 @@ def test_spotify_login_pkce_end_to_end(api, tmp_path, monkeypatch, capsys):
     # signed out, with no secret: one line, nothing collected
     assert main(["collect", "-q", "spotify", "ownplaylist000001", "--label", "techno", "--out", str(tmp_path / "e")]) == 2
     assert len(capsys.readouterr().err.strip().splitlines()) == 1
-    # --no-browser: the URL is printed and the redirected URL read back (the user's own browser
-    # would show the sign-in page; here nobody does, so the server holds no challenge to check)
+    # --no-browser: the URL is printed and the redirected URL read back, with the state the
+    # URL carried (the user's own browser would show the sign-in page; here nobody does, so
+    # the server holds no challenge to check)
     api.challenge = None
-    done = subprocess.run([sys.executable, "-m", "dancegenre", "collect", "spotify", "login", "--no-browser",
-                           "--port", str(port)], input=f"http://127.0.0.1:{port}/callback?code={USER_CODE}\n",
-                          capture_output=True, text=True, timeout=60, env={**os.environ, "BROWSER": "false"})
+    url, done = login_no_browser(port, lambda state: f"http://127.0.0.1:{port}/callback?code={USER_CODE}&state={state}")
     assert done.returncode == 0, done.stderr
-    assert "/authorize?" in done.stdout and "code_challenge=" in done.stdout and token.exists()
+    assert "/authorize?" in url and "code_challenge=" in url and token.exists()
+
+
+def login_no_browser(port: int, reply, env: dict | None = None) -> tuple[str, subprocess.CompletedProcess]:
+    """``collect spotify login --no-browser``: the sign-in URL it prints, and how it ended
+    after ``reply(state)`` (the URL pasted back) was typed in."""
+    proc = subprocess.Popen([sys.executable, "-m", "dancegenre", "collect", "spotify", "login", "--no-browser",
+                             "--port", str(port)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "BROWSER": "false", **(env or {})})
+    url = proc.stdout.readline().split("Go to the following URL: ", 1)[-1].strip()
+    state = parse_qs(urlparse(url).query).get("state", [""])[0]
+    out, err = proc.communicate(reply(state) + "\n", timeout=60)
+    return url, subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def test_spotify_login_refuses_a_redirect_without_its_state(api, tmp_path, monkeypatch):
+    """The sign-in sends a random state; a redirect that does not bring it back (another
+    page's, forged) is refused in one line and no token is kept, in both ways of signing in."""
+    import socket
+
+    monkeypatch.setenv("DANCEGENRE_CONFIG", str(tmp_path / "config"))
+    monkeypatch.delenv("SPOTIPY_CLIENT_SECRET")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    states = []
+    for reply in (lambda state: f"http://127.0.0.1:{port}/callback?code={USER_CODE}&state=forged",
+                  lambda state: f"http://127.0.0.1:{port}/callback?code={USER_CODE}"):
+        _, done = login_no_browser(port, lambda state, reply=reply: states.append(state) or reply(state))
+        err = done.stderr.strip().splitlines()
+        assert done.returncode == 2 and len(err) == 1 and "state" in err[0], done.stderr
+    assert all(len(state) >= 16 for state in states) and len(set(states)) == 2  # random, fresh each time
+    # the browser way: a page that calls the loopback redirect with a code of its own
+    forge = tmp_path / "forge.py"
+    forge.write_text("import sys, urllib.request\n"
+                     f"urllib.request.urlopen('http://127.0.0.1:{port}/callback?code={USER_CODE}&state=x', timeout=20)\n")
+    monkeypatch.setenv("BROWSER", f"sh -c \"{sys.executable} {forge} '%s' >/dev/null 2>&1 &\"")
+    done = subprocess.run([sys.executable, "-m", "dancegenre", "collect", "spotify", "login", "--port", str(port)],
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 2 and "state" in done.stderr and len(done.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "config" / "spotify-login.json").exists() and api.grants == []
+
+
+def hostile_deezer(monkeypatch, api_base: str) -> None:
+    monkeypatch.setenv("DANCEGENRE_DEEZER_API_URL", f"{api_base}/hostile/")
+
+
+@pytest.fixture
+def base(api, monkeypatch):
+    """The local server's base URL, with Deezer's base on its hostile answers."""
+    url = os.environ["DANCEGENRE_SPOTIFY_AUTH_URL"].rsplit("/api/token", 1)[0]
+    hostile_deezer(monkeypatch, url)
+    return url
+
+
+def test_paging_follows_each_page_once(api, base, tmp_path, monkeypatch, capsys):
+    """A next page that names itself, or pages without end, is one line after a bounded
+    number of requests, never a loop; nothing is written."""
+    from dancegenre.data.collect import http
+
+    for service, playlist, path in (("deezer", "555", "/hostile/playlist/555/tracks"),
+                                    ("spotify", "loopplaylist00001", "/v1/playlists/loopplaylist00001/items")):
+        assert main(["collect", "-q", service, playlist, "--label", "x", "--out", str(tmp_path / "o")]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "already read" in err[0] and api.hits[path] <= 3, (err, api.hits[path])
+    monkeypatch.setattr(http, "MAX_PAGES", 5)
+    assert main(["collect", "-q", "spotify", "endlessplaylist01", "--label", "x", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "5 pages" in err[0] and api.hits["/v1/playlists/endlessplaylist01/items"] == 5
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("playlist, shape", [("600", "list"), ("601", "data is text"), ("602", "data[0] is number")])
+def test_malformed_answer_is_one_line(api, base, tmp_path, capsys, playlist, shape):
+    assert main(["collect", "-q", "deezer", playlist, "--label", "x", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "Deezer" in err[0] and f"/hostile/playlist/{playlist}" in err[0] and shape in err[0], err
+    assert not (tmp_path / "o").exists()
+
+
+def test_malformed_spotify_page_and_tracks(api, tmp_path, capsys):
+    """A page that is not an object is one line naming the URL; a track whose fields have the
+    wrong kinds is one track without a preview, with the reason, and the rest is collected."""
+    assert main(["collect", "-q", "spotify", "listplaylist00001", "--label", "x", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "Spotify" in err[0] and "/v1/playlists/listplaylist00001/items" in err[0]
+    out = tmp_path / "d"
+    assert main(["collect", "-q", "spotify", "badtrackplaylist1", "--label", "x", "--out", str(out)]) == 0
+    missing = read_table(out / "missing_previews_x.csv", dtype=str, keep_default_na=False).set_index("track_id")
+    assert "artists is text, not a list" in missing.loc["spTrack0001xx", "reason"]
+    assert "duration_ms is text, not number" in missing.loc["spTrack0007xx", "reason"]
+    assert (out / "x" / "spTrack0000xx.mp3").is_file()
+
+
+def test_malformed_deezer_tracks_are_reasons(api, base, tmp_path):
+    s = collect_deezer("603", label="x", out=tmp_path / "d", progress=False)
+    missing = read_table(tmp_path / "d" / "missing_previews_x.csv", dtype=str, keep_default_na=False)
+    reasons = dict(zip(missing["track_id"], missing["reason"]))
+    assert "artist is text, not an object" in reasons["2"] and "duration is text, not number" in reasons["3"]
+    assert s.downloaded == 1 and (tmp_path / "d" / "x" / "1.mp3").is_file()
+
+
+@pytest.mark.parametrize("url, allowed", [
+    ("http://169.254.169.254/latest/meta-data/", False), ("http://10.0.0.7/a.mp3", False),
+    ("http://192.168.1.1/a.mp3", False), ("http://127.0.0.1:1/a.mp3", False), ("http://[::1]/a.mp3", False),
+    ("http://[::ffff:127.0.0.1]/a.mp3", False), ("http://[fe80::1]/a.mp3", False), ("http://0.0.0.0/a.mp3", False),
+    ("http://224.0.0.1/a.mp3", False), ("http://100.64.0.1/a.mp3", False), ("file:///etc/passwd", False),
+    ("http://127.0.0.1:8080/audio/a.mp3", True),  # the configured API origin (tests point it at 127.0.0.1)
+    ("http://93.184.216.34/a.mp3", True), ("https://[2606:2800:220:1:248:1893:25c8:1946]/a.mp3", True),
+])
+def test_preview_hosts(url, allowed):
+    """Previews come from a configured API origin or a public address, nowhere else (IP
+    literals only: no name is looked up on the network)."""
+    from dancegenre.data.collect.http import refusal
+
+    assert (refusal(url, ["http://127.0.0.1:8080/deezer/"]) is None) == allowed
+
+
+def test_previews_from_private_hosts_are_refused(api, base, tmp_path):
+    """A preview on a loopback host that is not the API's, or redirected to one, is a reason
+    on that track; the collection goes on, and a redirect on the API's host is followed."""
+    s = collect_deezer("700", label="x", out=tmp_path / "d", progress=False)
+    missing = read_table(tmp_path / "d" / "missing_previews_x.csv", dtype=str, keep_default_na=False)
+    reasons = dict(zip(missing["track_id"], missing["reason"]))
+    assert set(reasons) == {"2", "3", "4", "6"} and all("refused" in r for r in reasons.values()), reasons
+    assert sorted(p.name for p in (tmp_path / "d" / "x").iterdir()) == ["1.mp3", "5.mp3"] and s.downloaded == 2
+    assert "/audio/dzB.mp3" not in api.hits and "/audio/dz2.mp3" not in api.hits  # never asked
+
+
+def test_spotify_pages_ask_at_most_50(api, tmp_path):
+    """Development Mode answers 400 to limit=100 on playlists/{id}/items (the server here does too)."""
+    collect_spotify("devmodeplaylist01", label="x", out=tmp_path / "d", progress=False, log=lambda *a: None)
+    limits = [q.get("limit") for path, q in api.queries if path.startswith("/v1/playlists/")]
+    assert limits and all(int(limit) <= 50 for limit in limits)
+
+
+def test_fallback_sources_down_are_reasons(api, tmp_path, monkeypatch):
+    """Deezer over its rate limit (403) and iTunes unreachable: the tracks they could not help
+    are listed with why, each source is asked once, and the playlist is still collected."""
+    from dancegenre.data.collect import http, itunes
+
+    url = os.environ["DANCEGENRE_SPOTIFY_AUTH_URL"].rsplit("/api/token", 1)[0]
+    monkeypatch.setenv("DANCEGENRE_DEEZER_API_URL", f"{url}/refuse/")
+    monkeypatch.setenv("DANCEGENRE_ITUNES_API_URL", "http://127.0.0.1:9/")  # nothing listens on port 9
+    monkeypatch.setattr(itunes, "session", lambda: http.session(backoff=0))  # refused at once, not after backoff
+    notes = []
+    s = collect_spotify("goodplaylist000001", label="techno", out=tmp_path / "d", progress=False, log=notes.append)
+    assert s.tracks == 5 and s.downloaded == 1
+    catalog = read_table(tmp_path / "d" / "catalog.csv", dtype=str, keep_default_na=False)
+    assert len(catalog) == 5
+    missing = read_table(tmp_path / "d" / "missing_previews_techno.csv", dtype=str, keep_default_na=False)
+    assert len(missing) == 4
+    for reason in missing["reason"]:
+        assert "Deezer unavailable: Deezer answered HTTP 403" in reason and "iTunes unavailable: cannot reach" in reason
+    assert sum(n for path, n in api.hits.items() if path.startswith("/refuse/")) == 1
+    assert any("Deezer unavailable" in n for n in notes)
+
+
+@pytest.mark.parametrize("args, env", [
+    (["spotify", "not a playlist!"], {}),
+    (["spotify", "unknownplaylist01"], {}),
+    (["deezer", "not-a-playlist"], {}),
+    (["deezer", "12345"], {}),
+    (["deezer", "777"], {"DANCEGENRE_DEEZER_API_URL": "ftp://example.org/"}),
+    (["spotify", "goodplaylist000001"], {"DANCEGENRE_ITUNES_API_URL": "file:///etc/"}),
+    (["spotify", "goodplaylist000001"], {"SPOTIPY_CLIENT_SECRET": ""}),
+])
+def test_refused_collect_makes_no_folder(api, tmp_path, monkeypatch, capsys, args, env):
+    monkeypatch.chdir(tmp_path)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    out = tmp_path / "new" / "data"
+    assert main(["collect", "-q", *args, "--label", "techno", "--out", str(out)]) == 2
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1
+    assert not (tmp_path / "new").exists()
+
+
+def test_csv_cells_are_never_formulas(api, base, tmp_path):
+    """Names from an API that a spreadsheet would run are written with a leading apostrophe,
+    read back as they were, and stay so when the catalog is extended."""
+    out = tmp_path / "d"
+    for _ in range(2):
+        collect_deezer("800", label="x", out=out, progress=False)
+    for name in ("catalog.csv", "missing_previews_x.csv"):
+        text = (out / name).read_text()
+        cells = [cell for row in csv.reader(io.StringIO(text)) for cell in row]
+        assert not any(cell[:1] in ("=", "+", "-", "@") for cell in cells), name
+        assert "''" not in text  # read back and written again: escaped once, not twice
+    catalog = read_table(out / "catalog.csv", dtype=str, keep_default_na=False).set_index("track_id")
+    assert catalog.loc["1", "artist_name"] == '=HYPERLINK("http://evil.example","click")'
+    assert catalog.loc["1", "track_name"] == "@SUM(1+1)" and catalog.loc["2", "track_name"] == "-2+3"
+    assert len(catalog) == 2
+
+
+def test_folder_from_before_the_marker(api, tmp_path):
+    """A collection folder made before the marker (its catalog, label folders and missing
+    lists, nothing else) is taken and extended; one holding anything else is refused."""
+    old = tmp_path / "old"
+    (old / "house").mkdir(parents=True)
+    (old / "house" / "1.mp3").write_bytes(b"")
+    pd.DataFrame([{c: "" for c in CATALOG_COLUMNS} | {"label": "house", "track_id": "1", "source": "deezer"}]).to_csv(
+        old / "catalog.csv", index=False)
+    pd.DataFrame({"track_id": [], "reason": []}).to_csv(old / "missing_previews_house.csv", index=False)
+    collect_deezer("https://www.deezer.com/en/playlist/888", label="edm", out=old, progress=False)
+    assert set(read_table(old / "catalog.csv", dtype=str)["label"]) == {"house", "edm"}
+    assert (old / ".dancegenre").is_file()
+    mixed = tmp_path / "mixed"
+    shutil.copytree(old, mixed)
+    (mixed / ".dancegenre").unlink()
+    (mixed / "notes.txt").write_text("mine")
+    with pytest.raises(OutputError, match="did not make"):
+        collect_deezer("888", label="edm", out=mixed, progress=False)

@@ -79,15 +79,16 @@ def test_predict_folder_with_bad_files(trained_run, tmp_path, capsys):
     assert errors["bad.mp3"] and "too short" in errors["short.wav"] and errors["good.wav"] == ""
     timeline = pd.read_csv(tmp_path / "t.csv")
     assert set(timeline["path"].map(lambda p: p.split("/")[-1])) == {"good.wav", "good2.flac"}
-    # Printed: the verdicts as a table, then one line per failed file with its reason.
+    # Printed: the verdicts as a table; on stderr, one line per failed file with its reason.
     capsys.readouterr()
     assert main(["predict", str(trained_run), str(folder), "--workers", "1"]) == 0
-    lines = capsys.readouterr().out.splitlines()
-    failed = [line for line in lines if line.startswith("failed: ")]
+    printed = capsys.readouterr()
+    lines = printed.out.splitlines()
+    failed = [line for line in printed.err.splitlines() if line.startswith("failed: ")]
     assert len(failed) == 2 and any(line.startswith(f"failed: {folder / 'bad.mp3'}: not a readable audio file") for line in failed)
     assert all(line.count("bad.mp3") == 1 for line in failed if "bad.mp3" in line)
     assert any("short.wav: " in line and "too short" in line for line in failed)
-    verdicts = lines[1:lines.index(failed[0])]
+    verdicts = lines[1:-1]
     assert len(verdicts) == 2 and all(("good.wav" in v or "good2.flac" in v) and "0.0000" not in v for v in verdicts)
     assert lines[-1] == "2 predicted, 2 failed"
 
@@ -200,7 +201,7 @@ def test_cli_errors_one_line(tmp_path, trained_run):
     r = subprocess.run([sys.executable, "-m", "dancegenre", "predict", "-q", str(trained_run), str(tmp_path / "nothing")],
                        capture_output=True, text=True)
     # a missing file gets its own error row; nothing predicted -> exit 2
-    assert r.returncode == 2 and "Traceback" not in r.stderr and "no such file" in r.stdout
+    assert r.returncode == 2 and "Traceback" not in r.stderr and "no such file" in r.stderr
     (tmp_path / "empty").mkdir()
     r = subprocess.run([sys.executable, "-m", "dancegenre", "predict", "-q", str(trained_run), str(tmp_path / "empty")],
                        capture_output=True, text=True)

@@ -12,7 +12,7 @@ import sys
 import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
-from urllib.parse import unquote, urlparse
+from urllib.parse import unquote, unquote_to_bytes, urlparse
 
 import mutagen
 import numpy as np
@@ -20,15 +20,23 @@ import pandas as pd
 import pytest
 from mutagen.aiff import AIFF
 from mutagen.flac import FLAC, Picture
-from mutagen.id3 import APIC, ID3, TCON, TIT2, TPE1
+from mutagen.id3 import APIC, ID3, TCON, TDAT, TIT2, TPE1, TSOP, TYER
 from mutagen.mp4 import MP4, MP4Cover
 from mutagen.oggopus import OggOpus
 from mutagen.oggvorbis import OggVorbis
 
 from dancegenre.audio.decode import load
 from dancegenre.cli.parser import main
+from dancegenre.errors import OutputError
 from dancegenre.inference.classifier import Prediction
-from dancegenre.inference.library import FIELD, untag, write_playlists, write_tags
+from dancegenre.inference.library import (
+    FIELD,
+    check_playlists_folder,
+    untag,
+    write_playlists,
+    write_tags,
+)
+from dancegenre.safety import LOCK, MARKER, holding, read_table
 from tests.conftest import tone, write, write_m4a
 
 PNG = base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==")
@@ -104,6 +112,8 @@ def verdict(path: Path, genre: str = "techno", p: float = 0.8) -> Prediction:
 def genres_of(path: Path) -> list[str]:
     f = mutagen.File(str(path))
     t = f.tags
+    if t is None:
+        return []
     if isinstance(t, ID3) or isinstance(f, AIFF):
         return list(t["TCON"].text) if "TCON" in t else []
     if isinstance(f, MP4):
@@ -126,7 +136,7 @@ def test_tags_round_trip_keep_audio_and_other_tags_and_untag(tmp_path, fmt):
     kept = {k: v for k, v in before_tags.items() if "gen" not in str(k).lower() and k != "TCON"}
     assert all(after[k] == v for k, v in kept.items()), "another tag or the cover changed"
     assert np.array_equal(load(path, sr=22050), before_audio)  # the audio is untouched
-    assert not list(tmp_path.glob(".*dancegenre*"))  # no temporary copy left
+    assert not list(tmp_path.glob(".*.part"))  # no temporary copy left
     # undo: every tag as it was
     assert [a.action for a in untag(journal)] == ["restore"]
     assert all_tags(path) == before_tags
@@ -192,7 +202,7 @@ for round in range(1000):
     for f in files:
         assert genres_of(f) in (["Old Genre"], ["techno"], ["edm"]), f
         assert np.array_equal(load(f, sr=22050), before)  # decodes, the same samples
-    rows = list(csv.DictReader(open(tmp_path / "j.csv", encoding="utf-8")))
+    rows = read_table(tmp_path / "j.csv", dtype=object).to_dict("records")
     assert rows and all(r["path"] for r in rows)
 
 
@@ -252,3 +262,224 @@ def test_predict_write_tags_playlists_top_k_and_untag_from_the_cli(trained_run, 
     assert main(["untag", str(tmp_path / "r.csv")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "not a dancegenre tag journal" in err[0]
+
+
+# ---------------------------------------------------------------- links, temporaries, versions, journal
+
+def raw_id3(path: Path) -> tuple[tuple[int, ...], dict[str, str]]:
+    """(version, frame key -> repr) of a file's ID3 tag as it is in the file, not converted."""
+    f = type(mutagen.File(str(path)))(str(path), translate=False)
+    return tuple(f.tags.version), {key: repr(frame) for key, frame in f.tags.items()}
+
+
+def test_a_link_planted_at_a_temporary_name_is_never_written_through(tmp_path):
+    crate = tmp_path / "crate"
+    a = tagged_file(crate, "mp3", "a")
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"my own file")
+    planted = crate / ".a.mp3.dancegenre-tags"  # the name the tagger used to write its copy under
+    planted.symlink_to(victim)
+    acts = write_tags([verdict(a)], journal=tmp_path / "j.csv")
+    assert [x.action for x in acts] == ["write"]
+    assert victim.read_bytes() == b"my own file" and planted.is_symlink()
+    assert not a.is_symlink() and genres_of(a) == ["techno"]
+    assert sorted(p.name for p in crate.iterdir()) == [".a.mp3.dancegenre-tags", "a.mp3"]
+
+
+def test_a_symlinked_file_is_tagged_where_it_is_and_the_link_stays(tmp_path):
+    store = tmp_path / "store"
+    a = tagged_file(store, "flac", "a")
+    before = all_tags(a)
+    crate = tmp_path / "crate"
+    crate.mkdir()
+    link = crate / "a.flac"
+    link.symlink_to(a)
+    journal = tmp_path / "j.csv"
+    acts = write_tags([verdict(link), verdict(a)], journal=journal)
+    assert [x.action for x in acts] == ["write", "skip"] and acts[0].path == str(link)
+    assert "the same file as" in acts[1].reason  # one file under two names: tagged once
+    assert link.is_symlink() and os.readlink(link) == str(a)
+    assert genres_of(a) == ["techno"]
+    assert list(read_table(journal, dtype=object)["path"]) == [str(a.resolve())]  # the journal names the file
+    assert [x.action for x in untag(journal)] == ["restore"]
+    assert link.is_symlink() and os.readlink(link) == str(a) and all_tags(a) == before
+
+
+def test_a_hard_linked_file_is_skipped_whole(tmp_path):
+    a = tagged_file(tmp_path, "mp3", "a")
+    b = tmp_path / "b.mp3"
+    os.link(a, b)
+    data, inode = a.read_bytes(), a.stat().st_ino
+    journal = tmp_path / "j.csv"
+    acts = write_tags([verdict(a)], journal=journal)
+    assert acts[0].action == "skip" and "2 hard links" in acts[0].reason
+    assert a.read_bytes() == data and a.stat().st_ino == b.stat().st_ino == inode and a.stat().st_nlink == 2
+    assert not journal.exists()
+    # linked after tagging: untag leaves it as it is too
+    c = tagged_file(tmp_path, "flac", "c")
+    assert write_tags([verdict(c)], journal=journal)[0].action == "write"
+    os.link(c, tmp_path / "d.flac")
+    data = c.read_bytes()
+    acts = untag(journal)
+    assert acts[0].action == "skip" and "hard links" in acts[0].reason
+    assert c.read_bytes() == data and c.stat().st_nlink == 2
+
+
+def id3v23_file(folder: Path, fmt: str) -> Path:
+    """A file of ``fmt`` (mp3 or aiff) with an ID3v2.3 tag: v2.3-only frames (TYER, TDAT),
+    an iTunes sort frame v2.3 lacks (TSOP), Latin-1 and UTF-16 text, two titles, a cover."""
+    path = write(folder / f"old23.{fmt}", tone(4.0, 44100, channels=2), 44100, fmt.upper())
+    tags = ID3()
+    tags.add(TYER(encoding=0, text=["2001"]))
+    tags.add(TDAT(encoding=0, text=["0304"]))
+    tags.add(TSOP(encoding=1, text=["Test, DJ"]))
+    tags.add(TCON(encoding=0, text=["Old Genre"]))
+    tags.add(TIT2(encoding=1, text=["Night Drive", "Nachtfahrt"]))
+    tags.add(APIC(encoding=0, mime="image/png", type=3, desc="cover", data=PNG))
+    if fmt == "aiff":
+        f = AIFF(str(path))
+        f.add_tags()
+        for frame in tags.values():
+            f.tags.add(frame)
+        f.save(v2_version=3, v23_sep=None)
+    else:
+        tags.save(str(path), v2_version=3, v23_sep=None)
+    return path
+
+
+@pytest.mark.parametrize("fmt", ["mp3", "aiff"])
+def test_an_id3v23_tag_stays_v23_frame_for_frame(tmp_path, fmt):
+    path = id3v23_file(tmp_path, fmt)
+    version, before = raw_id3(path)
+    assert version == (2, 3, 0) and "TYER" in before and "TSOP" in before
+    journal = tmp_path / "j.csv"
+    assert [x.action for x in write_tags([verdict(path)], journal=journal)] == ["write"]
+    version, after = raw_id3(path)
+    assert version == (2, 3, 0) and "TDRC" not in after
+    assert after["TCON"] == repr(TCON(encoding=0, text=["techno"]))  # Latin-1 as it was
+    ours = {"TCON", f"TXXX:{FIELD}"}
+    assert {k: v for k, v in after.items() if k not in ours} == {k: v for k, v in before.items() if k not in ours}
+    assert [x.action for x in untag(journal)] == ["restore"]
+    assert raw_id3(path) == ((2, 3, 0), before)
+
+
+@pytest.mark.parametrize("fmt", ["mp3", "flac"])
+def test_untag_removes_the_tag_from_a_file_that_had_none(tmp_path, fmt):
+    path = write(tmp_path / f"bare.{fmt}", tone(4.0, 44100), 44100, fmt.upper())
+    if fmt == "flac":
+        FLAC(str(path)).delete()
+    assert mutagen.File(str(path)).tags is None
+    data = path.read_bytes()
+    journal = tmp_path / "j.csv"
+    assert [x.action for x in write_tags([verdict(path)], journal=journal)] == ["write"]
+    assert genres_of(path) == ["techno"]
+    assert [x.action for x in untag(journal)] == ["restore"]
+    assert mutagen.File(str(path)).tags is None
+    if fmt == "mp3":
+        assert path.read_bytes() == data  # the very bytes it had
+
+
+def test_the_journal_keeps_exact_values_and_is_never_a_formula(tmp_path):
+    # a name that is not UTF-8 (Latin-1 é), with a line break: the journal must find it again
+    made = tagged_file(tmp_path, "flac", "t")
+    path = Path(os.fsdecode(os.path.join(os.fsencode(tmp_path), b"-caf\xe9\nmix.flac")))
+    os.rename(made, path)
+    f = FLAC(str(path))
+    genres = ['=HYPERLINK("http://x","y")', "+1", "-2", "@SUM(1)", "'quoted"]
+    f["genre"], f[FIELD] = genres, ["=cmd|' /C calc'!A0"]
+    f.save()
+    before = all_tags(path)
+    journal = tmp_path / "j.csv"
+    assert [x.action for x in write_tags([verdict(path)], journal=journal)] == ["write"]
+    with open(journal, newline="", encoding="utf-8", errors="surrogateescape") as fh:
+        cells = [cell for row in csv.reader(fh) for cell in row]
+    assert not [c for c in cells if c[:1] in ("=", "+", "-", "@")]
+    row = read_table(journal, dtype=object, keep_default_na=False, encoding_errors="surrogateescape").iloc[0]
+    assert row["path"] == str(path) and json.loads(row["old_genre"]) == genres
+    assert [x.action for x in untag(journal)] == ["restore"]
+    assert all_tags(path) == before
+
+
+# ---------------------------------------------------------------- playlists of hostile names and tags
+
+def test_an_m3u8_entry_is_always_two_lines(tmp_path):
+    music = tmp_path / "music"
+    a = tagged_file(music, "mp3", "a")
+    tags = ID3(str(a))
+    tags.add(TIT2(encoding=3, text=["\n#EXTINF:1,x\n/etc/shadow"]))
+    tags.add(TPE1(encoding=3, text=["DJ\u2028Test\r"]))
+    tags.save(str(a))
+    b = music / "b\nevil.flac"
+    os.rename(tagged_file(music, "flac", "b"), b)
+    out = tmp_path / "lists"
+    files = write_playlists([verdict(a), verdict(b)], out)
+    lines = (out / "techno.m3u8").read_text(encoding="utf-8").split("\n")
+    assert lines == ["#EXTM3U", "#EXTINF:4,DJ\\u2028Test\\r - \\n#EXTINF:1,x\\n/etc/shadow", "../music/a.mp3", ""]
+    assert files.left_out == [(str(b), files.left_out[0][1])] and "control character" in files.left_out[0][1]
+    locations = [t.get("Location") for t in ET.parse(out / "rekordbox.xml").getroot().iter("TRACK") if t.get("Location")]
+    assert len(locations) == 2  # the one an M3U8 cannot hold is in the collection
+
+
+def test_rekordbox_xml_is_well_formed_whatever_the_names_and_tags(tmp_path):
+    music = tmp_path / "music"
+    a = music / "odd\x01\x1b\x0cname.mp3"
+    os.rename(tagged_file(music, "mp3", "a"), a)
+    tags = ID3(str(a))
+    tags.add(TIT2(encoding=3, text=["ti\x01tle\x1b[31m\x0c"]))
+    tags.add(TPE1(encoding=3, text=["art\x0bist"]))
+    tags.save(str(a))
+    latin = Path(os.fsdecode(os.path.join(os.fsencode(music), b"caf\xe9.flac")))
+    os.rename(tagged_file(music, "flac", "b"), latin)
+    f = FLAC(str(latin))
+    del f["title"]  # its title is its file name then
+    f.save()
+    out = tmp_path / "lists"
+    files = write_playlists([verdict(a), verdict(latin, "edm")], out)
+    root = ET.parse(out / "rekordbox.xml").getroot()  # well-formed
+    tracks = {t.get("TrackID"): t for t in root.find("COLLECTION").findall("TRACK")}
+    by_file = {unquote_to_bytes(urlparse(t.get("Location")).path): t for t in tracks.values()}
+    assert set(by_file) == {os.fsencode(a.resolve()), os.fsencode(latin.resolve())}
+    first = by_file[os.fsencode(a.resolve())]
+    assert first.get("Name") == "ti\\x01tle\\x1b[31m\\x0c" and first.get("Artist") == "art\\x0bist"
+    assert by_file[os.fsencode(latin.resolve())].get("Name") == "caf\\udce9"
+    assert sorted(reason for _, reason in files.left_out) == [
+        "its path holds a line break or another control character, which an M3U8 line cannot hold",
+        "its path is not valid UTF-8, which an M3U8 file cannot hold"]
+
+
+def rekordbox_export(folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "rekordbox.xml"
+    path.write_text('<?xml version="1.0" encoding="UTF-8"?>\n<DJ_PLAYLISTS Version="1.0.0">'
+                    '<PRODUCT Name="rekordbox" Version="6.8.4" Company="AlphaTheta"/>'
+                    '<COLLECTION Entries="0"/></DJ_PLAYLISTS>\n', encoding="utf-8")
+    return path
+
+
+def test_a_users_rekordbox_xml_is_never_taken_but_an_older_playlists_folder_of_ours_is(tmp_path):
+    a = tagged_file(tmp_path / "music", "mp3", "a")
+    export = tmp_path / "export"
+    rekordbox_export(export)
+
+    def snapshot(folder):
+        return {p.name: p.read_bytes() for p in folder.iterdir()}
+
+    before = snapshot(export)
+    with pytest.raises(OutputError, match="rekordbox.xml that dancegenre did not write"):
+        write_playlists([verdict(a)], export)
+    assert snapshot(export) == before
+    (export / "notes.txt").write_text("my notes")
+    before = snapshot(export)
+    with pytest.raises(OutputError):
+        write_playlists([verdict(a)], export)
+    assert snapshot(export) == before
+    # a folder an older version made (no marker): rekordbox.xml of ours and M3U8s only
+    old = tmp_path / "old"
+    with holding(old, "playlists"):
+        write_playlists([verdict(a)], old)
+    for name in (MARKER, LOCK):
+        (old / name).unlink()
+    assert sorted(p.name for p in old.iterdir()) == ["rekordbox.xml", "techno.m3u8"]
+    check_playlists_folder(old, create=False)
+    files = write_playlists([verdict(a)], old)
+    assert [f.name for f in files] == ["techno.m3u8", "rekordbox.xml"] and (old / MARKER).exists()

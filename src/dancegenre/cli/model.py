@@ -299,10 +299,9 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         check_target_folder(args.sort_into, what="--sort-into")
         _check_not_an_input(args.sort_into, args.paths)
     if args.playlists is not None:
-        from dancegenre.inference.library import PLAYLISTS_FOLDER
-        from dancegenre.safety import claim_folder
+        from dancegenre.inference.library import check_playlists_folder
 
-        claim_folder(args.playlists, **PLAYLISTS_FOLDER, create=False)
+        check_playlists_folder(args.playlists, create=False)
         if args.move:
             raise ConfigError("--playlists points at the files where they are; with --move they would not be "
                               "there (sort first, then make playlists of DIR)")
@@ -369,6 +368,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         from dancegenre.inference.library import write_playlists
 
         files = write_playlists(preds, args.playlists, min_confidence=args.min_confidence)
+        for path, reason in files.left_out:
+            print(one_line(f"left out of the M3U8: {path}: {reason}"))
         print(f"playlists: {len(files) - 1} M3U8 and {files[-1]}")
     if args.sort_into is not None:
         actions = sort_into(preds, args.sort_into, move=args.move, min_confidence=args.min_confidence,

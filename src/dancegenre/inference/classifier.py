@@ -38,7 +38,7 @@ from dancegenre.errors import (
     DanceGenreError,
     EmptyInputError,
 )
-from dancegenre.safety import path_list, real_path
+from dancegenre.safety import path_list, real_path, releasing
 
 if TYPE_CHECKING:
     from dancegenre.inference.portable import PortableModel
@@ -479,6 +479,7 @@ class Classifier:
             return Prediction(path, None, {}, pd.DataFrame(), error=str(exc))
 
 
+@releasing
 def predict_files(clf: Classifier, paths: Sequence[str | os.PathLike[str]], *, journal: str | os.PathLike[str] | None,
                   workers: int | None = None, scheduler: str = "processes", progress: bool = True,
                   log: Callable[[str], Any] = print) -> list[Prediction]:

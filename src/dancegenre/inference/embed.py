@@ -15,7 +15,7 @@ from dancegenre.config import EMBED_LAYERS as LAYERS
 from dancegenre.config import ENGINES, check_batch_size
 from dancegenre.config import PRETRAINED_NAMES as PRETRAINED
 from dancegenre.data.jobs import Journal, cache_keys
-from dancegenre.safety import csv_text, write_table
+from dancegenre.safety import csv_text, releasing, write_table
 
 if TYPE_CHECKING:
     from torch import nn
@@ -217,6 +217,7 @@ def _store_segments(store_path: str, embedder: Embedder) -> Any:
     return fn
 
 
+@releasing
 def embed_files(inputs: list[str | os.PathLike[str]], out: str | os.PathLike[str], *,
                 model: str | os.PathLike[str] = "musicnn-msd", layer: str = "all", per_segment: bool = False,
                 workers: int | None = None, progress: bool = True, engine: str = "auto",
@@ -354,6 +355,7 @@ def embed_files(inputs: list[str | os.PathLike[str]], out: str | os.PathLike[str
 
 
 
+@releasing
 def tag_files(inputs: list[str | os.PathLike[str]], *, model: str = "musicnn-msd", top: int = 5,
               out: str | os.PathLike[str] | None = None, timeline: str | os.PathLike[str] | None = None,
               progress: bool = True, engine: str = "auto", log: Callable[[str], Any] = print) -> pd.DataFrame:

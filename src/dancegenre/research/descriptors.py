@@ -48,7 +48,7 @@ from dancegenre.audio.decode import load
 from dancegenre.audio.frontend import log_mel
 from dancegenre.config import FeatureConfig
 from dancegenre.errors import AudioTooShortError, SilentAudioError
-from dancegenre.safety import read_table, write_table
+from dancegenre.safety import read_table, releasing, write_table
 
 SR = 22050
 ONSET_CONFIG = FeatureConfig(sample_rate=SR, n_fft=1024, hop_length=128, n_mels=64)  # 172 frames/s
@@ -178,6 +178,7 @@ def describe_item(path: str, key: str) -> dict[str, Any]:
         return {"cache_key": key, "error": type(exc).__name__, "reason": str(exc)}
 
 
+@releasing
 def describe_files(source: str | os.PathLike[str], out: str | os.PathLike[str], *, workers: int | None = None,
                    progress: bool = True, scheduler: str = "processes") -> tuple[Any, Any]:
     """Descriptors of every file of a folder, catalog or prepared store into the CSV ``out``.

@@ -13,9 +13,20 @@ from typing import Any
 import requests
 
 from dancegenre.data.collect.deezer import normalise, normalise_title
-from dancegenre.data.collect.http import CollectError, base_url, is_http_url, session
+from dancegenre.data.collect.http import (
+    TIMEOUT,
+    SourceDown,
+    base_url,
+    http_error,
+    is_http_url,
+    json_object,
+    misfit,
+    object_list,
+    session,
+)
 
 ITUNES_API = "https://itunes.apple.com/"
+HIT = {"artistName": "text", "trackName": "text", "trackTimeMillis": "number", "previewUrl": "text"}  # http.misfit
 
 
 class ITunes:
@@ -24,28 +35,31 @@ class ITunes:
         self.http = session()
 
     def search_match(self, artist: str, title: str, duration_s: float | None) -> dict[str, Any] | None:
-        """The first song whose artist, title and duration agree and that has a preview."""
+        """The first song whose artist, title and duration agree and that has a preview.
+
+        Raises SourceDown when the API cannot be reached or refuses (it answers 403 to a
+        client over its rate limit), CollectError for another error or a malformed answer."""
         if not artist or not title:
             return None
+        url = self.api + "search"
         try:
-            r = self.http.get(self.api + "search", params={"term": f"{artist} {title}", "entity": "song",
-                                                           "media": "music", "limit": 10}, timeout=20)
+            r = self.http.get(url, params={"term": f"{artist} {title}", "entity": "song", "media": "music",
+                                           "limit": 10}, timeout=TIMEOUT)
         except requests.RequestException as exc:
-            raise CollectError(f"cannot reach the iTunes Search API ({type(exc).__name__})") from None
+            raise SourceDown(f"cannot reach the iTunes Search API ({type(exc).__name__})") from None
         if r.status_code >= 400:
-            return None  # a refused search only means no preview from here
-        try:
-            results = r.json().get("results", [])
-        except (ValueError, AttributeError):
-            return None
-        for hit in results:
-            if normalise(hit.get("artistName", "")) != normalise(artist):
+            raise http_error("the iTunes Search API", r)
+        for hit in object_list(json_object(r, "the iTunes Search API"), "results", source="the iTunes Search API",
+                               url=url):
+            if misfit(hit, HIT, "hit"):
+                continue  # another hit may fit
+            if normalise(hit.get("artistName") or "") != normalise(artist):
                 continue
-            if normalise_title(hit.get("trackName", "")) != normalise_title(title):
+            if normalise_title(hit.get("trackName") or "") != normalise_title(title):
                 continue
             millis = hit.get("trackTimeMillis")
             if duration_s is not None and (millis is None or abs(millis / 1000 - duration_s) > 3):
                 continue
-            if is_http_url(hit.get("previewUrl") or ""):
+            if is_http_url(hit.get("previewUrl")):
                 return hit
         return None

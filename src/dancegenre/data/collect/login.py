@@ -5,7 +5,9 @@ who owns or collaborates on it, so ``collect spotify login`` signs that user in:
 client id only (no secret), a loopback redirect URI ``http://127.0.0.1:PORT/callback``
 (Spotify no longer accepts ``localhost``), the browser opened with ``webbrowser`` (so
 ``BROWSER`` is honoured) and the redirect caught on that port; or, with
-``--no-browser``, the URL printed and the redirected URL pasted back.  The tokens are
+``--no-browser``, the URL printed and the redirected URL pasted back.  The sign-in sends
+a random ``state`` and takes only a redirect that brings it back: another page cannot
+sign the user in with a code of its own.  The tokens are
 kept in the user's config folder (``$DANCEGENRE_CONFIG``, else
 ``$XDG_CONFIG_HOME/dancegenre``, else ``~/.config/dancegenre``) in a file of mode 0600,
 never in the working directory, never printed.
@@ -15,11 +17,12 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from dancegenre.data.collect.http import SPOTIFY_AUTH, CollectError
+from dancegenre.data.collect.http import SPOTIFY_AUTH, TIMEOUT, CollectError
 from dancegenre.safety import atomic_path
 
 SCOPES = "playlist-read-private playlist-read-collaborative"
@@ -52,7 +55,7 @@ def _cache_handler() -> Any:
         def save_token_to_cache(self, token_info: dict[str, Any]) -> None:
             path = token_path()
             path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            with atomic_path(path) as part:
+            with atomic_path(path, mode=0o600) as part:
                 fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # yours alone from the start
                 with os.fdopen(fd, "w") as f:
                     json.dump(token_info, f)
@@ -62,8 +65,9 @@ def _cache_handler() -> Any:
 
 
 def auth_manager(client_id: str, *, port: int = DEFAULT_PORT, open_browser: bool = True) -> Any:
-    """spotipy's PKCE manager, its authorize and token URLs on ``DANCEGENRE_SPOTIFY_AUTH_URL``'s origin."""
-    from spotipy.oauth2 import SpotifyPKCE
+    """spotipy's PKCE manager, its authorize and token URLs on ``DANCEGENRE_SPOTIFY_AUTH_URL``'s
+    origin, sending a random ``state`` and refusing a redirect without it."""
+    from spotipy.oauth2 import SpotifyPKCE, start_local_http_server
 
     token_url = os.environ.get("DANCEGENRE_SPOTIFY_AUTH_URL", "").strip() or SPOTIFY_AUTH
     parts = urlparse(token_url)
@@ -74,8 +78,38 @@ def auth_manager(client_id: str, *, port: int = DEFAULT_PORT, open_browser: bool
         OAUTH_TOKEN_URL = token_url
         OAUTH_AUTHORIZE_URL = f"{parts.scheme}://{parts.netloc}/authorize"
 
+        def _get_auth_response(self, open_browser: bool | None = None) -> str:
+            # spotipy checks the state too, but fails with a TypeError (or AttributeError)
+            # when a redirect brings none: the check is ours, one clear line
+            if self.open_browser if open_browser is None else open_browser:
+                server = start_local_http_server(port)
+                self._open_auth_url()
+                server.handle_request()
+                state, code, error = getattr(server, "state", None), server.auth_code, server.error
+                if error is not None:
+                    raise error
+            else:
+                reply = self._get_user_input(f"Go to the following URL: {self.get_authorize_url()}\n"
+                                             "Enter the URL you were redirected to: ")
+                state, code = self.parse_auth_response_url(reply)
+            return _checked_code(self.state, state, code)
+
     return _PKCE(client_id=client_id, redirect_uri=f"http://127.0.0.1:{port}/callback", scope=SCOPES,
-                 cache_handler=_cache_handler(), open_browser=open_browser, requests_timeout=20)
+                 cache_handler=_cache_handler(), open_browser=open_browser, requests_timeout=TIMEOUT,
+                 state=secrets.token_urlsafe(16))
+
+
+def _checked_code(sent: str, state: str | None, code: str | None) -> str:
+    """``code`` when the redirect brought back the ``state`` we ``sent``; CollectError for
+    a redirect this sign-in did not start (another page's, or an old one)."""
+    if not state or not secrets.compare_digest(state.encode(), sent.encode()):
+        raise CollectError("Spotify sign-in refused: the redirect does not carry the state this sign-in sent "
+                           "(a redirect from another page, or an old one); sign in again")
+    if not code:
+        from spotipy.oauth2 import SpotifyOauthError
+
+        raise SpotifyOauthError("no code came back")
+    return code
 
 
 def client_id() -> str:

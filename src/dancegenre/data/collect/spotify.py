@@ -14,14 +14,23 @@ import requests
 from dancegenre.data.collect.http import (
     SPOTIFY_API,
     SPOTIFY_AUTH,
+    TIMEOUT,
     CollectError,
     base_url,
-    same_host,
+    json_kind,
+    misfit,
+    pages,
     session,
 )
 
 AUDIO_FEATURES = ("danceability", "energy", "key", "loudness", "mode", "speechiness", "acousticness",
                   "instrumentalness", "liveness", "valence", "tempo", "time_signature")
+FEATURES = {"id": "text", **{k: "number" for k in AUDIO_FEATURES}}  # the shape of one row (http.misfit)
+# the fields of a track we read, and their kinds (http.misfit)
+TRACK = {"id": "text", "name": "text", "duration_ms": "number", "popularity": "number", "preview_url": "text",
+         "artists": [{"id": "text", "name": "text"}], "album": {"release_date": "text"},
+         "external_ids": {"isrc": "text"}}
+PAGE_LIMIT = 50  # items a page: the most playlists/{id}/items gives; Development Mode answers 400 above it
 
 
 def read_dotenv(path: Path = Path(".env")) -> dict[str, str]:
@@ -98,9 +107,9 @@ class Spotify:
             self._auth = auth_manager(client_id, open_browser=False)
         else:
             self._auth = _Credentials(client_id, client_secret, cache_handler=MemoryCacheHandler(),
-                                      requests_timeout=20)
+                                      requests_timeout=TIMEOUT)
         # our session: its retry policy (http.CappedRetry) replaces spotipy's own
-        self.client = spotipy.Spotify(auth_manager=self._auth, requests_timeout=20, requests_session=session())
+        self.client = spotipy.Spotify(auth_manager=self._auth, requests_timeout=TIMEOUT, requests_session=session())
         self.client.prefix = api
 
     def _call(self, fn: Any, *args: Any, forbidden: str | None = None, **kwargs: Any) -> Any:
@@ -131,24 +140,36 @@ class Spotify:
 
         Reads both shapes of a playlist entry: ``{"item": {track}, "track": true}``, what
         Development Mode apps get since 2026, and ``{"track": {track}}``, what Extended
-        Quota apps and older answers have."""
+        Quota apps and older answers have.  Pages of :data:`PAGE_LIMIT` items, read by
+        http.pages (each once, a bounded number, on the API's origin only: the token
+        goes with them)."""
         pid = parse_spotify_playlist(playlist)
-        page = self._call(self.client.playlist_items, pid, limit=100, additional_types=("track",),
-                          forbidden=FORBIDDEN_PLAYLIST)
+        url = f"{self.api}playlists/{pid}/items"
+        first = self._call(self.client.playlist_items, pid, limit=PAGE_LIMIT, additional_types=("track",),
+                           forbidden=FORBIDDEN_PLAYLIST)
         tracks = []
-        while page:
-            for entry in page.get("items", []):
-                track = _entry_track(entry)
-                if track and track.get("type", "track") == "track" and not track.get("is_local"):
-                    tracks.append(track)
-            nxt = page.get("next")
-            if nxt and not same_host(nxt, self.api):
-                raise CollectError("Spotify paging pointed at another host; stopped (the token stays here)")
-            page = self._call(self.client.next, page) if nxt else None
+        for entry in pages(self._page(first, url), self._next_page, source="Spotify", api=self.api, key="items",
+                           url=url):
+            track = _entry_track(entry)
+            if track and track.get("type", "track") == "track" and not track.get("is_local"):
+                tracks.append(track)
         return tracks
 
+    def _next_page(self, url: str) -> dict[str, Any]:
+        # spotipy's next() reads only the "next" field of the page it is given
+        return self._page(self._call(self.client.next, {"next": url}, forbidden=FORBIDDEN_PLAYLIST), url)
+
+    @staticmethod
+    def _page(page: object, url: str) -> dict[str, Any]:
+        """``page`` if it is a JSON object (spotipy gives None for an answer that is not JSON)."""
+        if not isinstance(page, dict):
+            raise CollectError(f"Spotify answered a JSON {json_kind(page)} where a page of items was expected, "
+                               f"for {url}")
+        return page
+
     def audio_features(self, ids: list[str]) -> tuple[dict[str, dict[str, Any]], str | None]:
-        """({track id: features}, None) or ({}, why) when the endpoint is closed (403/404)."""
+        """({track id: features}, None), or ({}, why) when the endpoint is closed (403/404)
+        or answers in a shape we do not know."""
         import spotipy
 
         out: dict[str, dict[str, Any]] = {}
@@ -163,7 +184,11 @@ class Spotify:
                 raise CollectError(f"Spotify answered HTTP {exc.http_status} for audio features") from None
             except requests.RequestException as exc:
                 raise CollectError(f"cannot reach Spotify ({type(exc).__name__})") from None
-            for row in rows:
-                if row and row.get("id"):
-                    out[row["id"]] = {k: row.get(k) for k in AUDIO_FEATURES}
+            except TypeError:  # spotipy looks into the answer first: one that is not JSON fails there
+                return {}, "Spotify's audio features came in an unexpected shape (not JSON)"
+            rows = [row for row in rows if row is not None] if isinstance(rows, list) else rows  # null: unknown id
+            why = misfit(rows, [FEATURES], "the audio features")
+            if why:
+                return {}, f"Spotify's audio features came in an unexpected shape ({why})"
+            out.update({row["id"]: {k: row.get(k) for k in AUDIO_FEATURES} for row in rows if row.get("id")})
         return out, None
