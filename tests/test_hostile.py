@@ -223,7 +223,11 @@ def test_export_beside_a_checkpoint_never_replaces_a_user_onnx(trained_run, tmp_
     model = tmp_path / "model.pt"
     shutil.copy(trained_run / "best.pt", model)
     (tmp_path / "model.onnx").write_bytes(b"my own network")  # where export writes by default
-    refused(capsys, tmp_path, "export", "-q", model, needle="exists and is not an ONNX file made by dancegenre")
+    refused(capsys, tmp_path, "export", "-q", model, needle="exists and was not written by dancegenre")
+    from dancegenre.training.export import export_onnx
+
+    with pytest.raises(OutputError, match="not written by dancegenre"):  # nor where the Python API is told to
+        export_onnx(model, tmp_path / "model.onnx")
     (tmp_path / "model.onnx").unlink()
     for _ in range(2):  # its own export is replaced on a rerun
         assert cli(capsys, "export", "-q", model)[0] == 0
@@ -955,6 +959,19 @@ def test_no_output_replaces_an_input_store_or_a_users_table(trained_run, corpus_
     ours = tmp_path / "ours.jsonl"
     assert cli(capsys, "predict", "-q", trained_run, wav, "--out", ours)[0] == 0
     assert cli(capsys, "predict", "-q", trained_run, wav, "--out", ours)[0] == 0
+
+
+def test_pages_figures_and_vectors_replace_only_files_of_ours(trained_run, corpus_store, music, tmp_path, capsys):
+    for name, args in (("page.html", ("report", "-q", trained_run, "--out")),
+                       ("fig.png", ("figure", "-q", "clip", music / "techno" / "t0.wav", "--out")),
+                       ("vectors.npy", ("embed", "-q", music, "--out"))):
+        mine = tmp_path / name
+        mine.write_bytes(b"the user's own")
+        refused(capsys, tmp_path, *args, mine, needle="not")
+        mine.unlink()
+    page = tmp_path / "page.html"  # a report of ours is replaced on a rerun
+    for _ in range(2):
+        assert cli(capsys, "report", "-q", trained_run, "--out", page)[0] == 0
 
 
 def test_formula_cells_are_inert_and_labels_never_formulas(music, tmp_path, capsys):

@@ -212,7 +212,33 @@ def check_output_file(path: str | os.PathLike[str], *, inputs: Inputs | Iterable
                           "it would be replaced. Choose another name")
     if columns is not None:
         check_own_table(path, columns=columns, what=what)
+    elif (path.exists() or path.is_symlink()) and path.suffix.lower() in MARKS and not written_by_dancegenre(path):
+        raise OutputError(f"{what} {path} exists and was not written by dancegenre; move it or choose another name")
     return path
+
+
+# How a file of ours says so, by kind: a page's generator tag, a PNG's Software text,
+# an ONNX model's producer name (field 2 of its ModelProto), within its first bytes.
+MARKS = {
+    ".html": b'<meta name="generator" content="dancegenre">',
+    ".htm": b'<meta name="generator" content="dancegenre">',
+    ".png": b"Software\x00dancegenre",
+    ".onnx": b"\x12\x0adancegenre",
+}
+
+
+def written_by_dancegenre(path: str | os.PathLike[str]) -> bool:
+    """Whether the file at ``path`` carries our mark for its kind (:data:`MARKS`); a
+    link, or a kind without a mark, never does."""
+    path = Path(path)
+    mark = MARKS.get(path.suffix.lower())
+    if mark is None or path.is_symlink():
+        return False
+    try:
+        with open(path, "rb") as f:
+            return mark in f.read(4096)
+    except OSError:
+        return False
 
 
 FAILURE_COLUMNS = ("path", "error")  # in every failures list a command writes: the file skipped, and why
@@ -537,8 +563,10 @@ def save_figure(fig: Any, path: str | os.PathLike[str] | io.IOBase, **options: A
         fig.savefig(path, **{"format": "png", **options})
         return
     path = Path(path)
+    kind = path.suffix.lstrip(".").lower() or "png"
+    mark = {"metadata": {"Software": "dancegenre"}} if kind == "png" else {}  # MARKS: a PNG of ours says so
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, **{"format": path.suffix.lstrip(".").lower() or "png", **options})
+        fig.savefig(tmp, **{"format": kind, **mark, **options})
 
 
 # ---------------------------------------------------------------- text in other formats

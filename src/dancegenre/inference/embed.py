@@ -15,6 +15,7 @@ from dancegenre.config import EMBED_LAYERS as LAYERS
 from dancegenre.config import ENGINES, check_batch_size
 from dancegenre.config import PRETRAINED_NAMES as PRETRAINED
 from dancegenre.data.jobs import Journal, cache_keys
+from dancegenre.errors import OutputError
 from dancegenre.safety import csv_text, releasing, write_table
 
 if TYPE_CHECKING:
@@ -217,6 +218,25 @@ def _store_segments(store_path: str, embedder: Embedder) -> Any:
     return fn
 
 
+def _check_own_vectors(out: Path, table_path: Path) -> None:
+    """OutputError when ``out`` exists and is not vectors embed wrote: a ``.npy`` with no
+    vector table of ours beside it, or a ``.parquet`` without our columns."""
+    if not (out.exists() or out.is_symlink()):
+        return
+    if out.suffix.lower() == ".parquet":
+        try:
+            import pyarrow.parquet as pq
+
+            ours = not out.is_symlink() and set(TABLE_COLUMNS) <= set(pq.read_schema(out).names)
+        except Exception:  # noqa: BLE001 - pyarrow raises several kinds for a file that is not parquet
+            ours = False
+    else:
+        ours = not out.is_symlink() and table_path.is_file()  # the table's own header was checked
+    if not ours:
+        raise OutputError(f"--out {out} exists and is not a vector file made by dancegenre; move it or choose "
+                          "another name")
+
+
 @releasing
 def embed_files(inputs: list[str | os.PathLike[str]], out: str | os.PathLike[str], *,
                 model: str | os.PathLike[str] = "musicnn-msd", layer: str = "all", per_segment: bool = False,
@@ -265,6 +285,7 @@ def embed_files(inputs: list[str | os.PathLike[str]], out: str | os.PathLike[str
             import pyarrow  # noqa: F401
         except ImportError:
             raise ConfigError("--out .parquet needs pyarrow (pip install pyarrow); or use .npy") from None
+    _check_own_vectors(out, table_path)
     embedder = Embedder.load(model, layer=layer, engine=engine, log=log)
     from_store = {s: _store_segments(s, embedder) for s in sources["store"].unique() if s}
 

@@ -25,7 +25,7 @@ from typing import Any
 
 from dancegenre import __version__
 from dancegenre.errors import CheckpointError, OutputError, first_line
-from dancegenre.safety import atomic_path
+from dancegenre.safety import atomic_path, written_by_dancegenre
 
 FORMAT = "dancegenre-onnx"
 VERSION = 1
@@ -71,11 +71,10 @@ def export_onnx(checkpoint: str | os.PathLike[str], dest: str | os.PathLike[str]
     from dancegenre.training.checkpoint import load_checkpoint
 
     ckpt = load_checkpoint(checkpoint)
-    if dest is None:  # beside the checkpoint, where the user may keep an ONNX file of their own
-        dest = onnx_path_of(ckpt.path)
-        if dest.exists() and not _ours(dest):
-            raise OutputError(f"{dest} exists and is not an ONNX file made by dancegenre; move it or give --out")
-    dest = Path(dest)
+    # beside the checkpoint, or where asked: the user may keep an ONNX file of their own there
+    dest = Path(dest) if dest is not None else onnx_path_of(ckpt.path)
+    if (dest.exists() or dest.is_symlink()) and not written_by_dancegenre(dest):
+        raise OutputError(f"{dest} exists and was not written by dancegenre; move it or choose another --out")
     if dest.suffix.lower() != ".onnx":
         raise OutputError(f"an ONNX file must end in .onnx: {dest}")
     if dest.exists() and os.path.samefile(dest, ckpt.path):
@@ -104,16 +103,6 @@ def export_onnx(checkpoint: str | os.PathLike[str], dest: str | os.PathLike[str]
         "checkpoint_sha256": file_sha256(ckpt.path),
     }
     return write_onnx(Portable().eval(), example, dest, outputs, meta)
-
-
-def _ours(path: Path) -> bool:
-    """Whether ``path`` is an ONNX file that ``write_onnx`` made: its ModelProto opens with
-    the IR version and then producer_name "dancegenre" (field 2: tag 0x12, length 10)."""
-    try:
-        with open(path, "rb") as f:
-            return b"\x12\x0adancegenre" in f.read(32)
-    except OSError:
-        return False
 
 
 def write_onnx(module: Any, example: Any, dest: Path, outputs: list[str], meta: dict[str, Any], *,
