@@ -220,3 +220,16 @@ def test_labels_that_collide_or_run_are_refused(labels, needle):
 
 def test_control_characters_are_shown_as_escapes():
     assert safety.one_line_text("a\x1b[31mb\nc\x00") == "a\\x1b[31mb\\nc\\x00"
+
+
+def test_a_journal_never_appends_through_a_planted_link(tmp_path):
+    from dancegenre.data.jobs import Journal
+
+    victim = tmp_path / "victim"
+    victim.write_text("precious")
+    journal = Journal(tmp_path / "out.csv", "predict-journal")
+    (journal.folder / "rows.jsonl").symlink_to(victim)
+    with pytest.raises(OSError), journal.writer() as add:
+        add({"key": "k"})
+    assert victim.read_text() == "precious"
+    safety.release_folder(journal.folder)
