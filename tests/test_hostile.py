@@ -1051,3 +1051,26 @@ def test_prepare_lists_a_dangling_link_as_a_failure(music, tmp_path, capsys):
     assert code == 0
     failures = pd.read_csv(tmp_path / "s" / "failures.csv")
     assert any("gone.wav" in p for p in failures["path"]) and "missing file" in " ".join(failures["reason"])
+
+
+def test_reruns_after_every_file_failed_replace_their_own_empty_outputs(trained_run, tmp_path, capsys):
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "x.mp3").write_bytes(b"not audio")
+    for _ in range(2):
+        code, _, err = cli(capsys, "predict", "-q", trained_run, bad, "--out", tmp_path / "p.csv",
+                           "--timeline", tmp_path / "t.csv")
+        assert code == 2 and "none of the 1 file(s)" in err[-1], err
+    for _ in range(2):
+        code, _, err = cli(capsys, "features", "-q", bad, "--out", tmp_path / "f.csv")
+        assert code == 2 and "not a features table" not in err[-1], err
+
+
+def test_an_inbox_is_sorted_into_the_folder_it_lies_in(trained_run, tmp_path, capsys):
+    crate = tmp_path / "crate"
+    good_wav(crate / "inbox" / "new.wav")
+    code, out, _ = cli(capsys, "predict", "-q", trained_run, crate / "inbox", "--sort-into", crate)
+    assert code == 0 and "copy 1 file(s)" in out
+    # a target inside the input, as before: the inbox and the genre folder are listed, the target not
+    code, out, _ = cli(capsys, "predict", "-q", trained_run, crate, "--sort-into", crate / "sorted")
+    assert code == 0 and "copy 2 file(s)" in out

@@ -197,7 +197,7 @@ def test_a_table_replaces_only_a_table_of_ours(tmp_path):
 
 
 def test_formula_cells_are_written_inert_and_read_back_whole():
-    table = pd.DataFrame({"artist": ["=HYPERLINK(\"http://x\")", "+1", "-M-", "@sum", "'quoted", "plain", None],
+    table = pd.DataFrame({"artist": ["=HYPERLINK(\"http://x\")", "+1+1", "-M-", "@sum", "'quoted", "plain", None],
                           "p": [0.5, -0.25, 1.0, 0.0, 0.1, 0.2, 0.3]})
     text = csv_text(table)
     cells = [line.split(",")[0] for line in text.splitlines()[1:]]
@@ -233,3 +233,68 @@ def test_a_journal_never_appends_through_a_planted_link(tmp_path):
         add({"key": "k"})
     assert victim.read_text() == "precious"
     safety.release_folder(journal.folder)
+
+
+def test_nothing_is_removed_from_a_folder_another_command_holds_nor_through_a_link(tmp_path):
+    folder = tmp_path / "run"
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(folder)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        (folder / "results.json").write_text("{}")
+        with pytest.raises(OutputError, match="in use by process"):
+            remove_ours(folder, ["results.json"])
+        assert (folder / "results.json").exists() and (folder / LOCK).exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    (tmp_path / "link").symlink_to(folder)
+    remove_ours(tmp_path / "link", ["results.json"])
+    assert (folder / "results.json").exists()
+
+
+def test_a_folder_holding_only_our_lock_is_empty_and_shards_alone_are_a_pending_folder(tmp_path):
+    from dancegenre.data.store import PENDING_EXTRA
+
+    crashed = tmp_path / "crashed"
+    crashed.mkdir()
+    (crashed / LOCK).write_text("")
+    with holding(crashed, "playlists"):
+        pass
+    pending = tmp_path / "pending"  # an interrupted prepare of a version before its marker
+    pending.mkdir()
+    for name in ("0123456789abcdef.f16", "0123456789abcdef.json", ".0123456789abcdef.f16.part"):
+        (pending / name).write_text("")
+    with holding(pending, "store-pending", legacy_others=PENDING_EXTRA):
+        pass
+    (pending / "config.json").write_text("mine")
+    with pytest.raises(OutputError):
+        claim_folder(pending, "journal", legacy_others=PENDING_EXTRA)
+
+
+def test_numbers_as_text_are_not_formulas():
+    table = pd.DataFrame({"loudness": ["-5.5", "-12", "+3e-2", "-x"]})
+    assert csv_text(table).splitlines()[1:] == ["-5.5", "-12", "+3e-2", "'-x"]
+
+
+def test_an_empty_output_is_replaced(tmp_path):
+    empty = tmp_path / "t.csv"
+    empty.write_text("\n")  # what a table with no row and no column writes
+    assert check_output_file(empty, columns=("path", "start")) == empty
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving a file to another owner needs root")
+def test_a_rewritten_file_keeps_its_owner_and_group(tmp_path):
+    target = tmp_path / "shared.txt"
+    target.write_text("old")
+    os.chown(target, 65534, 65534)
+    atomic_write(target, "new")
+    st = target.stat()
+    assert (st.st_uid, st.st_gid) == (65534, 65534) and target.read_text() == "new"
+
+
+def test_standard_output_never_carries_what_drives_a_terminal():
+    from dancegenre.cli.parser import PrintableOut
+
+    buf = io.StringIO()
+    PrintableOut(buf).write("name\x1b[2J\udcff\tok\n")
+    assert buf.getvalue() == "name\\x1b[2J\\udcff\tok\n"

@@ -103,12 +103,15 @@ def check_labels(labels: Iterable[object], where: str) -> list[str]:
     return out
 
 
-def label_folder(target: Path, label: str) -> Path:
-    """``target/label``, after checking that ``label`` is a safe folder name and that the
-    result lies inside ``target`` (also when ``target`` holds links)."""
-    folder = target / check_label(label, "the predictions")
+def label_folder(target: Path, label: str, *, reserved_ok: bool = False) -> Path:
+    """``target/label``, a folder files are sorted into: LabelError when ``label`` is not
+    a safe folder name (``reserved_ok``: ``_unsure`` is taken), OutputError when that
+    folder is a link or leads outside ``target``."""
+    folder = target / (label if reserved_ok and label == "_unsure" else check_label(label, "the predictions"))
+    if folder.is_symlink():
+        raise OutputError(f"{folder} is a link; files are sorted only into real folders inside {target}")
     if Path(os.path.realpath(folder)).parent != Path(os.path.realpath(target)):
-        raise LabelError(f"label {label!r} leads outside {target}")
+        raise OutputError(f"{folder} leads outside {target}")
     return folder
 
 
@@ -189,12 +192,14 @@ def _file_on_the_way(path: Path) -> Path | None:
 
 def check_output_file(path: str | os.PathLike[str], *, inputs: Inputs | Iterable[str | os.PathLike[str]] = (),
                       suffixes: Iterable[str] | None = None, columns: Iterable[str] | None = None,
-                      what: str = "--out") -> Path:
+                      kind: str = "table", what: str = "--out") -> Path:
     """``path`` as a file to write, or OutputError: it would replace one of ``inputs``
     (or a file inside an input folder of ours), it is a folder, a file stands where a
     parent folder should, or its suffix is not one of ``suffixes`` (lower case, with the
     dot).  With ``columns``, an existing file is replaced only when it is a table of ours
-    (:func:`check_own_table`): a user's catalog or notes under that name are refused."""
+    (:func:`check_own_table`; ``kind`` names it in the message): a user's catalog or
+    notes under that name are refused.  Without, a page, figure or model there is
+    replaced only when it carries our mark (:data:`MARKS`)."""
     path = Path(path)
     if suffixes is not None:
         allowed = tuple(suffixes)
@@ -211,7 +216,7 @@ def check_output_file(path: str | os.PathLike[str], *, inputs: Inputs | Iterable
         raise OutputError(f"{what} {path} is one of the inputs, or inside an input folder dancegenre made; "
                           "it would be replaced. Choose another name")
     if columns is not None:
-        check_own_table(path, columns=columns, what=what)
+        check_own_table(path, columns=columns, what=what, kind=kind)
     elif (path.exists() or path.is_symlink()) and path.suffix.lower() in MARKS and not written_by_dancegenre(path):
         raise OutputError(f"{what} {path} exists and was not written by dancegenre; move it or choose another name")
     return path
@@ -254,6 +259,8 @@ def check_own_table(path: Path, *, columns: Iterable[str], what: str, kind: str 
 
     Raises OutputError for any other file there, a link included."""
     path = Path(path)
+    if _holds_nothing(path):
+        return path
     if path.is_symlink() or path.exists():
         names: set[str] = set()
         if not path.is_symlink() and path.is_file():
@@ -265,6 +272,18 @@ def check_own_table(path: Path, *, columns: Iterable[str], what: str, kind: str 
             raise OutputError(f"{what} {path} exists and is not a {kind} made by dancegenre; move it or choose "
                               "another name")
     return path
+
+
+def _holds_nothing(path: Path) -> bool:
+    """True for a regular file of white space alone (an empty table of ours, written when
+    no file succeeded): replacing it loses nothing."""
+    try:
+        st = os.lstat(path)
+        if not stat.S_ISREG(st.st_mode) or st.st_size > 64:
+            return False
+        return not path.read_bytes().strip()
+    except OSError:
+        return False
 
 
 def _names_in(path: Path) -> set[str]:
@@ -331,7 +350,7 @@ def claim_folder(path: str | os.PathLike[str], kind: str, *, legacy: Iterable[st
         if src_real == real or (src_real.is_dir() and real.is_relative_to(src_real)):
             raise OutputError(f"{what} {path} is inside the input {src}; choose a folder outside it")
     marker = path / MARKER
-    if path.is_dir() and any(path.iterdir()):
+    if path.is_dir() and any(entry.name != LOCK for entry in path.iterdir()):  # our lock alone: a crash's
         owner = _marker_kind(marker)
         if owner is None and not _is_legacy(path, tuple(legacy), tuple(legacy_others)):
             raise OutputError(f"{what} {path} already holds files that dancegenre did not make; "
@@ -352,8 +371,9 @@ def claim_folder(path: str | os.PathLike[str], kind: str, *, legacy: Iterable[st
 
 def _is_legacy(path: Path, required: tuple[str, ...], others: tuple[str, ...]) -> bool:
     """True when ``path`` holds every name of ``required`` and nothing else but names
-    matching ``others`` (and our lock): a folder a version before the marker made."""
-    if not required:
+    matching ``others`` (and our lock): a folder a version before the marker made.  With
+    no ``required`` names, ``others`` alone must describe every entry."""
+    if not required and not others:
         return False
     names = {entry.name for entry in path.iterdir()} - {LOCK}
     if not set(required) <= names:
@@ -486,9 +506,10 @@ def _default_mode() -> int:
 _NEW_FILE_MODE = _default_mode()  # what open() would give a new file here
 
 
-def _temporary_beside(path: Path) -> Path:
+def temporary_beside(path: Path) -> Path:
     """A new empty file with a random name in ``path``'s folder, made exclusively
-    (``mkstemp``: ``O_CREAT | O_EXCL``, so never through a planted link)."""
+    (``mkstemp``: ``O_CREAT | O_EXCL``, so never through a planted link): the one way a
+    temporary file is made."""
     fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name[:80]}.", suffix=".part")
     os.close(fd)
     return Path(name)
@@ -506,19 +527,46 @@ def atomic_path(path: str | os.PathLike[str], *, mode: int | None = None) -> Ite
     must be told the format."""
     path = Path(path)
     try:
-        tmp = _temporary_beside(path)
+        tmp = temporary_beside(path)
     except OSError as exc:
         raise with_file_name(exc, path) from None
     try:
         try:
             yield tmp
             os.chmod(tmp, _mode_for(path) if mode is None else mode)
+            _keep_owner(tmp, path)
             _fsync(tmp)
             os.replace(tmp, path)
         except OSError as exc:  # a full disk says ENOSPC with no file name: name the output
             raise with_file_name(exc, path) from None
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _keep_owner(tmp: Path, path: Path) -> None:
+    """Give ``tmp`` the owner and group of the file it replaces, where we may (as root,
+    or the group for its owner): a rewritten file in a shared library stays theirs."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return
+    if stat.S_ISREG(st.st_mode):
+        try:
+            os.chown(tmp, st.st_uid, st.st_gid)
+        except OSError:
+            pass  # not ours to give; the file is still written
+
+
+def open_append(path: str | os.PathLike[str], mode: str = "a", **options: Any) -> Any:
+    """``path`` opened to append (``mode`` "a" or "ab"), created if need be, never
+    through a link: a link planted at the name is refused (ELOOP), not followed.  The
+    one way dancegenre appends to a file (journals)."""
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(path, flags, 0o666)
+    except OSError as exc:
+        raise with_file_name(exc, Path(path)) from None
+    return os.fdopen(fd, mode, **options)
 
 
 def _mode_for(path: Path) -> int:
@@ -574,12 +622,15 @@ def save_figure(fig: Any, path: str | os.PathLike[str] | io.IOBase, **options: A
 _CSV_ESCAPE = tuple("=+-@\t\r'")  # formula starts (OWASP), and our own escape character
 
 
+_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")  # "-5.5" is a number to a spreadsheet
+
+
 def csv_cell(value: object) -> object:
     """``value`` as a CSV cell a spreadsheet shows and never runs: text starting with
     ``= + - @``, a tab or a carriage return gets a leading apostrophe (and so does
     text starting with one, so that :func:`read_table` gives back exactly what was
-    written).  Numbers and other values are unchanged."""
-    if isinstance(value, str) and value.startswith(_CSV_ESCAPE):
+    written).  Numbers, also as text (``"-5.5"``), and other values are unchanged."""
+    if isinstance(value, str) and value.startswith(_CSV_ESCAPE) and not _NUMBER.fullmatch(value):
         return "'" + value
     return value
 
@@ -645,8 +696,9 @@ def remove_ours(folder: str | os.PathLike[str], names: Iterable[str]) -> None:
     without our marker is left as it is: we only delete what we made, from a folder we
     made."""
     folder = Path(folder)
-    if not is_ours(folder):
+    if folder.is_symlink() or not is_ours(folder):  # a link is never followed to delete
         return
+    _lock(folder, "folder")  # not while another command writes it (OutputError naming it)
     patterns = [n for n in names if n not in (MARKER, LOCK)]
     for entry in folder.iterdir():
         if (entry.is_symlink() or entry.is_file()) and any(fnmatch.fnmatchcase(entry.name, p) for p in patterns):

@@ -732,3 +732,14 @@ def test_folder_from_before_the_marker(api, tmp_path):
     (mixed / "notes.txt").write_text("mine")
     with pytest.raises(OutputError, match="did not make"):
         collect_deezer("888", label="edm", out=mixed, progress=False)
+
+
+def test_a_refused_download_leaves_nothing_under_the_name(api, base, tmp_path):
+    from dancegenre.data.collect.download import Download, fetch
+    from dancegenre.data.collect.http import session
+
+    dest = tmp_path / "x" / "1.mp3"
+    dest.parent.mkdir()
+    job = fetch(Download("1", f"{base}/no/such/preview.mp3", dest), session(retries=0), origins=[base], attempts=1)
+    assert job.status == "failed" and job.reason.startswith("HTTP 4")
+    assert list(dest.parent.iterdir()) == []  # neither an empty file under the name nor a temporary

@@ -309,7 +309,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     if args.only is not None:
         clf.restrict(args.only)
     args.top_k = min(args.top_k, len(clf.labels))  # columns past the model's genres would always be empty
-    paths = expand_paths(args.paths, exclude=[args.sort_into] if args.sort_into is not None else [])
+    paths = expand_paths(args.paths, exclude=_sorted_already(args.sort_into, args.paths, clf.labels))
     inputs = Inputs([*paths, *clf.model_files])
     for what, path, columns in (("--out", args.out, PREDICTION_COLUMNS), ("--timeline", args.timeline, ("path", "start")),
                                 ("--tag-journal", journal, None)):
@@ -384,6 +384,18 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     return 0 if len(preds) > bad else 2
 
 
+def _sorted_already(target: Path | None, paths: list[Path], labels: list[str]) -> list[Path]:
+    """What the listing of the inputs leaves out: the ``--sort-into`` target, whose files
+    are sorted already; but where an input lies inside the target (an inbox sorted into
+    its parent), only the target's genre and ``_unsure`` folders."""
+    if target is None:
+        return []
+    real = Path(os.path.realpath(target))
+    if any(Path(os.path.realpath(p)).is_relative_to(real) for p in paths):
+        return [target / name for name in (*labels, "_unsure")]
+    return [target]
+
+
 def _check_not_an_input(target: Path, paths: list[Path]) -> None:
     """ConfigError when the ``--sort-into`` folder is one of the input folders: its files
     would be sorted into itself (and the listing, which leaves the target out, found
@@ -447,8 +459,8 @@ def _cmd_untag(args: argparse.Namespace) -> int:
     actions = untag(args.journal, dry_run=args.dry_run)
     for a in actions:
         if args.dry_run or not args.quiet or a.action == "skip":
-            print(f"{'would restore' if args.dry_run and a.action == 'restore' else a.action} {a.path}"
-                  + (f": {'; '.join(a.genres) or '(no genre)'}" if a.action == "restore" else f": {a.reason}"))
+            print(one_line(f"{'would restore' if args.dry_run and a.action == 'restore' else a.action} {a.path}"
+                           + (f": {'; '.join(a.genres) or '(no genre)'}" if a.action == "restore" else f": {a.reason}")))
     done = sum(a.action == "restore" for a in actions)
     print(f"{'would restore' if args.dry_run else 'restored'} {done} of {len(actions)} file(s)")
     return 0 if done or not actions else 2

@@ -44,22 +44,25 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 class PrintableOut:
-    """Standard output that shows control characters as escapes (``\\x1b``), line
-    breaks and tabs aside: a file name or tag printed in a table or a list can never
-    drive the terminal.  Progress bars go to stderr and keep theirs."""
+    """Standard output that shows control characters, lone surrogates (undecodable
+    bytes of a file name) and the like as escapes (:func:`~dancegenre.safety.one_line_text`),
+    the line breaks and tabs of our own tables aside: a file name or tag printed in a
+    table or a list can never drive the terminal nor stop the command.  Progress bars go
+    to stderr and keep theirs; a name printed alone goes through ``one_line``, which
+    escapes its line breaks too."""
 
     def __init__(self, stream: TextIO) -> None:
         self._stream = stream
 
     def write(self, text: str) -> int:
-        self._stream.write(_UNPRINTABLE.sub(lambda m: ascii(m.group())[1:-1], text))
+        self._stream.write("".join(part if part in "\n\t" else one_line(part) for part in _LAYOUT.split(text)))
         return len(text)
 
     def __getattr__(self, name: str) -> object:  # flush, isatty, encoding...: the stream's own
         return getattr(self._stream, name)
 
 
-_UNPRINTABLE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")  # all but \t and \n
+_LAYOUT = re.compile(r"([\n\t])")  # the characters of our own layout, kept as they are
 
 
 def main(argv: Sequence[str] | None = None) -> int:

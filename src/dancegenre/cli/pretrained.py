@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from dancegenre.cli.common import command, existing_path, named_path, positive_int
+from dancegenre.cli.common import command, existing_path, named_path, one_line, positive_int
 
 ENGINE_HELP = ("how the pretrained network runs: onnxruntime (from an ONNX file made once in the cache folder, "
                "about a third faster here) or torch; auto takes onnxruntime where it can (default %(default)s)")
@@ -81,11 +81,11 @@ def _cmd_tag(args: argparse.Namespace) -> int:
                       engine=args.engine, progress=not args.quiet)
     for row in table.to_dict(orient="records"):
         if row["error"]:
-            print(f"{row['path']}: error: {row['error']}")
+            print(one_line(f"{row['path']}: error: {row['error']}"))
             continue
         tags = ", ".join(f"{row[f'tag{r}']} {row[f'p{r}']:.2f}" for r in range(1, args.top + 1) if f"tag{r}" in row
                          and isinstance(row[f"tag{r}"], str))
-        print(f"{row['path']}: {tags}")
+        print(one_line(f"{row['path']}: {tags}"))
     for target in (args.out, args.timeline):
         if target is not None:
             print(f"wrote {target}")

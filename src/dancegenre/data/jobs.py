@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from dancegenre.errors import AudioDecodeError
-from dancegenre.safety import claim_folder, remove_ours, with_file_name
+from dancegenre.safety import claim_folder, open_append, remove_ours, with_file_name
 
 Failure = dict[str, str]  # {"error": exception class name, "reason": one line}
 
@@ -50,17 +50,6 @@ def sort_results(results: dict[int, dict[str, Any]], key_field: str, done: dict[
             failures[i] = {"error": result["error"], "reason": result["reason"]}
         else:
             done[result[key_field]] = result
-
-
-def _append(path: Path, mode: str) -> Any:
-    """``path`` opened to append (``mode`` "a" or "ab"), created if need be, never
-    through a link: a link planted at a journal's name is refused (ELOOP), not followed."""
-    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
-    try:
-        fd = os.open(path, flags, 0o644)
-    except OSError as exc:
-        raise with_file_name(exc, path) from None
-    return os.fdopen(fd, mode)
 
 
 class Journal:
@@ -102,10 +91,10 @@ class Journal:
     def writer(self) -> Iterator[Callable[..., dict[str, Any]]]:
         """``add(row, vectors=None)``: append ``row`` (and ``vectors``, 2-D, to the blob,
         recording where in ``row``); returns the row as written."""
-        blob = _append(self.blob_path, "ab") if self.blob_path else None
+        blob = open_append(self.blob_path, "ab") if self.blob_path else None
         offset = self.blob_path.stat().st_size // 4 if self.blob_path else 0
         try:
-            with _append(self.rows_path, "a") as fh:
+            with open_append(self.rows_path, "a") as fh:
                 def add(row: dict[str, Any], vectors: np.ndarray | None = None) -> dict[str, Any]:
                     nonlocal offset
                     if vectors is not None:

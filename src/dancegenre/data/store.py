@@ -59,7 +59,11 @@ STORE_VERSION = 1
 # What a store made before the folder marker holds: every one of these, and nothing but
 # these and STORE_EXTRA; no other folder is taken for one.
 STORE_FILES = ("store.json", "config.json", "segments.npy", "index.csv", "items.csv")
-STORE_EXTRA = ("failures.csv", "summary.json")
+STORE_EXTRA = ("failures.csv", "summary.json", "pending")
+# What a pending folder made before its marker holds (an interrupted prepare): shards only,
+# each named by 16 hex digits, and their temporaries.
+_SHARD = "[0-9a-f]" * 16
+PENDING_EXTRA = (f"{_SHARD}.f16", f"{_SHARD}.json", f".{_SHARD}.*.part")
 
 
 # ---------------------------------------------------------------- one item (worker side)
@@ -191,7 +195,8 @@ def prepare(
                        inputs=[source] if Path(source).is_dir() else [])
     _check_config(out, config)
     # its own marker: only what a prepare wrote there is ever removed from it
-    pending = claim_folder(out / "pending", "store-pending", what="the store's pending folder")
+    pending = claim_folder(out / "pending", "store-pending", legacy_others=PENDING_EXTRA,
+                           what="the store's pending folder")
 
     previous = _previous_items(out)
     keys, failures = cache_keys(items["path"], lambda path: item_key(path, config))

@@ -62,6 +62,7 @@ from dancegenre.safety import (
     csv_text,
     is_ours,
     one_line_text,
+    open_append,
     read_table,
     releasing,
 )
@@ -360,13 +361,13 @@ class _Journal:
     def _open(self) -> None:
         check_journal(self.path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
-        fd = os.open(self.path, flags, 0o666)
+        self._fh = open_append(self.path, "a", encoding="utf-8", errors="surrogateescape", newline="")
+        fd = self._fh.fileno()
         size = os.fstat(fd).st_size
         self._header_due = size == 0
         if size and os.pread(fd, 1, size - 1) != b"\n":
-            os.write(fd, b"\n")  # a row cut short (a power cut) stays one damaged row, not two
-        self._fh = os.fdopen(fd, "a", encoding="utf-8", errors="surrogateescape", newline="")
+            self._fh.write("\n")  # a row cut short (a power cut) stays one damaged row, not two
+            self._fh.flush()
 
     def close(self) -> None:
         if self._fh is not None:

@@ -15,12 +15,12 @@ from __future__ import annotations
 import errno
 import os
 import shutil
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from dancegenre.inference.classifier import Prediction, prediction_list
+from dancegenre.safety import temporary_beside
 
 UNSURE = "_unsure"  # the folder of files below --min-confidence
 _COPY_CHUNK = 1 << 20  # bytes a read: audio files are large
@@ -59,15 +59,13 @@ def _destination_folder(target: Path, p: Prediction, min_confidence: float) -> t
     a link there, or a folder that leads outside ``target``.
 
     Raises LabelError for a genre that is not a safe folder name."""
-    from dancegenre.safety import check_label
+    from dancegenre.errors import OutputError
+    from dancegenre.safety import label_folder
 
-    name = check_label(p.genre, "the predictions") if p.confidence >= min_confidence else UNSURE
-    folder = target / name
-    if folder.is_symlink():
-        return None, f"{folder} is a link; files are sorted only into real folders inside {target}"
-    if Path(os.path.realpath(folder)).parent != Path(os.path.realpath(target)):
-        return None, f"{folder} leads outside {target}"
-    return folder, ""
+    try:
+        return label_folder(target, p.genre if p.confidence >= min_confidence else UNSURE, reserved_ok=True), ""
+    except OutputError as exc:
+        return None, str(exc)
 
 
 def sort_into(predictions: list[Prediction], target: str | os.PathLike[str], *, move: bool = False,
@@ -148,10 +146,9 @@ def _copy_or_move(source: Path, folder: Path, taken: set[Path], *, move: bool) -
 def _whole_copy(source: Path, folder: Path) -> Path:
     """A copy of ``source`` (data, mode, times) in ``folder`` under a random temporary
     name, made exclusively (never through a link) and fsynced.  Raises OSError, leaving nothing."""
-    fd, name = tempfile.mkstemp(dir=folder, prefix=f".{source.name[:80]}.", suffix=".part")
-    tmp = Path(name)
+    tmp = temporary_beside(folder / source.name)
     try:
-        with os.fdopen(fd, "wb") as dst, open(source, "rb") as src:
+        with open(tmp, "wb") as dst, open(source, "rb") as src:
             shutil.copyfileobj(src, dst, _COPY_CHUNK)
             dst.flush()
             os.fsync(dst.fileno())

@@ -212,16 +212,15 @@ def describe_files(source: str | os.PathLike[str], out: str | os.PathLike[str], 
         FAILURE_COLUMNS,
         Inputs,
         check_output_file,
-        check_own_table,
     )
 
     out = Path(out)
     failures_path = out.with_name(out.stem + ".failures.csv")
     inputs = Inputs([src, *(src.glob("*.csv") if src.is_dir() else []), *items["path"]])
-    check_output_file(out, inputs=inputs, suffixes=(".csv",))
-    check_output_file(failures_path, inputs=inputs, what="the failures file")
-    check_own_table(out, columns=("cache_key",), what="--out", kind="features table")  # resumed, never a user's
-    check_own_table(failures_path, columns=FAILURE_COLUMNS, what="the failures file", kind="failures list")
+    # resumed, and never a user's file
+    check_output_file(out, inputs=inputs, suffixes=(".csv",), columns=("cache_key",), kind="features table")
+    check_output_file(failures_path, inputs=inputs, columns=FAILURE_COLUMNS, kind="failures list",
+                      what="the failures file")
     out.parent.mkdir(parents=True, exist_ok=True)
     journal = Journal(out, "features-journal")
     config = FeatureConfig(sample_rate=SR)  # keys change when the file does

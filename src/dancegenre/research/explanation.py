@@ -16,7 +16,7 @@ from dancegenre.data.store import SegmentStore
 from dancegenre.present.figures import pyplot, set_title, subplots, timeline_plot
 from dancegenre.present.html import fragment, image_tag, page, table_html
 from dancegenre.research.explain import FilterAnalysis, TrackExplanation
-from dancegenre.safety import atomic_path, atomic_write, releasing, save_figure, write_table
+from dancegenre.safety import atomic_path, atomic_write, one_line_text, releasing, save_figure, write_table
 
 if TYPE_CHECKING:
     from dancegenre.inference.classifier import Classifier
@@ -239,14 +239,15 @@ def explain_to(checkpoint: str | os.PathLike[str], out: str | os.PathLike[str], 
     ckpt = load_checkpoint(checkpoint)  # a bad model or store is refused before the folder exists
     if store is not None:
         SegmentStore(store)
-    # a folder made before the marker is known by its page alone: its track folders have the tracks' names
-    out = claim_folder(out, "explanation", legacy=("explain.html",), legacy_others=("failures.csv",),
+    # A folder made before the marker is known by its page, with its failures and filters;
+    # one that holds track folders too is refused (their names are the tracks', not ours).
+    out = claim_folder(out, "explanation", legacy=("explain.html",), legacy_others=("failures.csv", "filters"),
                        inputs=list(audio), what="explanation folder")
     clf = Classifier(ckpt)
     sections, failures = [], []
     used: set[str] = set()
     for i, path in enumerate(audio, 1):
-        log(f"explaining {path} ({i}/{len(audio)})")
+        log(one_line_text(f"explaining {path} ({i}/{len(audio)})"))
         try:
             expl, timeline = explain_verdict(clf, path, max_seconds=max_seconds)
         except AudioDecodeError as exc:

@@ -25,7 +25,7 @@ from typing import Any
 
 from dancegenre import __version__
 from dancegenre.errors import CheckpointError, OutputError, first_line
-from dancegenre.safety import atomic_path, written_by_dancegenre
+from dancegenre.safety import atomic_path, check_output_file
 
 FORMAT = "dancegenre-onnx"
 VERSION = 1
@@ -62,8 +62,8 @@ def export_onnx(checkpoint: str | os.PathLike[str], dest: str | os.PathLike[str]
     Raises
     ------
     CheckpointError for a checkpoint that does not load; OutputError for a ``dest``
-    that is the checkpoint itself or not a ``.onnx`` file, or, when ``dest`` is not
-    given, for a file beside the checkpoint that is not one of our ONNX files.
+    that is the checkpoint itself, not a ``.onnx`` file, or a file that is not one of
+    our ONNX files (:func:`~dancegenre.safety.check_output_file`).
     """
     import torch
 
@@ -71,14 +71,9 @@ def export_onnx(checkpoint: str | os.PathLike[str], dest: str | os.PathLike[str]
     from dancegenre.training.checkpoint import load_checkpoint
 
     ckpt = load_checkpoint(checkpoint)
-    # beside the checkpoint, or where asked: the user may keep an ONNX file of their own there
-    dest = Path(dest) if dest is not None else onnx_path_of(ckpt.path)
-    if (dest.exists() or dest.is_symlink()) and not written_by_dancegenre(dest):
-        raise OutputError(f"{dest} exists and was not written by dancegenre; move it or choose another --out")
-    if dest.suffix.lower() != ".onnx":
-        raise OutputError(f"an ONNX file must end in .onnx: {dest}")
-    if dest.exists() and os.path.samefile(dest, ckpt.path):
-        raise OutputError(f"the ONNX file would replace the checkpoint {ckpt.path}")
+    # beside the checkpoint, or where asked: never the checkpoint, nor an ONNX file of the user's
+    dest = check_output_file(Path(dest) if dest is not None else onnx_path_of(ckpt.path), suffixes=(".onnx",),
+                             inputs=[ckpt.path], what="the ONNX file")
     net = ckpt.model.eval()
     tag_names = PRETRAINED[ckpt.model_config.name][1] if ckpt.model_config.name in PRETRAINED else []
 

@@ -87,11 +87,12 @@ def fetch(job: Download, http: requests.Session, origins: Iterable[str] = (), at
     for attempt in range(attempts):
         try:
             # the file appears only whole and decodable; a failed try leaves nothing
-            with atomic_path(job.dest) as tmp, open_preview(http, job.url, origins) as r:
-                if r.status_code >= 400:
+            with open_preview(http, job.url, origins) as r:
+                if r.status_code >= 400:  # before the temporary file: a refusal leaves nothing
                     job.status, job.reason = "failed", f"HTTP {r.status_code}"
                     return job
-                _save(r, tmp)
+                with atomic_path(job.dest) as tmp:
+                    _save(r, tmp)
             job.status = "downloaded"
             return job
         except (ValueError, PreviewRefused) as exc:
