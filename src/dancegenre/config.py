@@ -209,6 +209,19 @@ ENGINES = ("auto", "onnx", "torch")  # `--engine` of predict, embed and tag: onn
 MAX_SEED = 2**32 - 1  # numpy's seeds run from 0 to this
 UPLOAD_MB = (0.01, 1e6)  # serve's upload limit, MB: from a 10-kB clip to a terabyte
 PORTS = (0, 65535)  # a TCP port; 0 asks for any free one
+# The longest audio serve and tag accept, in seconds (3 hours: a long DJ mix or live set).
+# It is read from the file's header before any decoding: a 1-MB FLAC of 12 hours of
+# silence would otherwise cost serve 24 s of CPU an upload, and tag gigabytes.
+MAX_AUDIO_SECONDS = 3 * 3600.0
+AUDIO_SECONDS = (1.0, 7 * 24 * 3600.0)  # the range of that cap (--max-duration): a second to a week
+# `synth --per-genre` at most: 200,000 clips are 100 GB of mp3; the clip list is made
+# only after this check, so a typo (10^8) is refused before it takes gigabytes.
+MAX_SYNTH_PER_GENRE = 100_000
+# An experiment spec at most gives this many configurations (a grid's product of value
+# counts, counted before it is expanded) and this many training runs (configurations x
+# seeds x folds): beyond them a typo would take gigabytes to list them, and years to run.
+MAX_CONFIGURATIONS = 10_000
+MAX_EXPERIMENT_RUNS = 100_000
 MAX_BLOCKS, MAX_WIDTH, MAX_KERNEL = 16, 4096, 1024  # ModelConfig's bounds (a 4096 x 4096 layer: 268 MB)
 
 

@@ -1,5 +1,7 @@
 """The log-mel front end against librosa, streaming, segmenting."""
 
+import io
+
 import librosa
 import numpy as np
 import pytest
@@ -125,22 +127,63 @@ def test_the_window_is_librosas():
         np.testing.assert_allclose(_window(n), scipy.signal.get_window("hann", n, fftbins=True), atol=1e-7)
 
 
+def _reference_filters(config):
+    return librosa.filters.mel(sr=config.sample_rate, n_fft=config.n_fft, n_mels=config.n_mels, fmin=config.fmin,
+                               fmax=config.fmax, norm="slaney", dtype=np.float32)
+
+
 def test_mel_filters_are_cached_and_a_bad_cache_is_made_again(tmp_path, monkeypatch):
     from dancegenre.audio import frontend
 
     monkeypatch.setenv("DANCEGENRE_CACHE", str(tmp_path))
     config = FeatureConfig(n_mels=40, n_fft=1024)
-    reference = librosa.filters.mel(sr=config.sample_rate, n_fft=1024, n_mels=40, fmin=config.fmin,
-                                    fmax=config.fmax, norm="slaney", dtype=np.float32)
+    reference = _reference_filters(config)
     frontend.mel_filterbank.cache_clear()
     np.testing.assert_array_equal(frontend.mel_filterbank(config), reference)
-    (cached,) = (tmp_path / "mel").glob("*.npy")
-    np.testing.assert_array_equal(np.load(cached), reference)
+    (cached,) = (tmp_path / "mel").iterdir()
+    with np.load(cached) as kept:
+        np.testing.assert_array_equal(kept["filters"], reference)
+    good = cached.read_bytes()
     cached.write_bytes(b"not an array")  # a cut or foreign file
     frontend.mel_filterbank.cache_clear()
     np.testing.assert_array_equal(frontend.mel_filterbank(config), reference)
-    np.testing.assert_array_equal(np.load(cached), reference)
+    assert cached.read_bytes() == good
     assert sorted(p.name for p in (tmp_path / "mel").iterdir()) == [cached.name]  # no temporary left
+    frontend.mel_filterbank.cache_clear()
+
+
+@pytest.mark.parametrize("planted", ["random", "nan", "random with the digest kept", "another key"])
+def test_mel_filters_of_the_right_shape_but_other_values_are_never_used(tmp_path, monkeypatch, planted):
+    """A cached file whose values are not the ones written with its digest (random
+    filters of the right shape changed every verdict; NaNs were blamed on the
+    checkpoint) is made again, and the cache replaced."""
+    from dancegenre.audio import frontend
+
+    monkeypatch.setenv("DANCEGENRE_CACHE", str(tmp_path))
+    config = FeatureConfig(n_mels=40, n_fft=1024)
+    reference = _reference_filters(config)
+    frontend.mel_filterbank.cache_clear()
+    frontend.mel_filterbank(config)
+    (cached,) = (tmp_path / "mel").iterdir()
+    good = cached.read_bytes()
+    rng = np.random.default_rng(0)
+    fake = rng.random(reference.shape, dtype=np.float32) * reference.max()
+    if planted == "nan":
+        fake = reference.copy()
+        fake[3, 10] = np.nan
+    with open(cached, "wb") as fh:
+        if planted in ("random", "nan"):  # a bare array of the right shape and dtype, as the cache once held
+            np.save(fh, fake)
+        else:
+            with np.load(io.BytesIO(good)) as kept:
+                meta = str(kept["meta"])  # the key and the digest of the filters written
+            if planted == "another key":
+                meta = meta.replace(str(config.n_mels), "39", 1)
+                fake = reference
+            np.savez(fh, filters=fake, meta=np.array(meta))
+    frontend.mel_filterbank.cache_clear()
+    np.testing.assert_array_equal(frontend.mel_filterbank(config), reference)
+    assert cached.read_bytes() == good  # made again, written over the bad one
     frontend.mel_filterbank.cache_clear()
 
 

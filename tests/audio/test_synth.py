@@ -68,3 +68,21 @@ def test_mp3_output_decodes(tmp_path):
     synthesize(tmp_path / "c", per_genre=1, seed=1, fmt="mp3", workers=1, progress=False)
     info = sf.info(str(tmp_path / "c" / "techno" / "techno_0000.mp3"))
     assert info.samplerate == SR and info.channels == 2 and abs(info.duration - CLIP_SECONDS) < 0.1
+
+
+@pytest.mark.parametrize("per_genre", [100_001, 100_000_000])
+def test_a_huge_corpus_is_refused_in_one_line_before_any_clip_is_listed(tmp_path, monkeypatch, capsys, per_genre):
+    """--per-genre 100000000 took gigabytes (the list of clips) before anything was checked."""
+    from dancegenre.cli.parser import main
+    from dancegenre.data import synth
+
+    monkeypatch.setattr(synth, "ClipSpec", lambda *a: pytest.fail("a clip was listed"))  # old code: fails here
+    out = tmp_path / "corpus"
+    with pytest.raises(ConfigError, match=r"--per-genre must be a whole number from 1 to 100,000, not"):
+        synthesize(out, per_genre=per_genre, progress=False)
+    assert main(["synth", str(out), "--per-genre", str(per_genre)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "100,000" in err[0] and "Traceback" not in err[0]
+    assert not out.exists()  # refused before the folder was made
+    with pytest.raises(ConfigError):
+        clip_specs(per_genre, seed=0)

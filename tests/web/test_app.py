@@ -301,3 +301,81 @@ def test_only_gives_verdicts_among_some_genres(three_genre_run, tmp_path):
     for only, words in [(["techno", "house"], "not a genre of this model: house"), (["techno"], "at least two")]:
         with pytest.raises(ConfigError, match=words):
             create_app(three_genre_run, only=only)
+
+
+# ------------------------------------------------------------------ long audio, large bodies, exposure
+
+def long_flac_bytes(seconds: float, sr: int = 4000) -> bytes:
+    """``seconds`` of silence as FLAC: hours in a few hundred kilobytes."""
+    import numpy as np
+
+    buf = io.BytesIO()
+    block = np.zeros(sr * 600, np.int16)
+    with sf.SoundFile(buf, "w", samplerate=sr, channels=1, format="FLAC", subtype="PCM_16") as f:
+        for start in range(0, int(seconds * sr), len(block)):
+            f.write(block[: int(seconds * sr) - start])
+    return buf.getvalue()
+
+
+def test_a_small_upload_of_many_hours_is_refused_from_its_header(app, trained_run):
+    """1 MB of FLAC holds 12 hours of silence: within the upload limit, it cost 24 s of
+    CPU to decode and then fail.  Its header says how long it is, before any decoding."""
+    import time
+
+    data = long_flac_bytes(3.5 * 3600)
+    assert len(data) < 1024 * 1024  # within this app's 1-MB limit
+    t0 = time.process_time()
+    r = post(app.test_client(), "night.flac", data)
+    assert time.process_time() - t0 < 1.0
+    assert r.status_code == 422 and r.json["error"] == ("too long: 3.5 h of audio by its header, more than the 3.0 h "
+                                                       "allowed: night.flac")
+    short_cap = create_app(trained_run, max_upload_mb=1, max_duration=5)
+    r = post(short_cap.test_client(), "a.wav", wav_bytes(7.0))
+    assert r.status_code == 422 and r.json["error"].startswith("too long: 7.0 s of audio by its header")
+    assert post(app.test_client(), "a.wav", wav_bytes(7.0)).status_code == 200
+
+
+def test_a_body_over_the_limit_gets_json_from_the_server_too(server):
+    """Waitress refuses a body over its limit before the app sees it: that answer, too,
+    is JSON like every other error."""
+    import json
+    import socket
+    from urllib.parse import urlsplit
+
+    url = urlsplit(server)
+    with socket.create_connection((url.hostname, url.port), timeout=10) as sock:
+        sock.sendall(b"POST /api/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: multipart/form-data; "
+                     b"boundary=x\r\nContent-Length: 50000000\r\n\r\n--x\r\n")
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 413"), head
+    assert b"content-type: application/json" in head.lower()
+    assert json.loads(body) == {"error": "file too large: the limit is 1 MB"}
+    r = requests.post(f"{server}/api/predict", files={"file": ("a.wav", b"\x00" * (1024 * 1024 + 100))}, timeout=30)
+    assert r.status_code == 413 and r.json() == {"error": "file too large: the limit is 1 MB"}
+
+
+@pytest.mark.parametrize("host,warned", [("0.0.0.0", True), ("::", True), ("192.0.2.7", True),
+                                          ("127.0.0.1", False), ("localhost", False), ("::1", False)])
+def test_serving_beyond_this_machine_warns_on_stderr(monkeypatch, capsys, host, warned):
+    """An unauthenticated upload endpoint on every interface is worth one line."""
+    from dancegenre.web import app as web
+
+    class Server:
+        effective_port = 8000
+
+        def run(self):
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(web, "create_app", lambda *a, **k: object())
+    monkeypatch.setattr(web, "make_server", lambda *a, **k: Server())
+    monkeypatch.setattr(web, "close_server", lambda server: None)
+    web.serve("run", host=host)
+    err = capsys.readouterr().err.strip().splitlines()
+    if warned:
+        assert len(err) == 1 and err[0].startswith(f"dancegenre serve: warning: listening on {host} (")
+        assert "no authentication" in err[0] and "--host 127.0.0.1" in err[0]
+    else:
+        assert err == []

@@ -13,7 +13,7 @@ import os
 import stat
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +22,7 @@ import numpy as np
 import soundfile as sf
 import soxr
 
+from dancegenre.config import AUDIO_SECONDS
 from dancegenre.errors import EMPTY_PATH, AudioDecodeError, ConfigError
 
 AUDIO_EXTENSIONS = (".mp3", ".wav", ".flac", ".ogg", ".oga", ".opus", ".aif", ".aiff",
@@ -34,6 +35,10 @@ DEFAULT_BLOCK_SECONDS = 10.0  # decode this much at a time: 3.5 MB of 44.1 kHz f
 # cannot make a block of gigabytes.
 MAX_BLOCK_SAMPLES = 1 << 22
 MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 4_000, 768_000  # Hz: below, no music; above, no format
+# A header frame count this large means "length unknown" (libsndfile says SF_COUNT_MAX
+# for a FLAC whose header leaves it out): no length to check before decoding.
+UNKNOWN_FRAMES = 2**62
+GROWTH = 1.25  # join_blocks grows its array by this factor: at most a quarter more than the signal
 _STDERR_QUIET = False  # True in pool workers, whose fd 2 is already /dev/null
 _FD2_LOCK = threading.Lock()
 
@@ -285,12 +290,63 @@ def probe(path: str | os.PathLike[str]) -> AudioInfo:
         )
 
 
+def check_max_duration(max_duration: object) -> float | None:
+    """``max_duration`` if it is None (no cap) or a number of seconds within
+    :data:`~dancegenre.config.AUDIO_SECONDS` (as ``--max-duration``), else ConfigError."""
+    if max_duration is None:
+        return None
+    low, high = AUDIO_SECONDS
+    if isinstance(max_duration, bool) or not isinstance(max_duration, (int, float)) \
+            or not low <= max_duration <= high:
+        raise ConfigError(f"max_duration must be from {low:g} to {high:g} seconds, not {max_duration!r}")
+    return float(max_duration)
+
+
+def duration_words(seconds: float) -> str:
+    """``seconds`` as a person reads a length: ``"12.0 h"``, ``"4.5 min"``, ``"30.0 s"``."""
+    if seconds >= 3600:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 60:.1f} min" if seconds >= 60 else f"{seconds:.1f} s"
+
+
+def _frame_limit(f: _AudioFile, max_duration: float | None, path: str | os.PathLike[str]) -> int | None:
+    """The most frames of ``f`` that ``max_duration`` seconds allow (None: no cap), after
+    refusing a file whose header already says it is longer: before any decoding, so
+    that such a file costs no CPU."""
+    max_duration = check_max_duration(max_duration)
+    if max_duration is None:
+        return None
+    native, frames = int(f.samplerate), int(f.frames)
+    if 0 < frames < UNKNOWN_FRAMES and frames > max_duration * native:
+        raise AudioDecodeError(f"too long: {duration_words(frames / native)} of audio by its header, more than the "
+                               f"{duration_words(max_duration)} allowed: {path}")
+    return int(max_duration * native)
+
+
+def check_duration(path: str | os.PathLike[str], max_duration: float | None) -> None:
+    """Refuse ``path`` when its header says it lasts more than ``max_duration`` seconds
+    (None: no cap), reading the header only: what a caller does before handing the file
+    on (``serve`` before it predicts).  A header that understates the length is caught
+    while decoding, by :func:`stream_mono` with the same ``max_duration``.
+
+    Raises
+    ------
+    ConfigError
+        ``max_duration`` is not None nor a number of seconds in the allowed range.
+    AudioDecodeError
+        The file is too long, or cannot be opened.
+    """
+    with open_audio(path) as f:
+        _frame_limit(f, max_duration, path)
+
+
 def stream_mono(
     path: str | os.PathLike[str],
     *,
     sr: int,
     block_seconds: float = DEFAULT_BLOCK_SECONDS,
     quality: str = "HQ",
+    max_duration: float | None = None,
 ) -> Iterator[np.ndarray]:
     """Decode ``path`` block by block, downmix to mono and resample to ``sr``.
 
@@ -300,6 +356,9 @@ def stream_mono(
     sr : target sample rate in Hz.
     block_seconds : seconds decoded per block; memory stays bounded by it.
     quality : soxr quality recipe.
+    max_duration : seconds; a longer file is refused, by its header before any
+        decoding, or as soon as decoding passes it (a header may understate the
+        length).  None: no cap.
 
     Yields
     ------
@@ -310,19 +369,30 @@ def stream_mono(
     Raises
     ------
     AudioDecodeError
-        The file cannot be opened, or decoding fails part way through.
+        The file cannot be opened, is longer than ``max_duration``, or decoding fails
+        part way through.
+    ConfigError
+        ``max_duration`` is out of range (:func:`check_max_duration`).
     """
     with open_audio(path) as f:
         native = int(f.samplerate)
+        limit = _frame_limit(f, max_duration, path)
         block = block_frames(native, sr, int(f.channels), block_seconds)
         resampler = None if native == sr else soxr.ResampleStream(
             native, sr, 1, dtype="float32", quality=quality
         )
+        decoded = 0  # frames at the file's own rate
         while True:
             try:
                 data = f.read(block, dtype="float32", always_2d=True)
             except (sf.LibsndfileError, RuntimeError) as exc:
                 raise AudioDecodeError(f"decoding failed part way ({_short(exc)}): {path}") from None
+            decoded += len(data)
+            if limit is not None and decoded > limit:  # a header that understated the length
+                said = (f"its header says {duration_words(f.frames / native)}" if 0 < f.frames < UNKNOWN_FRAMES
+                        else "its header gives no length")
+                raise AudioDecodeError(f"too long: more than the {duration_words(limit / native)} allowed, "
+                                       f"though {said}: {path}")
             last = len(data) < block
             if not np.isfinite(data).all():  # a float file can hold NaN or inf; nothing downstream can
                 raise AudioDecodeError(f"the file holds NaN or infinite samples: {path}")
@@ -342,12 +412,15 @@ def stream_array(
     sr: int,
     block_seconds: float = DEFAULT_BLOCK_SECONDS,
     quality: str = "HQ",
+    max_duration: float | None = None,
 ) -> Iterator[np.ndarray]:
     """Like :func:`stream_mono` for a waveform already in memory.
 
     ``y`` has shape (n,), (n, channels) (soundfile's layout) or (channels, n) (librosa's
     layout; the shorter axis is the channels); it is downmixed and resampled in blocks.
+    A waveform longer than ``max_duration`` seconds is refused, as a file is.
     """
+    max_duration = check_max_duration(max_duration)
     if not MIN_SAMPLE_RATE <= int(sr_in) <= MAX_SAMPLE_RATE:
         raise AudioDecodeError(f"sample rate {sr_in} Hz is outside {MIN_SAMPLE_RATE:,}-{MAX_SAMPLE_RATE:,} Hz")
     if not np.issubdtype(y.dtype, np.floating):
@@ -363,6 +436,9 @@ def stream_array(
         raise AudioDecodeError(f"a waveform must be 1-D or 2-D and non-empty, got shape {y.shape}")
     if not np.all(np.isfinite(y)):
         raise AudioDecodeError("the waveform holds NaN or infinite samples")
+    if max_duration is not None and len(y) > max_duration * sr_in:
+        raise AudioDecodeError(f"too long: {duration_words(len(y) / sr_in)} of audio, more than the "
+                               f"{duration_words(max_duration)} allowed")
     mono = downmix(y if y.ndim == 2 else y[:, None])
     block = block_frames(sr_in, sr, 1, block_seconds)
     resampler = None if sr_in == sr else soxr.ResampleStream(sr_in, sr, 1, dtype="float32", quality=quality)
@@ -384,9 +460,11 @@ def downmix(data: np.ndarray) -> np.ndarray:
 
 
 def stream_source(source: str | os.PathLike[str] | np.ndarray, *, sr: int, sr_in: float | None = None,
-                  block_seconds: float = DEFAULT_BLOCK_SECONDS, quality: str = "HQ") -> Iterator[np.ndarray]:
+                  block_seconds: float = DEFAULT_BLOCK_SECONDS, quality: str = "HQ",
+                  max_duration: float | None = None) -> Iterator[np.ndarray]:
     """A file (:func:`stream_mono`) or a waveform at ``sr_in`` Hz (:func:`stream_array`):
-    what every function that takes either reads them through.
+    what every function that takes either reads them through.  Either is refused when
+    longer than ``max_duration`` seconds (None: no cap).
 
     Raises
     ------
@@ -398,25 +476,55 @@ def stream_source(source: str | os.PathLike[str] | np.ndarray, *, sr: int, sr_in
     if isinstance(source, np.ndarray):
         if sr_in is None:
             raise ConfigError("a waveform needs its sample rate: sr=...")
-        return stream_array(source, sr_in=sr_in, sr=sr, block_seconds=block_seconds, quality=quality)
+        return stream_array(source, sr_in=sr_in, sr=sr, block_seconds=block_seconds, quality=quality,
+                            max_duration=max_duration)
     if not isinstance(source, (str, os.PathLike)):
         raise ConfigError(f"give a file path or a numpy waveform, not {type(source).__name__}")
-    return stream_mono(source, sr=sr, block_seconds=block_seconds, quality=quality)
+    return stream_mono(source, sr=sr, block_seconds=block_seconds, quality=quality, max_duration=max_duration)
+
+
+def join_blocks(blocks: Iterable[np.ndarray], empty: np.ndarray, *, limit: int | None = None) -> np.ndarray:
+    """``blocks`` (n_i, ...) one after another as one array (sum n_i, ...) of ``empty``'s
+    dtype, or its first ``limit`` rows; ``empty`` (0, ...) when there are none.
+
+    The array grows in place (``ndarray.resize``, a ``realloc``: the system moves a large
+    one by remapping its pages, not by copying them), by a quarter at a time, so the
+    whole signal is in memory about once: not as a list of blocks plus their
+    concatenation, twice.
+    """
+    out, n = empty, 0
+    for block in blocks:
+        if limit is not None:
+            block = block[: limit - n]
+        if n + len(block) > len(out):
+            if out is empty:
+                out = np.empty((n + len(block), *empty.shape[1:]), dtype=empty.dtype)
+            else:
+                out.resize((max(n + len(block), int(len(out) * GROWTH)), *out.shape[1:]), refcheck=False)
+        out[n : n + len(block)] = block
+        n += len(block)
+        if limit is not None and n >= limit:
+            break
+    if out is not empty:
+        out.resize((n, *out.shape[1:]), refcheck=False)  # gives back what the last growth left unused
+    return out
 
 
 def load(source: str | os.PathLike[str] | np.ndarray, *, sr: int, sr_in: float | None = None, quality: str = "HQ",
-         max_seconds: float | None = None) -> np.ndarray:
+         max_seconds: float | None = None, max_duration: float | None = None) -> np.ndarray:
     """The file or waveform (:func:`stream_source`; or its first ``max_seconds``) as mono
     float32 at ``sr``: shape (n,).
 
     Decodes block by block and stops once it has enough, so a long file's head costs
-    no more than the head."""
-    blocks, n = [], 0
+    no more than the head; the whole of a file is held once (:func:`join_blocks`).
+    ``max_duration`` (seconds) refuses a longer source, whatever ``max_seconds`` keeps
+    of it.
+
+    Raises
+    ------
+    AudioDecodeError
+        The source cannot be decoded, or is longer than ``max_duration``.
+    """
     limit = None if max_seconds is None else int(max_seconds * sr)
-    for block in stream_source(source, sr=sr, sr_in=sr_in, quality=quality):
-        blocks.append(block)
-        n += len(block)
-        if limit is not None and n >= limit:
-            break
-    y = np.concatenate(blocks) if blocks else np.zeros(0, dtype=np.float32)
-    return y if limit is None else y[:limit]
+    blocks = stream_source(source, sr=sr, sr_in=sr_in, quality=quality, max_duration=max_duration)
+    return join_blocks(blocks, np.zeros(0, dtype=np.float32), limit=limit)

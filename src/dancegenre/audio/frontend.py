@@ -16,17 +16,20 @@ test against librosa.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import warnings
+import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 import scipy.fft
 
-from dancegenre.audio.decode import DEFAULT_BLOCK_SECONDS, stream_source
+from dancegenre.audio.decode import DEFAULT_BLOCK_SECONDS, join_blocks, stream_source
 from dancegenre.config import FeatureConfig, cache_dir
 from dancegenre.errors import AudioTooShortError, ConfigError, SilentAudioError
 from dancegenre.safety import atomic_path
@@ -43,8 +46,11 @@ def mel_filterbank(config: FeatureConfig) -> np.ndarray:
     """Slaney-normalised mel filters from librosa: shape (n_mels, n_fft // 2 + 1), float32.
 
     Kept in the user's cache folder (:func:`dancegenre.config.cache_dir`) once made:
-    importing librosa costs a second, which would double the start of ``predict`` on
-    one file.  A cache that cannot be read or written is simply not used.
+    librosa's filters import most of librosa, which costs a second, which would double
+    the start of ``predict`` on one file.  The cached file carries its key and the
+    sha256 of its values, as a cached ONNX file carries its weights' digest: one that
+    fails the check (foreign, damaged, of another key) is made again and replaced,
+    never used.  A cache that cannot be read or written is simply not used.
 
     Raises ConfigError when a band would be empty (too many bands for the FFT's bins).
     """
@@ -52,13 +58,10 @@ def mel_filterbank(config: FeatureConfig) -> np.ndarray:
 
     key = (f"{librosa.__version__} {config.sample_rate} {config.n_fft} {config.n_mels} "
            f"{config.fmin} {config.fmax}")
-    path = cache_dir() / "mel" / f"{hashlib.sha1(key.encode()).hexdigest()[:16]}.npy"
-    try:
-        fb = np.load(path)
-        if fb.shape == (config.n_mels, config.n_fft // 2 + 1) and fb.dtype == np.float32:
-            return fb
-    except (OSError, ValueError):
-        pass
+    path = cache_dir() / "mel" / f"{hashlib.sha1(key.encode()).hexdigest()[:16]}.npz"
+    fb = _cached_filters(path, key, (config.n_mels, config.n_fft // 2 + 1))
+    if fb is not None:
+        return fb
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # librosa's note on empty filters: refused below
         fb = librosa.filters.mel(
@@ -70,13 +73,40 @@ def mel_filterbank(config: FeatureConfig) -> np.ndarray:
         raise ConfigError(f"{empty} of the {config.n_mels} mel bands would hold no FFT bin (n_fft "
                           f"{config.n_fft} at {config.sample_rate} Hz, {config.fmin:g}-"
                           f"{config.fmax or config.sample_rate / 2:g} Hz): fewer --n-mels or a larger --n-fft")
+    _keep_filters(path, key, fb)
+    return fb
+
+
+def _filters_digest(fb: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(fb).tobytes()).hexdigest()
+
+
+def _cached_filters(path: Path, key: str, shape: tuple[int, int]) -> np.ndarray | None:
+    """The filters cached at ``path`` when the file holds ``key``'s filters, of ``shape``,
+    float32, whose sha256 is the one written with them; else None (made again)."""
+    try:
+        data = np.load(path, allow_pickle=False)
+        if not isinstance(data, np.lib.npyio.NpzFile):  # a bare array: no digest to check it by
+            return None
+        with data:
+            fb, meta = data["filters"], json.loads(str(data["meta"]))
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+        return None
+    if (not isinstance(meta, dict) or meta.get("key") != key or fb.shape != shape or fb.dtype != np.float32
+            or meta.get("sha256") != _filters_digest(fb)):
+        return None
+    return fb
+
+
+def _keep_filters(path: Path, key: str, fb: np.ndarray) -> None:
+    """Cache ``fb`` at ``path`` with ``key`` and its sha256, whole or not at all."""
+    meta = np.array(json.dumps({"key": key, "sha256": _filters_digest(fb)}))
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(path) as part, open(part, "wb") as fh:
-            np.save(fh, fb)
+            np.savez(fh, filters=fb, meta=meta)
     except OSError:
         pass  # a read-only home: the filters are made again next time
-    return fb
 
 
 @lru_cache(maxsize=8)
@@ -245,16 +275,19 @@ def iter_segments(
     *,
     sr: int | None = None,
     block_seconds: float = DEFAULT_BLOCK_SECONDS,
+    max_duration: float | None = None,
 ) -> Iterator[SegmentBlock]:
     """Audio file or waveform -> blocks of log-mel segments, in bounded memory.
 
     The single path from audio to network input, shared by prepare, predict and the
-    demo.  A waveform needs ``sr``; a file is decoded at its own rate.
+    demo.  A waveform needs ``sr``; a file is decoded at its own rate.  A source longer
+    than ``max_duration`` seconds is refused (None: no cap), a file by its header before
+    any decoding (:func:`~dancegenre.audio.decode.stream_mono`).
 
     Raises
     ------
     AudioDecodeError
-        The file cannot be decoded.
+        The file cannot be decoded, or is longer than ``max_duration``.
     AudioTooShortError
         Fewer frames than one segment (raised at the end of the stream).
     SilentAudioError
@@ -263,7 +296,7 @@ def iter_segments(
     mel = LogMelStream(config)
     seg = Segmenter(config)
     produced = 0
-    for y in _mono_blocks(source, config, sr=sr, block_seconds=block_seconds):
+    for y in _mono_blocks(source, config, sr=sr, block_seconds=block_seconds, max_duration=max_duration):
         block = seg.push(mel.push(y))
         produced += len(block.index)
         if len(block.index):
@@ -278,10 +311,11 @@ def iter_segments(
 
 
 def _mono_blocks(source: str | os.PathLike[str] | np.ndarray, config: FeatureConfig, *, sr: int | None,
-                 block_seconds: float = DEFAULT_BLOCK_SECONDS) -> Iterator[np.ndarray]:
+                 block_seconds: float = DEFAULT_BLOCK_SECONDS, max_duration: float | None = None,
+                 ) -> Iterator[np.ndarray]:
     """A file or waveform as blocks of mono float32 samples at ``config.sample_rate``."""
     return stream_source(source, sr=config.sample_rate, sr_in=sr, block_seconds=block_seconds,
-                         quality=config.resample_quality)
+                         quality=config.resample_quality, max_duration=max_duration)
 
 
 def segment_count(n_samples: int, config: FeatureConfig) -> int:
@@ -303,13 +337,24 @@ def check_signal(n_samples: int, peak: float, produced: int, config: FeatureConf
 
 
 def whole_mono(source: str | os.PathLike[str] | np.ndarray, config: FeatureConfig,
-               *, sr: int | None = None) -> np.ndarray:
+               *, sr: int | None = None, max_duration: float | None = None) -> np.ndarray:
     """A short file or waveform, decoded, downmixed and resampled whole: (n,) float32,
-    refused as :func:`iter_segments` refuses it (too short, silent).  The input of
-    :func:`device_segments`."""
-    parts = list(_mono_blocks(source, config, sr=sr))
-    y = np.concatenate(parts) if parts else np.zeros(0, np.float32)
-    check_signal(len(y), float(np.max(np.abs(y))) if len(y) else 0.0, segment_count(len(y), config), config)
+    refused as :func:`iter_segments` refuses it (too short, silent, longer than
+    ``max_duration`` seconds).  The input of :func:`device_segments`.
+
+    The samples are held once (:func:`~dancegenre.audio.decode.join_blocks`), and the
+    peak is taken block by block: no copy of the whole signal beside them."""
+    peak = 0.0
+
+    def measured(blocks: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
+        nonlocal peak
+        for y in blocks:
+            peak = max(peak, float(np.max(np.abs(y))) if len(y) else 0.0)
+            yield y
+
+    y = join_blocks(measured(_mono_blocks(source, config, sr=sr, max_duration=max_duration)),
+                    np.zeros(0, np.float32))
+    check_signal(len(y), peak, segment_count(len(y), config), config)
     return y
 
 
@@ -343,7 +388,12 @@ def device_segments(y: np.ndarray, config: FeatureConfig, device: str) -> torch.
 
 
 def segments_of(source: str | os.PathLike[str] | np.ndarray, config: FeatureConfig,
-                *, sr: int | None = None) -> np.ndarray:
-    """All segments of a short source at once: shape (k, n_mels, segment_frames)."""
-    blocks = [b.segments for b in iter_segments(source, config, sr=sr)]
-    return np.concatenate(blocks) if blocks else np.zeros((0, config.n_mels, config.segment_frames), np.float32)
+                *, sr: int | None = None, max_duration: float | None = None,
+                dtype: np.dtype | type = np.float32) -> np.ndarray:
+    """All segments of a source at once: shape (k, n_mels, segment_frames), ``dtype``
+    (float16 halves them; dB values need no more).
+
+    Held once, converted block by block (:func:`~dancegenre.audio.decode.join_blocks`):
+    not a list of blocks plus their concatenation.  Raises as :func:`iter_segments`."""
+    blocks = (b.segments for b in iter_segments(source, config, sr=sr, max_duration=max_duration))
+    return join_blocks(blocks, np.zeros((0, config.n_mels, config.segment_frames), dtype))

@@ -27,6 +27,7 @@ import numpy as np
 import scipy.signal as sps
 import soundfile as sf
 
+from dancegenre.config import MAX_SYNTH_PER_GENRE
 from dancegenre.data.scheduler import parallel_map
 from dancegenre.errors import ConfigError
 from dancegenre.safety import atomic_path, atomic_write
@@ -386,10 +387,20 @@ def _write_one(args: tuple[ClipSpec, str, str]) -> dict:
             "artist": spec.artist_name, **meta}
 
 
+def check_per_genre(per_genre: object) -> int:
+    """``per_genre`` if it is a whole number of clips from 1 to
+    :data:`~dancegenre.config.MAX_SYNTH_PER_GENRE`, else ConfigError: counted before any
+    clip is listed, so a typo costs nothing."""
+    if isinstance(per_genre, bool) or not isinstance(per_genre, int) or not 1 <= per_genre <= MAX_SYNTH_PER_GENRE:
+        raise ConfigError(f"--per-genre must be a whole number from 1 to {MAX_SYNTH_PER_GENRE:,}, not {per_genre!r}")
+    return per_genre
+
+
 def clip_specs(per_genre: int, seed: int, artists_per_genre: int | None = None) -> list[ClipSpec]:
-    """The clips of a corpus: ``per_genre`` per genre, spread over the artists."""
-    if per_genre < 1:
-        raise ConfigError("--per-genre must be at least 1")
+    """The clips of a corpus: ``per_genre`` per genre, spread over the artists.
+
+    Raises ConfigError for ``per_genre`` outside 1 to :data:`~dancegenre.config.MAX_SYNTH_PER_GENRE`."""
+    check_per_genre(per_genre)
     n_artists = artists_per_genre or max(2, math.ceil(per_genre / 6))
     return [ClipSpec(g, i, i % n_artists, seed) for g in GENRES for i in range(per_genre)]
 
@@ -408,15 +419,21 @@ def synthesize(
 
     Deterministic for a seed; files already there are kept (a rerun completes an
     interrupted one).  Returns the catalog's path.
+
+    Raises
+    ------
+    ConfigError
+        An unknown format, or ``per_genre`` outside 1 to
+        :data:`~dancegenre.config.MAX_SYNTH_PER_GENRE` (checked before anything is made).
     """
     if fmt not in FORMATS:
         raise ConfigError(f"--format must be one of {', '.join(FORMATS)}")
+    specs = clip_specs(per_genre, seed, artists_per_genre)  # before the folder: a bad count makes nothing
     from dancegenre.safety import claim_folder
 
     out = claim_folder(out, "corpus", what="corpus folder")  # its catalog.csv must never replace a user's
     for g in GENRES:
         (out / g).mkdir(parents=True, exist_ok=True)
-    specs = clip_specs(per_genre, seed, artists_per_genre)
     tasks = [(s, str(out), fmt) for s in specs]
     done = parallel_map(_write_one, {i: (t,) for i, t in enumerate(tasks)}, workers=workers, progress=progress,
                         desc="synth")

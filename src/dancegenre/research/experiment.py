@@ -30,6 +30,11 @@ labels, class_weights, mixup_alpha ...).  An experiment folder holds::
     summary.csv/.md/.html   one row per configuration: mean and std over folds x seeds
     factor-<name>.png one plot per varied factor
 
+A spec gives at most ``MAX_CONFIGURATIONS`` configurations (10,000; a grid's size is the
+product of its factors' value counts, counted before the grid is expanded) and at most
+``MAX_EXPERIMENT_RUNS`` runs (100,000 configurations x seeds x folds), so that a typo is
+refused in a line, before it takes gigabytes (:mod:`dancegenre.config`).
+
 A configuration's identity is a hash of its resolved settings that differ from their
 defaults (:func:`settings_identity`), so a rerun (or a spec that gained values) reuses
 every finished run and resumes interrupted ones, and so does a later release that adds
@@ -43,6 +48,7 @@ import dataclasses
 import hashlib
 import itertools
 import json
+import math
 import os
 import time
 import tomllib
@@ -53,14 +59,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from dancegenre.config import MAX_SEED, ModelConfig, TrainConfig
+from dancegenre.config import MAX_CONFIGURATIONS, MAX_EXPERIMENT_RUNS, MAX_SEED, ModelConfig, TrainConfig
 from dancegenre.data.scheduler import ProcessScheduler
 from dancegenre.data.store import SegmentStore
 from dancegenre.errors import ConfigError, Interrupted, StoreError
 from dancegenre.models.registry import MODELS, model_config
-from dancegenre.safety import atomic_write, claim_folder
+from dancegenre.safety import atomic_write, claim_folder, read_table, releasing, save_figure, write_table
 from dancegenre.training.runs import (
+    RUN_EXTRA,
     RUN_FILES,
+    SPLIT,
     TEST_ITEMS,
     Run,
     averaged_verdicts,
@@ -73,6 +81,17 @@ KEYS = MODEL_KEYS | TRAIN_KEYS | {"model"}
 METRICS = ("item_accuracy", "item_macro_f1", "segment_accuracy", "segment_macro_f1",
            "val_item_accuracy", "val_item_macro_f1")
 SELECT_BY = "val_item_accuracy"  # the best configuration is chosen on validation, never on the held-out folds
+# An experiment folder made before the folder marker: every one of EXPERIMENT_FILES, and
+# nothing but them and EXPERIMENT_EXTRA (fnmatch patterns); no other folder is taken for one.
+EXPERIMENT_FILES = ("experiment.json", "configs.csv", "runs")
+EXPERIMENT_EXTRA = ("results.csv", "summary.csv", "summary.md", "summary.html", "configurations.png",
+                    "factor-*.png")
+# A run folder an experiment made before the marker: train_one opened its train.log and
+# the run wrote its split.csv before the first epoch; the rest is a run's.  Only a run
+# that did not finish is claimed again (a finished one is only read), so its
+# results.json cannot be one that must be there.
+EXPERIMENT_RUN_FILES = ("train.log", SPLIT)
+EXPERIMENT_RUN_EXTRA = (*RUN_FILES, *RUN_EXTRA)
 
 
 @dataclass(frozen=True)
@@ -157,6 +176,12 @@ class Spec:
     runs: tuple[dict[str, Any], ...]
     text: str  # the TOML as written, kept with the results
 
+    @property
+    def size(self) -> int:
+        """How many configurations :meth:`configurations` lists, counted without listing
+        them: a grid's is the product of its factors' value counts."""
+        return count_configurations(self.mode, self.factors, self.runs)
+
     def configurations(self) -> list[Configuration]:
         """Every configuration in a stable order (duplicates are removed later, by identity)."""
         out = [Configuration("base", dict(self.base))] if self.mode == "one-at-a-time" or not self.factors else []
@@ -182,6 +207,17 @@ class Spec:
         for run in self.runs:
             keys += [k for k in run if k != "name" and k not in keys]
         return keys
+
+
+def count_configurations(mode: str, factors: dict[str, list[Any]], runs: tuple[dict[str, Any], ...]) -> int:
+    """The configurations a spec gives (before duplicates are dropped): in ``grid`` mode
+    the product of the factors' value counts (the base alone without factors), in
+    ``one-at-a-time`` mode the base and each value; then the named runs."""
+    if mode == "grid" and factors:
+        points = math.prod(len(values) for values in factors.values())
+    else:
+        points = 1 + (sum(len(values) for values in factors.values()) if mode == "one-at-a-time" else 0)
+    return points + len(runs)
 
 
 def _show(value: Any) -> str:
@@ -252,6 +288,11 @@ def parse_spec(text: str, *, name: str = "experiment", where: str = "spec") -> S
     mode = data.get("mode", "grid")
     if mode not in ("grid", "one-at-a-time"):
         raise ConfigError(f"spec mode {mode!r}: choose grid or one-at-a-time")
+    size = count_configurations(mode, factors, runs)
+    if size > MAX_CONFIGURATIONS:
+        raise ConfigError(f"spec {where}: {size:,} configurations (in grid mode, the product of the factors' value "
+                          f"counts), more than the {MAX_CONFIGURATIONS:,} an experiment may hold; give fewer values "
+                          "or vary the factors one at a time")
     folds = data.get("folds", 5)
     if not isinstance(folds, int) or isinstance(folds, bool) or folds < 2:
         raise ConfigError("spec folds must be a whole number >= 2")
@@ -344,6 +385,26 @@ def _recorded_identity(folder: Path) -> str | None:
     return None
 
 
+def claim_experiment(out: str | os.PathLike[str]) -> Path:
+    """Claim ``out`` as an experiment folder (:func:`~dancegenre.safety.claim_folder`):
+    new, empty, ours by its marker, or made before the marker (every one of
+    :data:`EXPERIMENT_FILES`, nothing but them and :data:`EXPERIMENT_EXTRA`)."""
+    return claim_folder(out, "experiment", legacy=EXPERIMENT_FILES, legacy_others=EXPERIMENT_EXTRA,
+                        what="experiment folder")
+
+
+def _read_meta(path: Path) -> dict[str, Any]:
+    """An experiment folder's ``experiment.json``; StoreError when it is not one."""
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise StoreError(f"{path} cannot be read as an experiment's record ({exc}); choose another --out") from None
+    if not isinstance(meta, dict):
+        raise StoreError(f"{path} is not an experiment's record; choose another --out")
+    return meta
+
+
+@releasing
 def run_experiment(spec_path: str | os.PathLike[str], *, store: str | os.PathLike[str],
                    out: str | os.PathLike[str], jobs: int = 1, progress: bool = True,
                    dry_run: bool = False, log: Any = print) -> pd.DataFrame:
@@ -361,12 +422,20 @@ def run_experiment(spec_path: str | os.PathLike[str], *, store: str | os.PathLik
 
     Raises
     ------
-    ConfigError, StoreError, Interrupted (Ctrl-C: finished runs are kept)
+    ConfigError
+        A bad spec, or one of more than ``MAX_CONFIGURATIONS`` configurations or
+        ``MAX_EXPERIMENT_RUNS`` runs (counted before anything is listed or written).
+    StoreError, OutputError, Interrupted (Ctrl-C: finished runs are kept)
     """
     spec = load_spec(spec_path)
     st = SegmentStore(store)
     if spec.folds > len(st.items):  # each fold holds out at least one group of at least one item
         raise ConfigError(f"spec folds {spec.folds}: more than the store's {len(st.items)} items")
+    runs = spec.size * len(spec.seeds) * spec.folds  # counted before any run is listed
+    if runs > MAX_EXPERIMENT_RUNS:
+        raise ConfigError(f"spec {spec.name!r}: {spec.size:,} configurations x {len(spec.seeds):,} seeds x "
+                          f"{spec.folds} folds = {runs:,} runs, more than the {MAX_EXPERIMENT_RUNS:,} an experiment "
+                          "may hold")
     out = Path(out)
     configs_table, configs = _plan(spec, st)
     if dry_run:
@@ -377,14 +446,12 @@ def run_experiment(spec_path: str | os.PathLike[str], *, store: str | os.PathLik
         return configs_table
     meta = {"name": spec.name, "spec": spec.text, "store": str(Path(store).resolve()),
             "feature_digest": st.config.digest(), "labels": st.labels}
+    claim_experiment(out)
     meta_path = out / "experiment.json"
-    if meta_path.exists():
-        old = json.loads(meta_path.read_text())
-        if old.get("feature_digest") != meta["feature_digest"]:
-            raise StoreError(f"{out} holds an experiment on a store with other features; choose another --out")
-    claim_folder(out, "experiment", legacy=("experiment.json",), what="experiment folder")
+    if meta_path.exists() and _read_meta(meta_path).get("feature_digest") != meta["feature_digest"]:
+        raise StoreError(f"{out} holds an experiment on a store with other features; choose another --out")
     atomic_write(meta_path, json.dumps(meta, indent=2))
-    configs_table.to_csv(out / "configs.csv", index=False)
+    write_table(out / "configs.csv", configs_table)
     tasks, done = _tasks(spec, configs, out, adopt_earlier_runs(out, configs, rename=True, log=log), log)
 
     todo = [t for t in tasks if t not in done]
@@ -453,8 +520,11 @@ def train_one(store: str, run_dir: str, model: str, options: dict[str, Any], tra
 
     torch.set_num_threads(threads)
 
-    run = claim_folder(run_dir, "run", legacy=(*RUN_FILES, "train.log"), what="run folder")
-    with open(run / "train.log", "a") as logfile:
+    run = claim_folder(run_dir, "run", legacy=EXPERIMENT_RUN_FILES, legacy_others=EXPERIMENT_RUN_EXTRA,
+                       what="run folder")
+    # appended to across resumes, so not written whole; never through a link planted in its place
+    fd = os.open(run / "train.log", os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o666)
+    with open(fd, "a", encoding="utf-8") as logfile:
         fit(store, out=run, model=model, model_options=options, config=TrainConfig.from_dict(train_config),
             resume=(run / "last.pt").exists(), progress=False, log=lambda *a: print(*a, file=logfile, flush=True))
     return run_row(run)
@@ -465,15 +535,18 @@ def run_row(run: Path) -> dict[str, Any]:
     return Run(Path(run)).row()
 
 
+@releasing
 def write_tables(out: str | os.PathLike[str]) -> pd.DataFrame:
-    """Collect finished runs into results.csv and summary.csv/.md/.html plus factor plots.
+    """Collect finished runs into results.csv and summary.csv/.md/.html plus factor plots,
+    each written whole or not at all, into the experiment folder ``out`` (claimed:
+    :func:`claim_experiment`).
 
     Returns the summary, sorted by mean validation item accuracy (best first).
     """
-    out = Path(out)
-    meta = json.loads((out / "experiment.json").read_text())
+    out = claim_experiment(out)
+    meta = _read_meta(out / "experiment.json")
     spec = parse_spec(meta["spec"], where=str(out / "experiment.json"))
-    configs = pd.read_csv(out / "configs.csv", keep_default_na=False)
+    configs = read_table(out / "configs.csv", keep_default_na=False, dtype={"config": str})
     rows = []
     for cid in configs["config"]:
         for run in sorted((out / "runs" / cid).glob("seed-*/fold-*")):
@@ -483,7 +556,7 @@ def write_tables(out: str | os.PathLike[str]) -> pd.DataFrame:
     if results.empty:
         raise StoreError(f"no finished runs in {out / 'runs'}")
     results = results.merge(configs[["config", "name"]], on="config")
-    results.to_csv(out / "results.csv", index=False)
+    write_table(out / "results.csv", results)
     meta["split_column"] = ", ".join(sorted(results["split_column"].unique()))
     expected = len(spec.seeds) * spec.folds
     agg: dict[str, Any] = {"runs": ("fold", "size")}
@@ -505,10 +578,10 @@ def write_tables(out: str | os.PathLike[str]) -> pd.DataFrame:
     complete = summary.index[summary["complete"]]
     if len(complete):
         summary.loc[complete[0], "best"] = True
-    summary.to_csv(out / "summary.csv", index=False)
+    write_table(out / "summary.csv", summary)
     plots = plot_factors(results, configs, spec, out)
-    (out / "summary.md").write_text(summary_markdown(summary, spec, meta, varied))
-    (out / "summary.html").write_text(summary_html(summary, spec, meta, varied, plots))
+    atomic_write(out / "summary.md", summary_markdown(summary, spec, meta, varied))
+    atomic_write(out / "summary.html", summary_html(summary, spec, meta, varied, plots))
     return summary
 
 
@@ -523,7 +596,7 @@ def seed_ensemble(config_dir: Path, spec: Spec) -> dict[str, float] | None:
         runs = [config_dir / f"seed-{seed}" / f"fold-{k}" / TEST_ITEMS for k in range(spec.folds)]
         if not all(r.exists() for r in runs):
             return None
-        tables.append(pd.concat([pd.read_csv(r, keep_default_na=False) for r in runs], ignore_index=True))
+        tables.append(pd.concat([read_table(r, keep_default_na=False) for r in runs], ignore_index=True))
     from dancegenre.training.scoring import verdict_metrics
 
     m = verdict_metrics(averaged_verdicts(tables))
@@ -635,6 +708,6 @@ def _plot_values(table: pd.DataFrame, factor: str, values: list[str], path: Path
     ax.set_xlabel(factor); ax.set_ylabel("item accuracy")
     set_title(ax, f"{factor}: each point a run (fold x seed); bar: held-out mean ± std", fontsize=9)
     ax.legend(fontsize=8, loc="lower right")
-    fig.savefig(path, dpi=100)
+    save_figure(fig, path, dpi=100)
     plt.close(fig)
     return path

@@ -4,14 +4,16 @@ Drop audio files on the page to get, for each, the verdict, a bar per genre, the
 per-segment timeline and the mel-spectrogram.  ``POST /api/predict`` (multipart field
 ``file``) answers the same as JSON; ``/openapi.json`` describes the API.
 
-Uploads are size-limited, must be audio (by extension and by decoding), live in a
-private temporary file under a random name only while the request runs, and a bad file
-gets a 4xx with a message while the server keeps going.
+Uploads are size-limited, must be audio (by extension and by decoding), no longer
+than ``max_duration`` (3 hours by default, read from the file's header before any
+decoding), live in a private temporary file under a random name only while the request
+runs, and a bad file gets a 4xx with a JSON message while the server keeps going.
 
 The server is waitress (a production WSGI server, pure Python): a connection that sends
 nothing for ``request_timeout`` seconds (a body shorter than its Content-Length, say) is
 closed.  Only the Host names the server listens on are answered (no DNS rebinding), and
 a POST from a page of another origin is refused unless ``allow_origins`` names it.
+Nothing asks who uploads: a server that listens beyond this machine says so on stderr.
 Pages come from Jinja2 templates with autoescape.
 """
 
@@ -20,8 +22,10 @@ from __future__ import annotations
 import atexit
 import base64
 import io
+import json
 import os
 import shutil
+import sys
 import tempfile
 import threading
 from collections.abc import Iterator, Sequence
@@ -29,11 +33,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from dancegenre.audio.decode import AUDIO_EXTENSIONS, load
+from dancegenre.audio.decode import AUDIO_EXTENSIONS, check_duration, check_max_duration, load
 from dancegenre.audio.frontend import log_mel
-from dancegenre.config import PORTS, UPLOAD_MB
+from dancegenre.config import MAX_AUDIO_SECONDS, PORTS, UPLOAD_MB
 from dancegenre.errors import ConfigError, DanceGenreError
 from dancegenre.inference.classifier import Classifier
+from dancegenre.safety import one_line_text
 from dancegenre.training.runs import held_out_beside, results_beside
 
 DEFAULT_MAX_UPLOAD_MB = 100  # a 2-hour 128 kbps mix is ~115 MB; previews are < 1 MB
@@ -168,7 +173,9 @@ def openapi_spec() -> dict[str, Any]:
                     "400": {"description": "no file", "content": {"application/json": {"schema": error}}},
                     "413": {"description": "too large", "content": {"application/json": {"schema": error}}},
                     "415": {"description": "not an audio file type", "content": {"application/json": {"schema": error}}},
-                    "422": {"description": "not decodable or too short", "content": {"application/json": {"schema": error}}},
+                    "422": {"description": "not decodable, too short, or longer than the server's limit "
+                                           "(3 hours by default)",
+                            "content": {"application/json": {"schema": error}}},
                 }}},
             "/api/model": {"get": {
                 "summary": "The model: genres (items of each per side), network, front end, split, "
@@ -199,15 +206,10 @@ def host_names(host: str, extra: list[str] | tuple[str, ...] = ()) -> set[str]:
     address itself, the loopback names for a loopback or any-address server, this
     machine's names and addresses for an any-address one, and ``extra`` (the names a
     reverse proxy or DNS gives it)."""
-    import ipaddress
     import socket
 
     names = {host.strip("[]").lower()}
-    try:
-        loopback = ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        loopback = host.lower() == "localhost"
-    if loopback or host in ANY_ADDRESS:
+    if host in ANY_ADDRESS or is_loopback(host):
         names |= set(LOOPBACK_NAMES)
     if host in ANY_ADDRESS:
         names |= {socket.gethostname().lower(), socket.getfqdn().lower()}
@@ -216,6 +218,41 @@ def host_names(host: str, extra: list[str] | tuple[str, ...] = ()) -> set[str]:
         except OSError:
             pass
     return (names | {e.lower() for e in extra}) - {""}
+
+
+def is_loopback(host: str) -> bool:
+    """True when a server listening on ``host`` is reachable from this machine only: a
+    loopback address, or a name whose every address is one (``localhost``)."""
+    import ipaddress
+    import socket
+
+    if host in ANY_ADDRESS:
+        return False
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        pass
+    try:
+        found = {str(info[4][0]) for info in socket.getaddrinfo(host, None)}
+    except OSError:
+        return host.lower() == "localhost"
+    return bool(found) and all(ipaddress.ip_address(a.split("%")[0]).is_loopback for a in found)
+
+
+def exposure_warning(host: str) -> str | None:
+    """The line ``serve`` prints on stderr when it listens beyond this machine (None on
+    a loopback address): the upload endpoint asks no one who they are."""
+    if is_loopback(host):
+        return None
+    where = "every network interface" if host in ANY_ADDRESS else "an address other machines can reach"
+    return (f"dancegenre serve: warning: listening on {one_line_text(host) or repr(host)} ({where}); there is "
+            "no authentication: anyone who can reach it can upload files and use the model; --host 127.0.0.1 "
+            "keeps it on this machine")
+
+
+def too_large_message(max_upload_mb: float) -> str:
+    """What an upload over the limit is answered, by the app and by the server alike."""
+    return f"file too large: the limit is {max_upload_mb:g} MB"
 
 
 def web_origin(text: str) -> str:
@@ -274,11 +311,16 @@ def check_upload_limit(max_upload_mb: object) -> float:
 
 def create_app(checkpoint: str | os.PathLike[str], *, max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB,
                allowed_hosts: set[str] | None = None, allow_origins: list[str] | tuple[str, ...] = (),
-               only: Sequence[str] | None = None) -> Any:
+               only: Sequence[str] | None = None, max_duration: float | None = MAX_AUDIO_SECONDS) -> Any:
     """The Flask app for ``checkpoint`` (a run folder or .pt file).
 
     ``only``: verdicts among these of the model's genres (at least two; see
     :meth:`Classifier.restrict`); raises ConfigError for a genre the model lacks.
+
+    ``max_duration``: seconds; a longer upload is answered 422 from its header, before
+    any decoding (:data:`~dancegenre.config.MAX_AUDIO_SECONDS`, 3 hours, by default;
+    None: no cap).  The upload limit alone bounds nothing: 1 MB of FLAC holds 12 hours
+    of silence.
 
     ``allowed_hosts``: the Host names answered (see :func:`host_names`); None answers
     any (the test client).  ``allow_origins``: origins (``https://example.org``) whose
@@ -291,6 +333,7 @@ def create_app(checkpoint: str | os.PathLike[str], *, max_upload_mb: float = DEF
     from dancegenre.present.html import render, stylesheet
 
     check_upload_limit(max_upload_mb)
+    max_duration = check_max_duration(max_duration)
     css = stylesheet() + stylesheet(WEB)  # the base of every page, then the web page's own
     origins = {web_origin(o) for o in allow_origins}
     clf = Classifier.load(checkpoint)
@@ -313,7 +356,7 @@ def create_app(checkpoint: str | os.PathLike[str], *, max_upload_mb: float = DEF
 
     @app.errorhandler(RequestEntityTooLarge)
     def too_large(_: Exception) -> Any:
-        return fail(413, f"file too large: the limit is {max_upload_mb:g} MB")
+        return fail(413, too_large_message(max_upload_mb))
 
     def same_origin(origin: str) -> bool:
         return origin == f"{request.scheme}://{request.host}".lower()
@@ -391,6 +434,7 @@ def create_app(checkpoint: str | os.PathLike[str], *, max_upload_mb: float = DEF
                 upload.save(fh)
             if os.path.getsize(tmp) == 0:
                 return fail(400, "the file is empty")
+            check_duration(tmp, max_duration)  # the header only: a long file costs no decoding
             with lock:
                 result = clf.predict(tmp)
             body = result.to_dict(top_k=TOP_K)
@@ -406,12 +450,36 @@ def create_app(checkpoint: str | os.PathLike[str], *, max_upload_mb: float = DEF
     return app
 
 
+def _json_channel(too_large: str) -> type:
+    """A waitress channel class whose own error answers (a body over the size limit,
+    a malformed request) are JSON ``{"error": ...}``, as the app's are, not text."""
+    from waitress.channel import HTTPChannel
+    from waitress.task import ErrorTask
+
+    class JSONErrorTask(ErrorTask):
+        def execute(self) -> None:
+            error = self.request.error
+            message = too_large if error.code == 413 else f"{error.reason.lower()}: {error.body}"
+            body = json.dumps({"error": message}).encode()
+            self.status = f"{error.code} {error.reason}"
+            self.response_headers.append(("Content-Type", "application/json"))
+            self.set_close_on_finish()
+            self.content_length = len(body)
+            self.write(body)
+
+    class JSONChannel(HTTPChannel):
+        error_task_class = JSONErrorTask
+
+    return JSONChannel
+
+
 def make_server(app: Any, *, host: str = "127.0.0.1", port: int = 8000, max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB,
                 request_timeout: float = DEFAULT_REQUEST_TIMEOUT, threads: int = 4) -> Any:
     """A waitress server for ``app`` (``.run()`` serves; ``.effective_port`` is the port).
 
     A connection silent for ``request_timeout`` seconds is closed; a body over the
-    upload limit is refused before it is read whole.
+    upload limit is refused before it is read whole, with the JSON answer the app
+    gives (``{"error": "file too large: ..."}``, 413).
 
     Raises ConfigError: the address cannot be listened on (taken, not this machine's, not
     an address or a name at all)."""
@@ -420,15 +488,23 @@ def make_server(app: Any, *, host: str = "127.0.0.1", port: int = 8000, max_uplo
     check_upload_limit(max_upload_mb)
     if isinstance(port, bool) or not isinstance(port, int) or not PORTS[0] <= port <= PORTS[1]:
         raise ConfigError(f"port must be a whole number from 0 (any free port) to {PORTS[1]}, not {port!r}")
+    from waitress.server import BaseWSGIServer
+
     try:
-        return create_server(app, host=host, port=port, threads=threads, channel_timeout=request_timeout,
-                             cleanup_interval=max(1, min(30, int(request_timeout / 2))),
-                             max_request_body_size=int(max_upload_mb * 1024 * 1024) + 64 * 1024,
-                             ident="dancegenre", clear_untrusted_proxy_headers=True)
+        server = create_server(app, host=host, port=port, threads=threads, channel_timeout=request_timeout,
+                               cleanup_interval=max(1, min(30, int(request_timeout / 2))),
+                               max_request_body_size=int(max_upload_mb * 1024 * 1024) + 64 * 1024,
+                               ident="dancegenre", clear_untrusted_proxy_headers=True)
     except OSError as exc:
         raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
     except ValueError:  # waitress: the host resolves to no address
         raise ConfigError(f"cannot listen on {host!r}: not an address or a name of this machine") from None
+    channel = _json_channel(too_large_message(max_upload_mb))
+    # every listening socket (a name such as localhost may give two) makes its connections JSON-speaking
+    for listener in getattr(server, "_map", getattr(server, "map", {})).values():
+        if isinstance(listener, BaseWSGIServer):
+            listener.channel_class = channel
+    return server
 
 
 def close_server(server: Any) -> None:
@@ -472,17 +548,22 @@ def serving(server: Any, timeout: float = 10.0) -> Iterator[str]:
 def serve(checkpoint: str | os.PathLike[str], *, host: str = "127.0.0.1", port: int = 8000,
           max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB, allow_hosts: list[str] | tuple[str, ...] = (),
           allow_origins: list[str] | tuple[str, ...] = (), request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
-          only: Sequence[str] | None = None) -> None:
-    """Serve the app with waitress until Ctrl-C.
+          only: Sequence[str] | None = None, max_duration: float | None = MAX_AUDIO_SECONDS) -> None:
+    """Serve the app with waitress until Ctrl-C; one warning line on stderr when ``host``
+    is not a loopback address (:func:`exposure_warning`).  ``max_duration``: seconds of
+    audio an upload may hold (:func:`create_app`).
 
     Raises
     ------
     ConfigError
-        The address cannot be listened on.
+        The address cannot be listened on, or a limit is out of range.
     """
     app = create_app(checkpoint, max_upload_mb=max_upload_mb, allowed_hosts=host_names(host, allow_hosts),
-                     allow_origins=allow_origins, only=only)
+                     allow_origins=allow_origins, only=only, max_duration=max_duration)
     server = make_server(app, host=host, port=port, max_upload_mb=max_upload_mb, request_timeout=request_timeout)
+    warning = exposure_warning(host)
+    if warning:
+        print(warning, file=sys.stderr, flush=True)
     shown = f"[{host}]" if ":" in host else host
     print(f"dancegenre serve: http://{shown}:{server.effective_port}/ (Ctrl-C stops)", flush=True)
     try:
