@@ -1074,3 +1074,28 @@ def test_an_inbox_is_sorted_into_the_folder_it_lies_in(trained_run, tmp_path, ca
     # a target inside the input, as before: the inbox and the genre folder are listed, the target not
     code, out, _ = cli(capsys, "predict", "-q", trained_run, crate, "--sort-into", crate / "sorted")
     assert code == 0 and "copy 2 file(s)" in out
+
+
+def test_library_calls_let_their_folder_locks_go(tmp_path):
+    from dancegenre import safety
+    from dancegenre.data.synth import synthesize
+
+    synthesize(tmp_path / "c", per_genre=1, fmt="wav", progress=False, workers=1)
+    assert os.path.realpath(tmp_path / "c") not in safety._HELD  # another process may write it now
+
+
+def test_tag_refuses_hours_of_silence_from_the_header(tmp_path, capsys):
+    from dancegenre.config import MAX_AUDIO_SECONDS
+    from dancegenre.inference.embed import _refused_by_header
+
+    long = tmp_path / "silence.flac"
+    with sf.SoundFile(str(long), "w", samplerate=8000, channels=1, format="FLAC") as f:
+        block = np.zeros(8000 * 600, np.float32)
+        for _ in range(19):  # 3 h 10 min, a few kB
+            f.write(block)
+    short = good_wav(tmp_path / "ok.wav")
+    refused = _refused_by_header([str(long), str(short)], MAX_AUDIO_SECONDS)
+    assert list(refused) == [str(long)] and "too long" in refused[str(long)]
+    with pytest.raises(SystemExit) as caught:  # the parser's own refusal
+        main(["tag", "-q", str(short), "--max-duration", "0"])
+    assert caught.value.code == 2 and "--max-duration: must be between 1 and" in capsys.readouterr().err

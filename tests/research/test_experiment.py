@@ -200,3 +200,108 @@ def test_seeds_averaged_is_an_honest_ensemble(corpus_store, tmp_path, finished):
     predicted = np.array([c[2:] for c in cols])[mean.to_numpy().argmax(1)]
     assert summary["seed_ensemble_item_accuracy"][0] == pytest.approx((predicted == runs[0]["label"]).mean())
     assert "seeds averaged" in (out / "summary.md").read_text()
+
+
+# ------------------------------------------------------------------ sizes, writes and folders
+
+
+@pytest.fixture
+def never_expanded(monkeypatch):
+    """An experiment that lists its grid fails here at once (it took gigabytes)."""
+    from types import SimpleNamespace
+
+    def product(*_):
+        raise AssertionError("the grid was expanded")
+
+    monkeypatch.setattr(experiment_module, "itertools", SimpleNamespace(product=product))
+
+
+def test_a_grid_of_a_hundred_million_points_is_refused_before_it_is_expanded(tmp_path, corpus_store, capsys,
+                                                                               never_expanded):
+    keys = ("dense", "rnn_hidden", "epochs", "batch_size", "patience", "time_masks", "freq_masks", "mask_width")
+    spec = tmp_path / "huge.toml"
+    spec.write_text("folds = 2\n[factors]\n" + "".join(f"{k} = {list(range(1, 11))}\n" for k in keys))
+    out = tmp_path / "o"
+    assert main(["experiment", str(spec), "--store", str(corpus_store), "--out", str(out), "--dry-run"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "100,000,000 configurations" in err[0] and "more than the 10,000" in err[0], err
+    assert not out.exists()
+
+
+def test_too_many_runs_are_refused_before_they_are_listed(tmp_path, corpus_store, capsys):
+    spec = tmp_path / "seeds.toml"  # 1,001 configurations x 50 seeds x 2 folds
+    spec.write_text(f"folds = 2\nseeds = {list(range(50))}\n[factors]\ndense = {list(range(1, 1002))}\n")
+    out = tmp_path / "o"
+    assert main(["experiment", str(spec), "--store", str(corpus_store), "--out", str(out), "--dry-run"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "= 100,100 runs, more than the 100,000" in err[0], err
+    assert not out.exists()
+
+
+def test_tables_pages_and_figures_are_written_whole_never_through_a_link(finished, tmp_path):
+    """Each output replaces what stands at its name (a planted link included) and never
+    writes where a link points; a name a spreadsheet would run is written inert."""
+    import shutil
+
+    from dancegenre.research.experiment import write_tables
+    from dancegenre.safety import read_table
+
+    out = tmp_path / "exp"
+    shutil.copytree(finished, out)
+    configs = read_table(out / "configs.csv", keep_default_na=False, dtype={"config": str})
+    configs.loc[0, "name"] = "=1+1"
+    configs.to_csv(out / "configs.csv", index=False)  # raw, as a spec's run name once was
+    names = ("results.csv", "summary.csv", "summary.md", "summary.html", "configurations.png", "factor-pooling.png")
+    victims = {}
+    for name in names:
+        victims[name] = tmp_path / f"victim-{name}"
+        victims[name].write_text("mine")
+        (out / name).unlink()
+        (out / name).symlink_to(victims[name])
+    write_tables(out)
+    assert all(v.read_text() == "mine" for v in victims.values())
+    assert all((out / n).is_file() and not (out / n).is_symlink() for n in names)
+    assert ",'=1+1," in (out / "summary.csv").read_text()
+    assert "=1+1" in set(read_table(out / "summary.csv", keep_default_na=False)["name"])
+
+
+def _as_before_the_marker(folder):
+    for path in folder.rglob(".dancegenre*"):
+        path.unlink()
+
+
+def test_an_experiment_made_before_the_marker_resumes_its_unfinished_run(finished, corpus_store, spec, tmp_path,
+                                                                         monkeypatch):
+    """Recognised by its complete set of files: the experiment folder, and a run folder
+    stopped after its first epoch (train.log, split.csv, checkpoints, metrics)."""
+    import shutil
+
+    out = tmp_path / "exp"
+    shutil.copytree(finished, out)
+    _as_before_the_marker(out)
+    run = min((out / "runs").glob("*/seed-0/fold-1"))
+    for name in ("results.json", "curves.png", "test-items.csv", "best.onnx"):  # what a run writes at its end
+        (run / name).unlink()
+    real = experiment_module.train_one
+    trained: list[str] = []
+    monkeypatch.setattr(experiment_module, "train_one", lambda *a: trained.append(a[1]) or real(*a))
+    summary = run_experiment(spec, store=corpus_store, out=out, progress=False, log=lambda *a: None)
+    assert trained == [str(run)] and (run / "results.json").exists()
+    assert (summary["runs"] == 2).all() and (out / ".dancegenre").exists() and (run / ".dancegenre").exists()
+
+
+@pytest.mark.parametrize("where", [".", "run"])
+def test_a_folder_holding_anything_else_is_not_taken_for_an_experiment(finished, corpus_store, spec, tmp_path, where):
+    import shutil
+
+    from dancegenre.errors import OutputError
+
+    out = tmp_path / "exp"
+    shutil.copytree(finished, out)
+    _as_before_the_marker(out)
+    run = min((out / "runs").glob("*/seed-0/fold-1"))
+    (run / "results.json").unlink()
+    (out if where == "." else run).joinpath("notes.txt").write_text("the user's")
+    with pytest.raises(OutputError, match="already holds files that dancegenre did not make"):
+        run_experiment(spec, store=corpus_store, out=out, progress=False, log=lambda *a: None)
+    assert (out if where == "." else run).joinpath("notes.txt").read_text() == "the user's"

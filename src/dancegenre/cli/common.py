@@ -11,7 +11,7 @@ import argparse
 from collections.abc import Callable
 from pathlib import Path
 
-from dancegenre.config import MAX_SEED, PORTS, UPLOAD_MB, FeatureConfig
+from dancegenre.config import AUDIO_SECONDS, MAX_AUDIO_SECONDS, MAX_SEED, PORTS, UPLOAD_MB, FeatureConfig
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
@@ -46,6 +46,13 @@ probability = number_in(float, 0.0, 1.0, "a number")
 seed_number = number_in(int, 0, MAX_SEED, "a whole number")  # --seed: numpy's range
 port_number = number_in(int, *PORTS, "a port number")
 upload_mb = number_in(float, *UPLOAD_MB, "a number")
+audio_seconds = number_in(float, *AUDIO_SECONDS, "a number of seconds")  # --max-duration
+
+
+def add_max_duration_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--max-duration", type=audio_seconds, default=MAX_AUDIO_SECONDS,
+                   help="seconds; a longer file is refused from its header, before any decoding (default "
+                        "%(default)g: 3 hours)")
 
 
 def scheduler_name(text: str) -> str:

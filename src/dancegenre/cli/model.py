@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from dancegenre.cli.common import (
+    add_max_duration_option,
     add_scheduler_option,
     command,
     existing_path,
@@ -122,6 +123,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                         "torch (default %(default)s)")
     _add_evaluate_predict(sub)
     p = sub.add_parser("serve", help="a local web page and JSON API for trying a model")
+    add_max_duration_option(p)
     p.add_argument("checkpoint", type=existing_path, help="run folder or .pt checkpoint")
     p.add_argument("--host", default="127.0.0.1", help="default %(default)s (this machine only)")
     p.add_argument("--port", type=port_number, default=8000, help="default %(default)s (0: any free port)")
@@ -482,5 +484,5 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
     serve(args.checkpoint, host=args.host, port=args.port, max_upload_mb=args.max_upload_mb,
           allow_hosts=args.allow_host, allow_origins=args.allow_origin, request_timeout=args.request_timeout,
-          only=args.only)
+          only=args.only, max_duration=args.max_duration)
     return 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from dancegenre.cli.common import command, existing_path, named_path, one_line, positive_int
+from dancegenre.cli.common import add_max_duration_option, command, existing_path, named_path, one_line, positive_int
 
 ENGINE_HELP = ("how the pretrained network runs: onnxruntime (from an ONNX file made once in the cache folder, "
                "about a third faster here) or torch; auto takes onnxruntime where it can (default %(default)s)")
@@ -38,6 +38,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--top", type=positive_int, default=5, help="tags per file (default %(default)s)")
     p.add_argument("--out", type=named_path, default=None, help="the table as CSV")
     p.add_argument("--timeline", type=named_path, default=None, help="JSON lines: every patch's 50 tag probabilities")
+    add_max_duration_option(p)
     p.add_argument("--engine", choices=ENGINES, default="auto", help=ENGINE_HELP)
 
 
@@ -78,7 +79,7 @@ def _cmd_tag(args: argparse.Namespace) -> int:
     from dancegenre.inference.embed import tag_files
 
     table = tag_files(args.inputs, model=args.model, top=args.top, out=args.out, timeline=args.timeline,
-                      engine=args.engine, progress=not args.quiet)
+                      engine=args.engine, progress=not args.quiet, max_duration=args.max_duration)
     for row in table.to_dict(orient="records"):
         if row["error"]:
             print(one_line(f"{row['path']}: error: {row['error']}"))

@@ -30,7 +30,7 @@ import soundfile as sf
 from dancegenre.config import MAX_SYNTH_PER_GENRE
 from dancegenre.data.scheduler import parallel_map
 from dancegenre.errors import ConfigError
-from dancegenre.safety import atomic_path, atomic_write
+from dancegenre.safety import atomic_path, atomic_write, claim_folder, releasing
 
 GENRES = ("techno", "edm")
 SR = 44100  # Hz: the rate of the previews users download
@@ -405,6 +405,7 @@ def clip_specs(per_genre: int, seed: int, artists_per_genre: int | None = None) 
     return [ClipSpec(g, i, i % n_artists, seed) for g in GENRES for i in range(per_genre)]
 
 
+@releasing
 def synthesize(
     out: str | os.PathLike[str],
     *,
@@ -429,9 +430,9 @@ def synthesize(
     if fmt not in FORMATS:
         raise ConfigError(f"--format must be one of {', '.join(FORMATS)}")
     specs = clip_specs(per_genre, seed, artists_per_genre)  # before the folder: a bad count makes nothing
-    from dancegenre.safety import claim_folder
-
-    out = claim_folder(out, "corpus", what="corpus folder")  # its catalog.csv must never replace a user's
+    # its catalog.csv must never replace a user's; one made before the marker holds the
+    # catalog and the genre folders, nothing else
+    out = claim_folder(out, "corpus", legacy=("catalog.csv",), legacy_others=GENRES, what="corpus folder")
     for g in GENRES:
         (out / g).mkdir(parents=True, exist_ok=True)
     tasks = [(s, str(out), fmt) for s in specs]

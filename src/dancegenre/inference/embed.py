@@ -15,7 +15,9 @@ from dancegenre.config import EMBED_LAYERS as LAYERS
 from dancegenre.config import ENGINES, check_batch_size
 from dancegenre.config import PRETRAINED_NAMES as PRETRAINED
 from dancegenre.data.jobs import Journal, cache_keys
-from dancegenre.errors import OutputError
+from dancegenre.audio.decode import join_blocks
+from dancegenre.config import MAX_AUDIO_SECONDS
+from dancegenre.errors import DanceGenreError, OutputError
 from dancegenre.safety import csv_text, releasing, write_table
 
 if TYPE_CHECKING:
@@ -376,11 +378,31 @@ def embed_files(inputs: list[str | os.PathLike[str]], out: str | os.PathLike[str
 
 
 
+def _refused_by_header(paths: list[str], max_duration: float | None) -> dict[str, str]:
+    """{path: why} for the files whose header says they last more than ``max_duration``
+    seconds, or that cannot be opened."""
+    from dancegenre.audio.decode import check_duration, check_max_duration
+
+    check_max_duration(max_duration)
+    out = {}
+    for path in paths:
+        try:
+            check_duration(path, max_duration)
+        except DanceGenreError as exc:
+            out[path] = str(exc)
+    return out
+
+
 @releasing
 def tag_files(inputs: list[str | os.PathLike[str]], *, model: str = "musicnn-msd", top: int = 5,
               out: str | os.PathLike[str] | None = None, timeline: str | os.PathLike[str] | None = None,
-              progress: bool = True, engine: str = "auto", log: Callable[[str], Any] = print) -> pd.DataFrame:
+              progress: bool = True, engine: str = "auto", log: Callable[[str], Any] = print,
+              max_duration: float | None = MAX_AUDIO_SECONDS) -> pd.DataFrame:
     """The pretrained network's tags for every file: the mean taggram over its 3-s patches.
+
+    A file longer than ``max_duration`` seconds (None: no cap) is a failed row, refused
+    from its header before any decoding: a small file of many hours would otherwise
+    take gigabytes.
 
     Returns one row a file (path, the ``top`` tags with their probabilities as
     ``tag1, p1, ...``, patches, error).  ``out`` writes that table as CSV;
@@ -439,11 +461,16 @@ def tag_files(inputs: list[str | os.PathLike[str]], *, model: str = "musicnn-msd
     todo = [p for p in paths if p not in finished]
     bar = tqdm(total=len(todo), desc="tag", unit="file", disable=not progress)
     with book.writer() if book else contextlib.nullcontext(None) as add:
-        for path, segs, err in decode_many(todo, cfg, workers=1, network_threads=os.cpu_count() or 1,
-                                           set_threads=embedder.set_threads):
+        refused = _refused_by_header(todo, max_duration)
+        for path, why in refused.items():  # not journaled: a rerun tries it again
+            finished[path] = {"row": {"path": path, "patches": 0, "error": why}, "line": None}
+            bar.update(1)
+        for path, segs, err in decode_many([p for p in todo if p not in refused], cfg, workers=1,
+                                           network_threads=os.cpu_count() or 1, set_threads=embedder.set_threads):
             if err is None and segs is None:
                 try:
-                    segs = np.concatenate([b.segments for b in iter_segments(path, cfg)])
+                    segs = join_blocks((b.segments for b in iter_segments(path, cfg, max_duration=max_duration)),
+                                       np.zeros((0, cfg.n_mels, cfg.segment_frames), np.float32))
                 except DanceGenreError as exc:
                     err = str(exc)
             bar.update(1)

@@ -234,6 +234,18 @@ def _text_encoding(frame: Any, text: list[str]) -> int:
 
 # ---------------------------------------------------------------- one file, whole or not at all
 
+def _tags_of(path: Path, *args: Any) -> tuple[Path | None, _Tags | None, str]:
+    """(the real file, its tags, '') for a file whose tags may be written
+    (:func:`_writable`, with ``args``), or (None or the file, None, why not)."""
+    real, why = _writable(path, *args)
+    if real is None:
+        return None, None, why
+    try:
+        return real, _Tags(real), ""
+    except DanceGenreError as exc:
+        return real, None, str(exc)
+
+
 def _writable(path: Path, stamp: tuple[int, int] | None = None) -> tuple[Path | None, str]:
     """(the file to rewrite: ``path`` with its links resolved, '') or (None, why it may
     not be rewritten now): gone, not a regular file, more than one hard link, changed
@@ -435,13 +447,9 @@ def _tag_one(p: Prediction, log: _Journal | None, tagged: dict[Path, str], plan:
     same = tagged.get(Path(os.path.realpath(p.source)))
     if same is not None:
         return TagAction(shown, "skip", [], f"the same file as {same}, tagged already")
-    real, why = _writable(Path(p.source), p.stamp)
-    if real is None:
+    real, tags, why = _tags_of(Path(p.source), p.stamp)
+    if tags is None:
         return TagAction(shown, "skip", [], why)
-    try:
-        tags = _Tags(real)
-    except DanceGenreError as exc:
-        return TagAction(shown, "skip", [], str(exc))
     new, field, why = _plan(p, tags, **plan)
     if new is None:
         return TagAction(shown, "skip", [], why)
@@ -485,13 +493,9 @@ def _restore_one(row: dict[str, str], dry_run: bool) -> TagAction:
         new_genre = json.loads(row["new_genre"])
     except (TypeError, ValueError):  # a row cut short: its missing cells are NaN
         return TagAction(shown, "skip", [], "its journal row is damaged")
-    real, why = _writable(Path(shown))
-    if real is None:
+    real, tags, why = _tags_of(Path(shown))
+    if tags is None:
         return TagAction(shown, "skip", [], why)
-    try:
-        tags = _Tags(real)
-    except DanceGenreError as exc:
-        return TagAction(shown, "skip", [], str(exc))
     if tags.field() != row["new_field"] or tags.genres() != new_genre:
         return TagAction(shown, "skip", [], "its tags changed since dancegenre wrote them")
     if dry_run:
