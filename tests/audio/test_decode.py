@@ -3,6 +3,7 @@ and the same checks, in prepare and predict."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -51,6 +52,32 @@ def test_bad_m4a_files_get_one_reason(tmp_path):
     silent = write_m4a(tmp_path / "silent.m4a", np.zeros(44100 * 5, np.float32), 44100, codec="alac")
     with pytest.raises(SilentAudioError):
         segments_of(silent, FeatureConfig())
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_worker_forked_after_decoding_an_m4a_does_not_hang(tmp_path):
+    """PyAV's converter left a thread pool in reference cycles; a worker forked after
+    it (prepare's, predict's) that collected them waited for its threads forever."""
+    import gc
+    import time
+
+    path = write_m4a(tmp_path / "a.m4a", tone(3.0, 48000, seed=1), 48000, codec="alac")  # s16 to convert
+    gc.disable()  # the cycles stay until the fork, as they may between two collections
+    try:
+        load(path, sr=22050)
+        pid = os.fork()
+        if pid == 0:  # the worker: collect, then leave at once
+            gc.collect()
+            os._exit(0)
+    finally:
+        gc.enable()
+    for _ in range(200):
+        if os.waitpid(pid, os.WNOHANG)[0]:
+            return
+        time.sleep(0.05)
+    os.kill(pid, 9)
+    os.waitpid(pid, 0)
+    pytest.fail("the forked worker hung freeing PyAV's threads")
 
 
 def test_non_finite_samples_are_refused(tmp_path):

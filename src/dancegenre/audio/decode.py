@@ -196,8 +196,7 @@ class _AVFile(_AudioFile):
         self.frames = int(round(duration * self.samplerate))
         self.format = f"{(self._container.format.name or '?').split(',')[0].upper()}/{stream.codec_context.name}"
         self._frames = self._container.decode(stream)
-        self._resampler = av.AudioResampler(format="fltp", layout=stream.layout.name if stream.layout else None,
-                                            rate=self.samplerate)
+        self._resampler = _resampler(stream.layout.name if stream.layout else None, self.samplerate)
         self._pending: list[np.ndarray] = []
         self._have = 0
         self._done = False
@@ -229,6 +228,21 @@ class _AVFile(_AudioFile):
     def close(self) -> None:
         self._container.close()
 
+
+
+def _resampler(layout: str | None, rate: int) -> object:
+    """PyAV's converter to float32 planar at ``rate``, on one thread.
+
+    Its filter graph would otherwise start a pool of threads, and it is freed only by
+    the garbage collector (it holds reference cycles): when that happens in a worker
+    forked after the decoding (prepare's, predict's pool), the worker waits forever
+    for threads it does not have.  Converting one block gains nothing from threads."""
+    import av
+
+    try:
+        return av.AudioResampler(format="fltp", layout=layout, rate=rate, threads=1)
+    except TypeError:  # an older PyAV takes no thread count
+        return av.AudioResampler(format="fltp", layout=layout, rate=rate)
 
 
 def open_audio(path: str | os.PathLike[str]) -> _AudioFile:
