@@ -15,7 +15,7 @@ import pandas as pd
 
 from dancegenre.config import TrainConfig
 from dancegenre.data.store import SegmentStore, prepare
-from dancegenre.data.synth import synthesize
+from dancegenre.data.synth import check_per_genre, synthesize
 from dancegenre.inference.classifier import Classifier, expand_paths, results_table
 from dancegenre.inference.evaluate import evaluate
 from dancegenre.present.figures import spectrogram_grid, timeline_plot
@@ -39,6 +39,8 @@ def run_demo(out: str | os.PathLike[str] = "demo-out", *, per_genre: int = 40, e
 
     A rerun reuses the corpus and the store, and trains a fresh run.
     """
+    check_per_genre(per_genre)  # a refused count leaves no demo folder behind
+    check_per_genre(heldout_per_genre)
     out = claim_folder(out, "demo", legacy=DEMO_FILES, legacy_others=DEMO_EXTRA, what="demo folder")
     t0 = time.perf_counter()
     log(f"1/6 synthesising {per_genre} techno and {per_genre} EDM clips ({fmt}) and "

@@ -379,3 +379,12 @@ def test_serving_beyond_this_machine_warns_on_stderr(monkeypatch, capsys, host, 
         assert "no authentication" in err[0] and "--host 127.0.0.1" in err[0]
     else:
         assert err == []
+
+
+
+def test_a_long_upload_whose_header_understates_it_is_stopped_while_decoding(trained_run, monkeypatch):
+    # the header's check passes, as for a header that lies; decoding stops at the cap
+    monkeypatch.setattr("dancegenre.web.app.check_duration", lambda path, cap: None)
+    client = create_app(trained_run, max_upload_mb=1, max_duration=2).test_client()
+    r = post(client, "long.wav", wav_bytes())
+    assert r.status_code >= 400 and "too long" in r.json["error"], r.json

@@ -394,16 +394,21 @@ class Classifier:
         mean = taggram.mean(0)
         return {self.tag_names[j]: float(mean[j]) for j in np.argsort(-mean)[:top]}
 
-    def predict(self, source: str | os.PathLike[str] | np.ndarray, sr: int | None = None) -> Prediction:
+    def predict(self, source: str | os.PathLike[str] | np.ndarray, sr: int | None = None, *,
+                max_duration: float | None = None) -> Prediction:
         """Genre of one file, or of a waveform (``(n,)`` or ``(n, channels)``) at ``sr`` Hz.
+
+        ``max_duration``: seconds; a longer source is refused, a file by its header before
+        any decoding and while decoding when the header understates it (None: no cap).
 
         Raises
         ------
-        AudioDecodeError (and subclasses) for a file that cannot be used.
+        AudioDecodeError (and subclasses) for a file that cannot be used, or is too long.
         """
         name = "<waveform>" if isinstance(source, np.ndarray) else str(source)
         if self.feature_device is not None and (isinstance(source, np.ndarray) or _size(name) <= LONG_FILE_BYTES):
-            segs = device_segments(whole_mono(source, self.config, sr=sr), self.config, self.feature_device)
+            segs = device_segments(whole_mono(source, self.config, sr=sr, max_duration=max_duration), self.config,
+                                   self.feature_device)
             return self._result(name, self._probs(segs), np.arange(len(segs)))
         probs, tags, numbers, waiting = [], [], [], []
 
@@ -419,7 +424,7 @@ class Classifier:
         # spin beside it (twice the CPU time for predict --workers 1).  torch and
         # onnxruntime keep their own thread counts.
         with threadpool_limits(1, user_api="blas"):
-            for block in iter_segments(source, self.config, sr=sr):
+            for block in iter_segments(source, self.config, sr=sr, max_duration=max_duration):
                 waiting.append(block.segments)
                 numbers.append(block.index)
                 if sum(len(w) for w in waiting) >= self.batch_size:

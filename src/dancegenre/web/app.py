@@ -436,7 +436,7 @@ def create_app(checkpoint: str | os.PathLike[str], *, max_upload_mb: float = DEF
                 return fail(400, "the file is empty")
             check_duration(tmp, max_duration)  # the header only: a long file costs no decoding
             with lock:
-                result = clf.predict(tmp)
+                result = clf.predict(tmp, max_duration=max_duration)
             body = result.to_dict(top_k=TOP_K)
             body.pop("path", None)
             body["filename"] = Path(upload.filename).name
