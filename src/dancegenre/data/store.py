@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 from dancegenre import __version__
-from dancegenre.audio.decode import probe
+from dancegenre.audio.decode import join_blocks, probe
 from dancegenre.audio.frontend import LogMelStream, iter_segments, mel_filterbank
 from dancegenre.config import FeatureConfig, given
 from dancegenre.data.catalog import item_key, list_items
@@ -73,10 +73,17 @@ def decode_item(path: str, key: str, config: FeatureConfig) -> tuple[dict[str, A
     ``error`` and ``reason``, None): never raises for a bad file."""
     try:
         info = probe(path)
-        # float16 per block: a 2-hour mix holds ~80 MB here, not twice that
-        blocks = [(b.segments.astype(np.float16), b.index) for b in iter_segments(path, config)]
-        segments = np.concatenate([s for s, _ in blocks])
-        numbers = np.concatenate([n for _, n in blocks])
+        numbers_of: list[np.ndarray] = []
+
+        def float16_blocks() -> Iterator[np.ndarray]:
+            for block in iter_segments(path, config):
+                numbers_of.append(block.index)
+                yield block.segments.astype(np.float16)
+
+        # float16, joined in one array grown in place: a long mix is held once, not as
+        # blocks plus their concatenation
+        segments = join_blocks(float16_blocks(), np.zeros((0, config.n_mels, config.segment_frames), np.float16))
+        numbers = np.concatenate(numbers_of) if numbers_of else np.zeros(0, np.int64)
     except DanceGenreError as exc:
         return {"key": key, "error": type(exc).__name__, "reason": str(exc)}, None
     except (MemoryError, ValueError) as exc:  # a header that lies about its size
